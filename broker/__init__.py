@@ -1,0 +1,23 @@
+"""Broker access for the services: RabbitMQ through pika, or the embedded in-process broker."""
+
+from broker.base import (
+    Broker,
+    BrokerError,
+    ConnectionLost,
+    Consumer,
+    Delivery,
+    Outgoing,
+    PublishFailed,
+    TopologyConflict,
+)
+
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "ConnectionLost",
+    "Consumer",
+    "Delivery",
+    "Outgoing",
+    "PublishFailed",
+    "TopologyConflict",
+]

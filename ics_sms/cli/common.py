@@ -1,0 +1,53 @@
+"""What every command shares: settings from the environment and one-line errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from schemas.errors import describe
+from schemas.senders import SenderError, Senders, load_senders
+from schemas.settings import Settings
+
+__all__ = ["CliError", "ErrorHandlingGroup", "load_settings", "read_senders"]
+
+
+class CliError(click.ClickException):
+    """A command could not do its job; the message is one line saying why."""
+
+    def format_message(self) -> str:
+        return self.message
+
+
+class ErrorHandlingGroup(click.Group):
+    """Turns domain errors into a one-line reason and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SenderError as exc:
+            raise CliError(str(exc)) from None
+        except ValidationError as exc:
+            raise CliError("; ".join(describe(exc))) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from ``ICS_SMS_*``; ``overrides`` (command-line options) win when not None."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        lines = []
+        for line in describe(exc):
+            field, _, reason = line.partition(": ")
+            lines.append(f"ICS_SMS_{field.upper()}: {reason}")
+        raise CliError("invalid configuration: " + "; ".join(lines)) from None
+
+
+def read_senders(settings: Settings) -> Senders:
+    try:
+        return load_senders(settings.senders_file)
+    except SenderError as exc:
+        raise CliError(str(exc)) from None

@@ -1,0 +1,36 @@
+"""The ``ics-sms`` command group."""
+
+from __future__ import annotations
+
+import click
+
+from ics_sms import __version__
+from ics_sms.cli.common import ErrorHandlingGroup, load_settings
+from ics_sms.cli.schemas_cmd import schemas_group
+from ics_sms.cli.senders_cmd import senders_group
+from ics_sms.cli.topology_cmd import topology_command
+from ics_sms.cli.worker_cmd import worker_command
+from ics_sms.logs import configure_logging
+
+__all__ = ["cli", "main"]
+
+
+@click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ics-sms")
+def cli() -> None:
+    """Queue-based SMS connector for the ICS gateway.
+
+    Configuration comes from ICS_SMS_* environment variables (see the README).
+    """
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+cli.add_command(senders_group)
+cli.add_command(schemas_group)
+cli.add_command(topology_command)
+cli.add_command(worker_command)
+
+
+def main() -> None:
+    cli(prog_name="ics-sms")

@@ -1,0 +1,158 @@
+"""The wire contract on RabbitMQ: what campaign engines publish and analytics reads.
+
+Both messages are JSON (UTF-8) and carry ``schema_version``. Unknown fields are ignored so
+that an older reader keeps working when a newer writer adds one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    field_validator,
+)
+
+from schemas.phone import normalize_e164
+
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "SCHEMA_VERSION",
+    "TERMINAL_STATUSES",
+    "Encoding",
+    "Identifier",
+    "ReceiptEvent",
+    "SendRequest",
+    "Status",
+    "make_event_id",
+]
+
+SCHEMA_VERSION: Literal[1] = 1
+MAX_TEXT_CHARS = 2000
+MAX_METADATA_KEYS = 50
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$"),
+]
+"""Ids that travel through ICS and URLs: letters, digits and ``._:-``, at most 64."""
+
+DltId = Annotated[str, StringConstraints(pattern=r"^\d{1,30}$")]
+
+
+class Status(StrEnum):
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CLICKED = "clicked"
+
+    @property
+    def routing_key(self) -> str:
+        """Routing key of this status on the ``sms.events`` exchange."""
+        return f"sms.{self.value}"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({Status.DELIVERED, Status.FAILED, Status.REJECTED, Status.EXPIRED})
+
+
+class Encoding(StrEnum):
+    GSM7 = "gsm7"
+    UCS2 = "ucs2"
+
+
+def _e164(value: str) -> str:
+    return normalize_e164(value)
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty or only white space")
+    return value
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+
+
+class SendRequest(_Wire):
+    """One SMS to send. ``message_id`` is the producer's idempotency key."""
+
+    schema_version: Literal[1] = Field(
+        default=SCHEMA_VERSION, description="Version of this message format."
+    )
+    message_id: Identifier = Field(description="The producer's id; the idempotency key.")
+    campaign_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    to: Annotated[str, AfterValidator(_e164)] = Field(
+        description="Recipient in E.164, e.g. +919812345678.",
+        json_schema_extra={"pattern": r"^\+?[0-9 ()\-.]{7,20}$"},
+    )
+    text: Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(_text)]
+    sender: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        default=None, description="Sender name; the default sender when absent."
+    )
+    dlt_template_id: DltId | None = Field(
+        default=None, description="DLT template id, required for +91 recipients."
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="After this instant the message is not sent (status expired)."
+    )
+    metadata: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Opaque; echoed in every event of this message."
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise ValueError(f"may hold at most {MAX_METADATA_KEYS} keys")
+        return value
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+class ReceiptEvent(_Wire):
+    """What happened to one message. ``event_id`` is stable across duplicate receipts."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(description="Stable id: the same receipt twice gives the same id.")
+    message_id: str
+    campaign_id: str | None = Field(
+        default=None, description="Absent only on receipts for messages the receiver cannot map."
+    )
+    status: Status
+    occurred_at: AwareDatetime
+    sender: str | None = None
+    provider_message_id: str | None = Field(default=None, description="ICS message id (mid).")
+    error_code: str | None = None
+    error: str | None = None
+    url: str | None = Field(default=None, description="The clicked URL (clicked events).")
+    attempt: int | None = Field(default=None, ge=1)
+    segments: int | None = Field(default=None, ge=1)
+    encoding: Encoding | None = None
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+def make_event_id(message_id: str, status: Status | str, *discriminators: object) -> str:
+    """A deterministic event id from what identifies one receipt of one message."""
+    parts = [message_id, str(status), *(str(d) for d in discriminators)]
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

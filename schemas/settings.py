@@ -1,0 +1,103 @@
+"""Configuration: one typed object read from ``ICS_SMS_*`` variables at start-up and passed in.
+
+Nothing below the command line reads the environment; components take a ``Settings``.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topology import QueueType, Topology
+
+__all__ = ["DEFAULT_ICS_URL", "Settings", "redact_url"]
+
+DEFAULT_ICS_URL = "https://api.icsmobile.in"
+"""The real ICS host (assumed); point ``ICS_SMS_ICS_URL`` at the sandbox for local work."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+class Settings(BaseSettings):
+    """Everything a component needs to know about its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ICS_SMS_", extra="ignore", frozen=True)
+
+    broker_url: SecretStr = Field(
+        default=SecretStr("amqp://guest:guest@localhost:5672/"),
+        description="amqp://... for RabbitMQ, memory:// for the embedded broker.",
+    )
+    namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9._\-]*$", max_length=64)] = Field(
+        default="", description="Prefix of every exchange and queue name (isolation)."
+    )
+    queue_type: QueueType = QueueType.QUORUM
+    senders_file: Path = Path("senders.toml")
+    public_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:8080"),
+        description="Base URL where ICS reaches the receiver.",
+    )
+    callback_secret: SecretStr = Field(
+        default=SecretStr(""), description="Key of the MAC inside every smsgid."
+    )
+    callback_secret_previous: SecretStr | None = Field(
+        default=None, description="Still accepted while a new callback secret rolls out."
+    )
+    ics_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_ICS_URL)
+    ics_timeout_s: float = Field(default=15.0, gt=0)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    prefetch: int = Field(default=2000, ge=1, le=65535)
+    batch_max: int = Field(default=1000, ge=1, le=1000)
+    linger_ms: float = Field(default=20.0, ge=0)
+    batches_in_flight: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    backoff_base_s: float = Field(default=1.0, gt=0)
+    backoff_cap_s: float = Field(default=300.0, gt=0)
+
+    promo_window_start: time = time(9, 0)
+    promo_window_end: time = time(21, 0)
+    promo_timezone: str = "Asia/Kolkata"
+
+    receiver_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+    connect_retry_s: float = Field(
+        default=30.0, ge=0, description="How long services retry an unreachable broker."
+    )
+
+    @field_validator("promo_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(namespace=self.namespace, queue_type=self.queue_type)
+
+    @property
+    def broker_url_redacted(self) -> str:
+        return redact_url(self.broker_url.get_secret_value())
+
+    def tracking_url(self, tracking_path: str) -> str:
+        return str(self.public_url).rstrip("/") + tracking_path

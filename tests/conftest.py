@@ -1,0 +1,94 @@
+"""Shared fixtures: a real RabbitMQ for integration tests, isolated per test by namespace.
+
+The broker comes from ``RABBITMQ_URL`` (or ``ICS_SMS_BROKER_URL``); otherwise testcontainers
+starts one where Docker runs. Under ``CI=true`` a missing broker is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from schemas.settings import Settings
+from schemas.topology import Topology
+
+
+def _docker_available() -> bool:
+    return shutil.which("docker") is not None and os.path.exists("/var/run/docker.sock")
+
+
+def _broker_reachable(url: str) -> str | None:
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+    except Exception as exc:  # any failure means "not usable"; the reason is reported
+        return f"{type(exc).__name__}: {exc}"
+    connection.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    url = os.environ.get("RABBITMQ_URL") or os.environ.get("ICS_SMS_BROKER_URL")
+    if url and not url.startswith("memory:"):
+        problem = _broker_reachable(url)
+        if problem is None:
+            yield url
+            return
+        reason = f"RabbitMQ at RABBITMQ_URL is not reachable ({problem})"
+    elif _docker_available():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-alpine") as container:
+            params = container.get_connection_params()
+            yield f"amqp://guest:guest@{params.host}:{params.port}/"
+        return
+    else:
+        reason = "no RABBITMQ_URL set and no Docker engine for testcontainers"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI needs RabbitMQ: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A unique prefix for every exchange and queue of one test."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def topology(namespace: str) -> Topology:
+    return Topology(namespace=namespace)
+
+
+def delete_topology(url: str, topology: Topology) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for queue in topology.queues():
+            channel.queue_delete(queue.name)
+        for exchange in topology.exchanges():
+            channel.exchange_delete(exchange.name)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def amqp_settings(
+    rabbitmq_url: str, namespace: str, tmp_path: Path, topology: Topology
+) -> Iterator[Settings]:
+    """Settings pointing at the test broker with a namespace of its own; cleaned up after."""
+    settings = Settings(
+        broker_url=rabbitmq_url,
+        namespace=namespace,
+        senders_file=tmp_path / "senders.toml",
+        callback_secret="test-callback-secret",
+        connect_retry_s=5,
+    )
+    yield settings
+    delete_topology(rabbitmq_url, topology)
