@@ -9,6 +9,7 @@ many confirms are in flight at once. A lost connection fails every pending publi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 import pika
 import structlog
 from pika.adapters.asyncio_connection import AsyncioConnection
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
 from pika.channel import Channel
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic, BasicProperties
@@ -39,6 +41,30 @@ __all__ = ["AmqpBroker"]
 
 log = structlog.get_logger(__name__)
 
+_COALESCE_BYTES = 1 << 20
+
+
+def _coalescing_produce(self: Any) -> None:
+    """pika sends every frame with its own ``send()`` (three per message); join what is
+    buffered (up to 1 MiB) into one write. Same contract as pika's ``_produce``."""
+    buffers = self._tx_buffers
+    while buffers:
+        if len(buffers) > 1 and len(buffers[0]) < _COALESCE_BYTES:
+            joined = [buffers.popleft()]
+            size = len(joined[0])
+            while buffers and size < _COALESCE_BYTES:
+                size += len(buffers[0])
+                joined.append(buffers.popleft())
+            buffers.appendleft(b"".join(joined))
+        sent = self._sigint_safe_send(self._sock, buffers[0])
+        chunk = buffers.popleft()
+        if sent < len(chunk):
+            buffers.appendleft(chunk[sent:])
+        self._tx_buffered_byte_count -= sent
+
+
+_AsyncPlaintextTransport._produce = _coalescing_produce
+
 _generations = itertools.count(1)
 _PRECONDITION_FAILED = 406
 
@@ -50,6 +76,7 @@ class _Window:
     first: int
     last: int
     future: asyncio.Future[None]
+    messages: Sequence[Outgoing]
     remaining: int = 0
     failed: str | None = None
 
@@ -86,14 +113,19 @@ class AmqpBroker(Broker):
         self._params = pika.URLParameters(url)
         self._params.client_properties = {"connection_name": connection_name}
         self._connection: AsyncioConnection | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._rpc_waiters: set[asyncio.Future[Any]] = set()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state for a (re)connection: new delivery tags, new confirm numbering."""
         self._publisher: Channel | None = None
         self._consumer: Channel | None = None
-        self._closed: asyncio.Future[None] | None = None
         self._pending: deque[_Window] = deque()
         self._floor = 0
         self._singles: set[int] = set()
+        self._returns: deque[str] = deque()
         self._published = 0
-        self._rpc_waiters: set[asyncio.Future[Any]] = set()
         self.generation = next(_generations)
 
     def __repr__(self) -> str:
@@ -110,6 +142,9 @@ class AmqpBroker(Broker):
         return self._closed
 
     async def connect(self) -> None:
+        if self._closed is not None and not self._closed.done():
+            raise RuntimeError("already connected")
+        self._reset()
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[AsyncioConnection] = loop.create_future()
         self._closed = loop.create_future()
@@ -118,7 +153,7 @@ class AmqpBroker(Broker):
             _resolve(opened, connection)
 
         def on_open_error(_connection: AsyncioConnection, exc: BaseException) -> None:
-            reason = str(exc) or type(exc).__name__
+            reason = str(exc) or f"{type(exc).__name__}{exc.args!r}"
             _fail(opened, ConnectionLost(f"cannot connect to {redact_url(self._url)}: {reason}"))
 
         self._connection = AsyncioConnection(
@@ -147,7 +182,8 @@ class AmqpBroker(Broker):
             return
         if not (connection.is_closed or connection.is_closing):
             connection.close()
-        await asyncio.shield(self._closed)
+        with contextlib.suppress(ConnectionLost):
+            await asyncio.shield(self._closed)
 
     def _on_connection_closed(self, _connection: AsyncioConnection, reason: BaseException) -> None:
         error = ConnectionLost(f"connection to {redact_url(self._url)} closed: {reason}")
@@ -160,7 +196,8 @@ class AmqpBroker(Broker):
                 self._closed.exception()  # mark retrieved: the owner may be shutting down
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        if isinstance(reason, ChannelClosedByBroker) and reason.reply_code == _PRECONDITION_FAILED:
+        if (isinstance(reason, ChannelClosedByBroker) and reason.reply_code == _PRECONDITION_FAILED
+                and "inequivalent" in reason.reply_text):
             error: Exception = TopologyConflict(reason.reply_text)
         else:
             error = ConnectionLost(f"channel {channel.channel_number} closed: {reason}")
@@ -234,7 +271,7 @@ class AmqpBroker(Broker):
         except pika.exceptions.AMQPError as exc:
             raise ConnectionLost(f"publish failed: {exc!r}") from None
         window = _Window(first, self._published, asyncio.get_running_loop().create_future(),
-                         remaining=self._published - first + 1)
+                         messages, remaining=self._published - first + 1)
         self._pending.append(window)
         await window.future
 
@@ -242,6 +279,8 @@ class AmqpBroker(Broker):
         """Count acks/nacks into windows; confirms may be multiple and arrive out of order."""
         method = frame.method
         failure = "broker refused (nack) a message" if isinstance(method, Basic.Nack) else None
+        if self._returns:
+            failure = self._returns.popleft()
         if method.multiple:
             self._confirm_range(method.delivery_tag or self._published, failure)
         else:
@@ -278,13 +317,20 @@ class AmqpBroker(Broker):
                 window.failed = window.failed or failure
                 return
 
-    def _on_return(self, _channel: Channel, method: Basic.Return, _props: BasicProperties,
+    def _on_return(self, _channel: Channel, method: Basic.Return, props: BasicProperties,
                    _body: bytes) -> None:
+        """Fail the window that holds the returned message (matched by message id);
+        when it cannot be told apart, every pending window (a retry beats a loss)."""
         reason = (f"unroutable: exchange {method.exchange!r} routing key "
                   f"{method.routing_key!r} ({method.reply_text})")
         log.error("broker returned a message", reason=reason)
-        for window in self._pending:  # conservative: the returned one is among them
-            window.failed = reason
+        holders = [w for w in self._pending if props.message_id is not None and any(
+            m.message_id == props.message_id and m.routing_key == method.routing_key
+            for m in w.messages)]
+        if len(holders) == 1:
+            holders[0].failed = reason
+        else:  # RabbitMQ acks a returned message right after returning it
+            self._returns.append(reason)
 
     # -- consuming -----------------------------------------------------------------------
     async def consume(self, queue: str, prefetch: int, on_delivery: OnDelivery) -> Consumer:
@@ -326,3 +372,21 @@ class AmqpBroker(Broker):
         channel = self._usable(delivery)
         if channel is not None:
             channel.basic_nack(delivery.tag, requeue=requeue)
+
+    # -- tailing (added for ``ics-sms events``; proposed for the Broker interface) --------
+    async def declare_tail_queue(self, exchange: str, routing_keys: Sequence[str]) -> str:
+        """Declare a server-named, exclusive, auto-delete queue bound to ``exchange`` once
+        per routing key, and return its name. It lives only as long as this connection,
+        so a tail never leaves a queue behind nor takes messages from a durable one."""
+        channel = self._consumer
+        assert channel is not None
+        loop = asyncio.get_running_loop()
+        declared: asyncio.Future[str] = loop.create_future()
+        channel.queue_declare("", exclusive=True, auto_delete=True,
+                              callback=lambda f: _resolve(declared, f.method.queue))
+        queue: str = await self._rpc(declared)
+        for key in routing_keys:
+            bound: asyncio.Future[None] = loop.create_future()
+            channel.queue_bind(queue, exchange, key, callback=lambda _f, b=bound: _resolve(b))
+            await self._rpc(bound)
+        return queue

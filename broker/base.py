@@ -105,6 +105,10 @@ class Broker(abc.ABC):
         """Declare every exchange, queue and binding; raises :class:`TopologyConflict`."""
 
     @abc.abstractmethod
+    async def queue_depth(self, queue: str) -> int:
+        """Messages ready (not delivered) in ``queue``."""
+
+    @abc.abstractmethod
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         """Publish and return once the broker confirmed all (raises otherwise)."""
 

@@ -8,6 +8,7 @@ import structlog
 
 from broker.amqp import AmqpBroker
 from broker.base import Broker, ConnectionLost
+from broker.memory import MemoryBroker
 from schemas.settings import Settings
 
 __all__ = ["open_broker"]
@@ -17,12 +18,17 @@ log = structlog.get_logger(__name__)
 
 async def open_broker(settings: Settings, *, name: str, retry_s: float | None = None) -> Broker:
     """A connected broker; raises :class:`ConnectionLost` once ``retry_s`` is spent."""
+    url = settings.broker_url.get_secret_value()
+    if url.startswith("memory:"):
+        memory = MemoryBroker(url)
+        await memory.connect()
+        return memory
     budget = settings.connect_retry_s if retry_s is None else retry_s
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     delay = 0.2
     while True:
-        broker = AmqpBroker(settings.broker_url.get_secret_value(), connection_name=name)
+        broker = AmqpBroker(url, connection_name=name)
         try:
             await broker.connect()
         except ConnectionLost as exc:

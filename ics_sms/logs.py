@@ -19,6 +19,13 @@ def _dumps(obj: object, **_kw: object) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+class _StderrLoggerFactory:
+    """Writes to whatever ``sys.stderr`` is at the time of the log call."""
+
+    def __call__(self, *_args: object) -> structlog.PrintLogger:
+        return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str = "info",
                       fmt: Literal["auto", "json", "console"] = "auto") -> None:
     """Configure structlog (and stdlib logging of the libraries) once per process."""
@@ -37,8 +44,8 @@ def configure_logging(level: str = "info",
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=_StderrLoggerFactory(),
+        cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 __all__ = [
     "DATASEND_PATH",
+    "FAILURE_CODES",
     "MAX_RECORDS_PER_REQUEST",
     "OPERATOR_STATUS_MAP",
     "DatasendRecord",
     "DatasendRequest",
-    "FAILURE_CODES",
     "OperatorReceipt",
     "OperatorStatus",
     "ReceiptData",

@@ -117,8 +117,8 @@ class Sender(BaseModel):
     type: SenderType
     sender_id: Annotated[str, StringConstraints(min_length=6, max_length=6)]
     username: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    token: SecretStr | None = Field(default=None, exclude=True)
-    token_env: str | None = None
+    token: SecretStr | None = Field(default=None, exclude=True, min_length=1)
+    token_env: Annotated[str, StringConstraints(min_length=1)] | None = None
     token_file: Path | None = None
     click_tracking: ClickTracking = ClickTracking.OFF
     dlt_entity_id: Annotated[str, StringConstraints(pattern=r"^\d{19}$")] | None = None
@@ -218,6 +218,8 @@ class Senders(BaseModel):
         return None if key is None else self.senders.get(key)
 
     def by_tracking_token(self, token: str) -> Sender | None:
+        if not token.isascii():
+            return None
         for sender in self.senders.values():
             if secrets.compare_digest(sender.tracking_token, token):
                 return sender
@@ -270,11 +272,15 @@ def load_senders(path: Path) -> Senders:
     table = raw.get("senders", {})
     if not isinstance(table, dict):
         raise SenderError(f"{path}: [senders] must be a table")
+    senders = {}
+    for name, fields in table.items():
+        if not isinstance(fields, dict):
+            raise SenderError(f"{path}: [senders.{name}] must be a table")
+        try:
+            senders[name] = Sender.model_validate({**fields, "name": name})
+        except ValidationError as exc:
+            raise SenderError(f"{path}: senders.{name}: " + "; ".join(describe(exc))) from None
     try:
-        senders = {
-            name: Sender.model_validate({**fields, "name": name})
-            for name, fields in table.items()
-        }
         return Senders(default=raw.get("default"), senders=senders)
     except ValidationError as exc:
         raise SenderError(f"{path}: " + "; ".join(describe(exc))) from None

@@ -27,6 +27,8 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=10, ge=1, le=100)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
+    sender_pause_s: float = Field(
+        default=60.0, gt=0, description="How long a sender whose credentials ICS refused waits."
+    )
 
     promo_window_start: time = time(9, 0)
     promo_window_end: time = time(21, 0)

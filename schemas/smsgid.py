@@ -41,7 +41,7 @@ class SmsgidSigner:
     def verify(self, smsgid: str) -> str | None:
         """The message id inside ``smsgid`` when its MAC is valid under any key, else None."""
         message_id, dot, mac = smsgid.rpartition(".")
-        if not dot or not message_id:
+        if not dot or not message_id or not smsgid.isascii():
             return None
         valid = False
         for key in self._keys:

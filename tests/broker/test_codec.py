@@ -1,0 +1,62 @@
+"""How our messages become broker messages: exchange, routing key, JSON body, message id."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from broker.codec import event_message, send_message
+from schemas.messages import ReceiptEvent, SendRequest, Status, make_event_id
+from schemas.senders import Lane
+from schemas.topology import Topology
+
+REQUEST = SendRequest(
+    message_id="msg-1", campaign_id="c-1", to="+919812345678", text="नमस्ते 😀",
+    metadata={"customer": 42},
+)
+
+
+@pytest.mark.parametrize("topology", [Topology(), Topology(namespace="t1.")])
+@pytest.mark.parametrize("lane", list(Lane))
+def test_a_send_request_goes_to_the_send_exchange_keyed_by_lane(
+    topology: Topology, lane: Lane
+) -> None:
+    message = send_message(topology, REQUEST, lane)
+    assert message.exchange == topology.send_exchange
+    assert message.routing_key == lane.value
+    assert message.message_id == "msg-1"
+    assert message.headers is None
+
+
+def test_the_body_is_utf8_json_that_parses_back_to_the_request() -> None:
+    body = send_message(Topology(), REQUEST, Lane.SERVICE).body
+    assert "नमस्ते 😀" in body.decode("utf-8")
+    assert json.loads(body)["schema_version"] == 1
+    assert SendRequest.model_validate_json(body) == REQUEST
+
+
+def test_absent_optional_fields_are_left_out_of_the_body() -> None:
+    body = json.loads(send_message(Topology(), REQUEST, Lane.SERVICE).body)
+    assert "sender" not in body
+    assert "expires_at" not in body
+
+
+def test_headers_travel_with_the_send_request() -> None:
+    message = send_message(Topology(), REQUEST, Lane.PROMOTIONAL, {"x-ics-attempt": 3})
+    assert message.headers == {"x-ics-attempt": 3}
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_an_event_is_routed_by_its_status(status: Status) -> None:
+    topology = Topology(namespace="t1.")
+    event = ReceiptEvent(
+        event_id=make_event_id("msg-1", status), message_id="msg-1", campaign_id="c-1",
+        status=status, occurred_at="2025-11-27T08:00:00Z",  # type: ignore[arg-type]
+        metadata={"customer": 42},
+    )
+    message = event_message(topology, event)
+    assert message.exchange == "t1.sms.events"
+    assert message.routing_key == f"sms.{status.value}"
+    assert message.message_id == event.event_id  # consumers deduplicate on it
+    assert ReceiptEvent.model_validate_json(message.body) == event

@@ -1,0 +1,405 @@
+"""``ics-sms senders``: what an operator types to configure senders, and what they see."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import structlog
+from click.testing import CliRunner, Result
+
+import broker.amqp
+import broker.connect
+from ics_sms.cli.main import cli
+from schemas.senders import TokenSource, load_senders
+
+TOKEN = "ics-bearer-TOKEN-do-not-print-4f2a9c"
+PUBLIC_URL = "https://hooks.example.com"
+
+
+@pytest.fixture(autouse=True)
+def isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every invocation configures structlog on the runner's stderr: undo that afterwards."""
+    for module in (broker.connect, broker.amqp):
+        monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
+    pika_level = logging.getLogger("pika").level
+    yield
+    structlog.reset_defaults()
+    logging.getLogger("pika").setLevel(pika_level)
+
+
+class Cli:
+    """Runs ``ics-sms`` in process with a senders file of the test's own."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.senders_file = tmp_path / "conf" / "senders.toml"
+        self.env = {
+            "ICS_SMS_SENDERS_FILE": str(self.senders_file),
+            "ICS_SMS_PUBLIC_URL": PUBLIC_URL,
+            "ICS_SMS_LOG_FORMAT": "json",
+        }
+        self.outputs: list[str] = []
+
+    def __call__(self, *args: str, input: str | None = None, **env: str) -> Result:
+        result = CliRunner().invoke(cli, list(args), input=input, env={**self.env, **env})
+        self.outputs.append(result.output)
+        return result
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        result = self(*args, input=input)
+        assert isinstance(result.exception, SystemExit | None), result.exception
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    def fails(self, *args: str, input: str | None = None, **env: str) -> str:
+        """The one-line reason of a refused command."""
+        result = self(*args, input=input, **env)
+        assert result.exit_code != 0, result.output
+        assert isinstance(result.exception, SystemExit), f"crashed: {result.exception!r}"
+        assert "Traceback" not in result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("Error: ")
+        return lines[0].removeprefix("Error: ")
+
+    def add(self, name: str, *options: str, **kw: Any) -> str:
+        return self.ok("senders", "add", name, "--type", "service_implicit",
+                       "--sender-id", "ACMEIN", "--username", "acme", *options, **kw)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# -- add ------------------------------------------------------------------------------------
+
+
+def test_add_with_a_token_from_stdin(run: Cli) -> None:
+    out = run.add("acme-otp", "--token", "-", input=TOKEN + "\n")
+    assert "added sender acme-otp (the default sender)" in out
+    sender = load_senders(run.senders_file).get("acme-otp")
+    assert sender is not None
+    assert sender.token_source is TokenSource.INLINE
+    assert sender.resolve_token().get_secret_value() == TOKEN
+    assert mode(run.senders_file) == 0o600
+
+
+def test_add_prints_the_delivery_tracking_url(run: Cli) -> None:
+    out = run.add("acme-otp", "--token-env", "ACME_TOKEN")
+    sender = load_senders(run.senders_file).get("acme-otp")
+    assert sender is not None
+    assert f"{PUBLIC_URL}/ics/{sender.tracking_token}/receipts" in out
+
+
+def test_add_with_a_token_from_the_environment(run: Cli) -> None:
+    run.add("acme-otp", "--token-env", "ACME_TOKEN")
+    sender = load_senders(run.senders_file).get("acme-otp")
+    assert sender is not None and sender.token_env == "ACME_TOKEN"
+    assert mode(run.senders_file) == 0o644
+
+
+def test_add_with_a_token_file_stores_an_absolute_path(
+    run: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ics.token").write_text(TOKEN)
+    monkeypatch.chdir(tmp_path)
+    run.add("acme-otp", "--token-file", "ics.token")
+    sender = load_senders(run.senders_file).get("acme-otp")
+    assert sender is not None
+    assert sender.token_file == tmp_path / "ics.token"
+    assert sender.resolve_token().get_secret_value() == TOKEN
+    assert mode(run.senders_file) == 0o644
+
+
+def test_add_every_option(run: Cli) -> None:
+    run.ok("senders", "add", "promo", "--type", "promotional", "--sender-id", "712345",
+           "--username", "acme", "--token-env", "T", "--click-tracking", "ics",
+           "--dlt-entity-id", "1201159100000000000", "--rate-per-s", "25")
+    sender = load_senders(run.senders_file).get("promo")
+    assert sender is not None
+    assert (sender.sender_id, sender.click_tracking.value, sender.dlt_entity_id,
+            sender.rate_per_s) == ("712345", "ics", "1201159100000000000", 25.0)
+
+
+def test_only_the_first_sender_added_becomes_the_default(run: Cli) -> None:
+    run.add("first", "--token-env", "T")
+    out = run.add("second", "--token-env", "T")
+    assert "default" not in out.splitlines()[0]
+    assert load_senders(run.senders_file).default == "first"
+
+
+def test_a_token_on_the_command_line_is_refused(run: Cli) -> None:
+    reason = run.fails("senders", "add", "acme", "--type", "service_implicit",
+                       "--sender-id", "ACMEIN", "--username", "acme", "--token", TOKEN)
+    assert "standard input" in reason
+    assert not run.senders_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "stdin", "reason"),
+    [
+        ((), None, "exactly one of --token -, --token-env VAR or --token-file PATH"),
+        (("--token-env", "A", "--token-file", "/x"), None, "exactly one of"),
+        (("--token", "-", "--token-env", "A"), TOKEN, "exactly one of"),
+        (("--token", "-"), "\n", "standard input held no token"),
+        (("--token", "-"), "", "standard input held no token"),
+    ],
+)
+def test_token_options_are_checked(
+    run: Cli, options: tuple[str, ...], stdin: str | None, reason: str
+) -> None:
+    message = run.fails("senders", "add", "acme", "--type", "service_implicit",
+                        "--sender-id", "ACMEIN", "--username", "acme", *options, input=stdin)
+    assert reason in message
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (("--type", "promotional", "--sender-id", "ACMEIN"), "6 digits"),
+        (("--type", "service_implicit", "--sender-id", "123456"), "6 letters"),
+        (("--type", "service_implicit", "--sender-id", "ACME"), "sender_id"),
+        (("--type", "service_implicit", "--sender-id", "ACMEIN", "--dlt-entity-id", "12"),
+         "dlt_entity_id"),
+        (("--type", "service_implicit", "--sender-id", "ACMEIN", "--rate-per-s", "0"),
+         "rate_per_s"),
+    ],
+)
+def test_invalid_senders_are_refused_in_one_line(
+    run: Cli, options: tuple[str, ...], reason: str
+) -> None:
+    message = run.fails("senders", "add", "acme", *options, "--username", "acme",
+                        "--token", "-", input=TOKEN)
+    assert message.startswith("sender 'acme': ")
+    assert reason in message
+    assert not run.senders_file.exists()
+
+
+def test_adding_an_existing_name_is_refused(run: Cli) -> None:
+    run.add("acme", "--token-env", "T")
+    assert "already exists" in run.fails(
+        "senders", "add", "acme", "--type", "service_implicit", "--sender-id", "ACMEIN",
+        "--username", "acme", "--token-env", "T",
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("senders", "add", "acme", "--type", "marketing", "--sender-id", "ACMEIN",
+         "--username", "u", "--token-env", "T"),
+        ("senders", "add", "acme", "--type", "service_implicit", "--username", "u"),
+        ("senders", "add", "acme", "--type", "service_implicit", "--sender-id", "ACMEIN",
+         "--username", "u", "--token-env", "T", "--rate-per-s", "fast"),
+        ("senders", "frobnicate"),
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(run: Cli, args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert "Error: " in result.stderr
+
+
+# -- list / show ----------------------------------------------------------------------------
+
+
+def test_list_without_senders_says_how_to_add_one(run: Cli) -> None:
+    assert "ics-sms senders add" in run.ok("senders", "list")
+
+
+def test_list_marks_the_default(run: Cli) -> None:
+    run.add("first", "--token-env", "T")
+    run.add("second", "--token-env", "T")
+    run.ok("senders", "default", "second")
+    lines = run.ok("senders", "list").splitlines()
+    assert len(lines) == 2
+    by_name = {line[2:].split()[0]: line for line in lines}
+    assert by_name["second"].startswith("* ")
+    assert by_name["first"].startswith("  ")
+    assert "ACMEIN" in by_name["first"]
+    assert "service_implicit" in by_name["first"]
+
+
+def test_show_masks_the_token_and_prints_the_tracking_url(run: Cli) -> None:
+    run.add("acme-otp", "--token", "-", input=TOKEN)
+    out = run.ok("senders", "show", "acme-otp")
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert fields["token"] == "****" + TOKEN[-2:]
+    sender = load_senders(run.senders_file).get("acme-otp")
+    assert sender is not None
+    assert fields["tracking_url"] == f"{PUBLIC_URL}/ics/{sender.tracking_token}/receipts"
+    assert fields["default"] == "yes"
+    assert fields["lane"] == "service"
+    assert fields["sender_id"] == "ACMEIN"
+
+
+def test_show_follows_the_public_url(run: Cli) -> None:
+    run.add("acme-otp", "--token-env", "T")
+    result = run("senders", "show", "acme-otp", ICS_SMS_PUBLIC_URL="https://sms.example.org/in/")
+    assert "tracking_url    https://sms.example.org/in/ics/" in result.stdout
+
+
+def test_show_says_where_an_external_token_lives(run: Cli) -> None:
+    run.add("acme-otp", "--token-env", "ACME_TOKEN")
+    assert "(from $ACME_TOKEN)" in run.ok("senders", "show", "acme-otp")
+
+
+def test_show_of_an_unknown_sender_lists_the_known_ones(run: Cli) -> None:
+    run.add("acme-otp", "--token-env", "T")
+    assert run.fails("senders", "show", "nope") == "no sender named 'nope' (known: acme-otp)"
+
+
+# -- default / remove / set -----------------------------------------------------------------
+
+
+def test_default_changes_the_default(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    run.add("b", "--token-env", "T")
+    assert "default sender is now b" in run.ok("senders", "default", "b")
+    assert load_senders(run.senders_file).default == "b"
+
+
+def test_default_of_an_unknown_sender_is_refused(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    assert "no sender named 'zz'" in run.fails("senders", "default", "zz")
+    assert load_senders(run.senders_file).default == "a"
+
+
+def test_removing_the_default_needs_a_new_default(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    run.add("b", "--token-env", "T")
+    assert "--new-default" in run.fails("senders", "remove", "a")
+    assert len(load_senders(run.senders_file)) == 2
+    out = run.ok("senders", "remove", "a", "--new-default", "b")
+    assert "removed sender a; default is now b" in out
+    senders = load_senders(run.senders_file)
+    assert senders.default == "b"
+    assert [s.name for s in senders] == ["b"]
+
+
+def test_removing_another_sender_keeps_the_default(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    run.add("b", "--token-env", "T")
+    run.ok("senders", "remove", "b")
+    assert load_senders(run.senders_file).default == "a"
+
+
+def test_removing_the_only_sender(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    run.ok("senders", "remove", "a")
+    assert len(load_senders(run.senders_file)) == 0
+    assert "no senders configured" in run.ok("senders", "list")
+
+
+def test_removing_an_unknown_sender_is_refused(run: Cli) -> None:
+    assert "no sender named 'zz' (known: none configured)" in run.fails("senders", "remove", "zz")
+
+
+def test_set_changes_fields_and_keeps_the_token(run: Cli) -> None:
+    run.add("a", "--token", "-", input=TOKEN)
+    before = load_senders(run.senders_file).get("a")
+    out = run.ok("senders", "set", "a", "--rate-per-s", "7.5", "--click-tracking", "self")
+    assert "rate_per_s=7.5" in out
+    after = load_senders(run.senders_file).get("a")
+    assert after is not None and before is not None
+    assert after.rate_per_s == 7.5
+    assert after.click_tracking.value == "self"
+    assert after.resolve_token().get_secret_value() == TOKEN
+    assert after.tracking_token == before.tracking_token  # the URL in the ICS portal stays
+    assert mode(run.senders_file) == 0o600
+
+
+def test_set_without_changes_is_refused(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    assert "nothing to change" in run.fails("senders", "set", "a")
+
+
+def test_set_refuses_invalid_values(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    assert "dlt_entity_id" in run.fails("senders", "set", "a", "--dlt-entity-id", "123")
+    assert "rate_per_s" in run.fails("senders", "set", "a", "--rate-per-s", "-1")
+
+
+def test_set_of_an_unknown_sender_is_refused(run: Cli) -> None:
+    assert "no sender named 'zz'" in run.fails("senders", "set", "zz", "--rate-per-s", "1")
+
+
+# -- broken configuration -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args", [("senders", "list"), ("senders", "show", "a"), ("senders", "default", "a"),
+             ("senders", "remove", "a"), ("senders", "set", "a", "--rate-per-s", "1")],
+)
+def test_an_invalid_senders_file_is_one_line_naming_the_file(
+    run: Cli, args: tuple[str, ...]
+) -> None:
+    run.senders_file.parent.mkdir(parents=True)
+    run.senders_file.write_text("default = 'a'\n[senders.a\n")
+    reason = run.fails(*args)
+    assert str(run.senders_file) in reason
+    assert "not valid TOML" in reason
+
+
+def test_an_invalid_environment_is_one_line_naming_the_variable(run: Cli) -> None:
+    reason = run.fails("senders", "list", ICS_SMS_PREFETCH="0")
+    assert reason.startswith("invalid configuration: ICS_SMS_PREFETCH: ")
+
+
+# -- secrets --------------------------------------------------------------------------------
+
+
+def test_the_token_never_appears_in_any_output(run: Cli, tmp_path: Path) -> None:
+    run.add("a", "--token", "-", input=TOKEN)
+    run.add("b", "--token-env", "T")
+    for args in (("senders", "list"), ("senders", "show", "a"), ("senders", "show", "b"),
+                 ("senders", "set", "a", "--rate-per-s", "3"), ("senders", "default", "b"),
+                 ("senders", "show", "zz"), ("senders", "set", "a", "--rate-per-s", "-3"),
+                 ("senders", "remove", "a"), ("senders", "--help")):
+        run(*args)
+    run("senders", "add", "c", "--type", "promotional", "--sender-id", "ACMEIN",
+        "--username", "u", "--token", "-", input=TOKEN)
+    run("senders", "add", "d", "--type", "service_implicit", "--sender-id", "ACMEIN",
+        "--username", "u", "--token", TOKEN)
+    assert len(run.outputs) == 13
+    for output in run.outputs:
+        assert TOKEN not in output
+        assert TOKEN[:12] not in output
+
+
+def _all_commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def test_help_of_every_command_holds_no_secret(run: Cli) -> None:
+    run.add("a", "--token", "-", input=TOKEN)
+    secrets = {
+        "ICS_SMS_BROKER_URL": "amqp://app:broker-PASSWORD-x1@rabbit:5672/",
+        "ICS_SMS_CALLBACK_SECRET": "callback-SECRET-x2",
+        "ICS_SMS_CALLBACK_SECRET_PREVIOUS": "callback-SECRET-x3",
+    }
+    commands = list(_all_commands(cli))
+    assert ("senders", "add") in commands and ("topology",) in commands
+    for command in commands:
+        result = run(*command, "--help", **secrets)
+        assert result.exit_code == 0, (command, result.output)
+        assert "Usage:" in result.output
+        for value in [TOKEN, "broker-PASSWORD-x1", "callback-SECRET-x2", "callback-SECRET-x3"]:
+            assert value not in result.output, command
