@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import uuid
 from pathlib import Path
 
+import aiohttp
 import click
 from pydantic import SecretStr, ValidationError
 
 from ics_sms.cli.common import CliError, load_settings, read_senders
 from schemas.errors import describe
+from schemas.phone import InvalidNumber, normalize_e164
 from schemas.senders import ClickTracking, Sender, SenderType, save_senders
+from schemas.settings import Settings
+from schemas.smsgid import SmsgidSigner
+from workers.encoding import analyse
+from workers.ics import IcsClient, SubmitResult
 
 __all__ = ["senders_group"]
 
@@ -58,10 +66,10 @@ def _token_from_options(token: str | None, token_env: str | None, token_file: Pa
 @click.argument("name")
 @click.option("--type", "type_", required=True,
               type=click.Choice([t.value for t in SenderType]), help="Sender type.")
-@click.option("--sender-id", required=True, help="DLT header: 6 letters, or 6 digits if promotional.")
+@click.option("--sender-id", required=True, help="DLT header: 6 letters (6 digits if promotional).")
 @click.option("--username", required=True, help="ICS account user.")
 @click.option("--token", metavar="-", help="Read the ICS token from standard input.")
-@click.option("--token-env", metavar="VAR", help="Read the ICS token from this variable at run time.")
+@click.option("--token-env", metavar="VAR", help="Read the ICS token from env VAR at run time.")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the ICS token from this file at run time.")
 @click.option("--click-tracking", type=click.Choice([c.value for c in ClickTracking]),
@@ -164,3 +172,48 @@ def remove_sender(name: str, new_default: str | None) -> None:
     save_senders(settings.senders_file, updated)
     click.echo(f"removed sender {name}" + (f"; default is now {updated.default}"
                                            if new_default else ""))
+
+
+async def _send_one(settings: Settings, sender: Sender, to: str, text: str,
+                    template: str | None) -> SubmitResult:
+    signer = SmsgidSigner(settings.callback_secret.get_secret_value() or "senders-test")
+    smsgid = signer.sign(f"test-{uuid.uuid4().hex[:12]}")
+    record = IcsClient.record(to, sender.sender_id, text, smsgid, sender.dlt_entity_id,
+                              template)
+    request = IcsClient.build(sender.username, [record],
+                              dlrurl=settings.tracking_url(sender.tracking_path()),
+                              urlshortening=sender.click_tracking is ClickTracking.ICS)
+    async with aiohttp.ClientSession() as http:
+        client = IcsClient(http, str(settings.ics_url), settings.ics_timeout_s)
+        return await client.submit(request, sender.resolve_token())
+
+
+@senders_group.command("test")
+@click.argument("name")
+@click.option("--to", required=True, help="Recipient in E.164, e.g. +919812345678.")
+@click.option("--text", required=True, help="Message text.")
+@click.option("--dlt-template-id", help="DLT template id (needed for +91 numbers).")
+def test_sender(name: str, to: str, text: str, dlt_template_id: str | None) -> None:
+    """Send one SMS through ICS (ICS_SMS_ICS_URL) now and print what ICS answered."""
+    settings = load_settings()
+    senders = read_senders(settings)
+    sender = senders.get(name)
+    if sender is None:
+        senders.with_default(name)
+        return
+    try:
+        number = normalize_e164(to)
+    except InvalidNumber as exc:
+        raise CliError(f"--to {to!r}: {exc}") from None
+    if number.startswith("+91") and not (sender.dlt_entity_id and dlt_template_id):
+        raise CliError("+91 numbers need the sender's --dlt-entity-id and --dlt-template-id")
+    result = asyncio.run(_send_one(settings, sender, number, text, dlt_template_id))
+    if not result.ok:
+        raise CliError(f"ICS did not accept the request: {result.reason}")
+    info = analyse(text)
+    for answer in result.results.values():
+        if not answer.accepted:
+            raise CliError(f"ICS refused the message: {answer.error}")
+        click.echo(f"accepted by ICS: mid={answer.mid} to={answer.to} "
+                   f"segments={info.segments} encoding={info.encoding.value} "
+                   f"({result.latency_s * 1000:.0f} ms)")

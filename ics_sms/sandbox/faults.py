@@ -1,0 +1,140 @@
+"""Faults the sandbox injects (latency, 5xx, throttling, outages), changeable at run time.
+
+``POST /_control`` takes a :class:`ControlRequest`; :class:`Faults` holds the current
+knobs, initialised from :class:`~ics_sms.sandbox.config.SandboxConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ics_sms.sandbox.config import SandboxConfig
+
+__all__ = ["ControlRequest", "Faults", "TokenBucket", "retry_after_header"]
+
+
+class ControlRequest(BaseModel):
+    """A change of the sandbox's behaviour; absent fields stay as they are.
+
+    ``outage_s`` starts an outage of that many seconds now (0 ends one); a
+    ``throttle_per_s`` of 0 turns throttling off.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outage_s: float | None = Field(default=None, ge=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+    throttle_per_s: float | None = Field(default=None, ge=0)
+    latency_ms: float | None = Field(default=None, ge=0)
+    delivery_ratio: float | None = Field(default=None, ge=0, le=1)
+    click_ratio: float | None = Field(default=None, ge=0, le=1)
+    receipts_paused: bool | None = None
+
+
+class TokenBucket:
+    """Admits ``rate_per_s`` records per second on average, bursts of one second.
+
+    A request larger than the burst passes when the bucket is full (and leaves it in
+    debt), so that a batch of 1,000 is never refused forever by a lower rate.
+    """
+
+    __slots__ = ("_capacity", "_rate", "_tokens", "_updated")
+
+    def __init__(self, rate_per_s: float, now: float) -> None:
+        self._rate = rate_per_s
+        self._capacity = max(rate_per_s, 1.0)
+        self._tokens = self._capacity
+        self._updated = now
+
+    def __repr__(self) -> str:
+        return f"<TokenBucket rate_per_s={self._rate:g} tokens={self._tokens:.1f}>"
+
+    def take(self, count: int, now: float) -> float:
+        """0 when ``count`` records pass now, else the seconds to wait before retrying."""
+        elapsed = max(now - self._updated, 0.0)
+        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+        self._updated = now
+        needed = min(float(count), self._capacity)
+        if self._tokens >= needed:
+            self._tokens -= count
+            return 0.0
+        return (needed - self._tokens) / self._rate
+
+
+class Faults:
+    """The current fault knobs. ``now`` is the event loop's monotonic clock."""
+
+    def __init__(self, config: SandboxConfig) -> None:
+        self.latency_s = config.latency_ms / 1000
+        self.error_rate = config.error_rate
+        self.delivery_ratio = config.delivery_ratio
+        self.click_ratio = config.click_ratio
+        self.receipts_paused = False
+        self._throttle_per_s = config.throttle_per_s
+        self._buckets: dict[str, TokenBucket] = {}
+        self._planned_outage = (config.outage_at_s, config.outage_s)
+        self._outage = (math.inf, math.inf)
+        seed = None if config.seed is None else f"{config.seed}/faults"
+        self._rng = random.Random(seed)
+
+    def __repr__(self) -> str:
+        return (f"<Faults latency_s={self.latency_s:g} error_rate={self.error_rate:g} "
+                f"throttle_per_s={self._throttle_per_s} outage={self._outage}>")
+
+    def begin(self, now: float) -> None:
+        """The sandbox starts serving at ``now``: plan the configured outage from there."""
+        at_s, length_s = self._planned_outage
+        if length_s > 0:
+            self._outage = (now + at_s, now + at_s + length_s)
+
+    def in_outage(self, now: float) -> bool:
+        start, end = self._outage
+        return start <= now < end
+
+    def outage_left_s(self, now: float) -> float:
+        return max(self._outage[1] - now, 0.0) if self.in_outage(now) else 0.0
+
+    def inject_error(self) -> bool:
+        """True when this request should fail with a 5xx (share ``error_rate``)."""
+        return self.error_rate > 0 and self._rng.random() < self.error_rate
+
+    def throttle_wait_s(self, user: str, records: int, now: float) -> float:
+        """0 when ``user`` may send ``records`` now, else how long to wait."""
+        if self._throttle_per_s is None:
+            return 0.0
+        bucket = self._buckets.get(user)
+        if bucket is None:
+            bucket = self._buckets[user] = TokenBucket(self._throttle_per_s, now)
+        return bucket.take(records, now)
+
+    def apply(self, change: ControlRequest, now: float) -> None:
+        if change.outage_s is not None:
+            self._outage = (now, now + change.outage_s)
+        if change.throttle_per_s is not None:
+            self._throttle_per_s = change.throttle_per_s or None
+            self._buckets.clear()
+        if change.latency_ms is not None:
+            self.latency_s = change.latency_ms / 1000
+        for name in ("error_rate", "delivery_ratio", "click_ratio", "receipts_paused"):
+            value = getattr(change, name)
+            if value is not None:
+                setattr(self, name, value)
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        return {
+            "latency_ms": self.latency_s * 1000,
+            "error_rate": self.error_rate,
+            "throttle_per_s": self._throttle_per_s,
+            "outage_left_s": round(self.outage_left_s(now), 3),
+            "delivery_ratio": self.delivery_ratio,
+            "click_ratio": self.click_ratio,
+            "receipts_paused": self.receipts_paused,
+        }
+
+
+def retry_after_header(wait_s: float) -> str:
+    """HTTP ``Retry-After`` (whole seconds, at least 1) for a wait of ``wait_s``."""
+    return str(max(1, math.ceil(wait_s)))

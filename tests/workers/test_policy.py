@@ -1,0 +1,82 @@
+"""Retry policy, the transient/permanent table, the promotional window, the rate limit."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, time
+
+import pytest
+
+from workers.policy import Disposition, RetryPolicy, classify_http_status
+from workers.ratelimit import TokenBucket
+from workers.window import PromoWindow
+
+
+@pytest.mark.parametrize(("status", "disposition"), [
+    (500, Disposition.RETRY),
+    (502, Disposition.RETRY),
+    (503, Disposition.RETRY),
+    (504, Disposition.RETRY),
+    (408, Disposition.RETRY),
+    (429, Disposition.THROTTLED),
+    (401, Disposition.PAUSE_SENDER),
+    (403, Disposition.PAUSE_SENDER),
+    (400, Disposition.REJECT),
+    (404, Disposition.REJECT),
+    (413, Disposition.REJECT),
+    (422, Disposition.REJECT),
+])
+def test_what_is_transient(status: int, disposition: Disposition) -> None:
+    assert classify_http_status(status) is disposition
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(max_attempts=10, base_s=1.0, cap_s=30.0)
+    rng = random.Random(7)
+    for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (20, 30)]:
+        delays = [policy.backoff(attempt, rng) for _ in range(200)]
+        assert max(delays) <= ceiling
+        assert min(delays) >= ceiling / 2
+        assert len(set(delays)) > 1  # jitter spreads a herd
+
+
+def test_every_retry_path_ends() -> None:
+    policy = RetryPolicy(max_attempts=3)
+    assert [policy.exhausted(a) for a in (1, 2, 3, 4)] == [False, False, True, True]
+
+
+IST_WINDOW = PromoWindow.of(time(9), time(21), "Asia/Kolkata")
+
+
+@pytest.mark.parametrize(("utc", "is_open"), [
+    (datetime(2026, 11, 27, 3, 29, tzinfo=UTC), False),  # 08:59 IST
+    (datetime(2026, 11, 27, 3, 30, tzinfo=UTC), True),  # 09:00 IST
+    (datetime(2026, 11, 27, 15, 29, tzinfo=UTC), True),  # 20:59 IST
+    (datetime(2026, 11, 27, 15, 30, tzinfo=UTC), False),  # 21:00 IST
+])
+def test_promotional_window_in_india(utc: datetime, is_open: bool) -> None:
+    assert IST_WINDOW.is_open(utc) is is_open
+
+
+def test_seconds_until_the_window_opens() -> None:
+    evening = datetime(2026, 11, 27, 15, 30, tzinfo=UTC)  # 21:00 IST
+    assert IST_WINDOW.seconds_until_change(evening) == 12 * 3600
+
+
+def test_window_across_midnight() -> None:
+    night = PromoWindow.of(time(22), time(6), "UTC")
+    assert night.is_open(datetime(2026, 1, 1, 23, tzinfo=UTC))
+    assert night.is_open(datetime(2026, 1, 1, 5, tzinfo=UTC))
+    assert not night.is_open(datetime(2026, 1, 1, 12, tzinfo=UTC))
+
+
+def test_token_bucket_spaces_batches_to_the_rate() -> None:
+    bucket = TokenBucket(rate_per_s=100)
+    assert bucket.delay_for(100) == 0  # one second's burst
+    assert bucket.delay_for(50) == pytest.approx(0.5, abs=0.05)
+
+
+def test_throttling_blocks_the_sender() -> None:
+    bucket = TokenBucket(rate_per_s=1000)
+    bucket.block_for(2.0)
+    assert bucket.delay_for(1) == pytest.approx(2.0, abs=0.05)

@@ -1,0 +1,132 @@
+"""The ICS adapter: the only code that talks HTTP to ICS (``POST /datasend``).
+
+It turns every possible answer into a :class:`SubmitResult`: per-record acceptances and
+refusals on 200, or a batch-wide failure whose :class:`~workers.policy.Disposition` says
+whether to retry, slow down, pause the sender or give up. Tokens never leave this module
+except in the ``Authorization`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+from pydantic import SecretStr, ValidationError
+
+from schemas.ics import (
+    DATASEND_PATH,
+    DatasendRecord,
+    DatasendRequest,
+    RecordResult,
+    datasend_response,
+)
+from workers.policy import Disposition, classify_http_status
+
+__all__ = ["IcsClient", "SubmitResult"]
+
+_MAX_ERROR_TEXT = 200
+
+
+@dataclass(slots=True)
+class SubmitResult:
+    """Outcome of one datasend call.
+
+    On success ``results`` maps each smsgid to ICS's answer (records ICS did not answer
+    for are missing and must be retried). On failure ``disposition`` is set.
+    """
+
+    results: dict[str, RecordResult] = field(default_factory=dict)
+    disposition: Disposition | None = None
+    status: int | None = None
+    reason: str = ""
+    retry_after_s: float | None = None
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.disposition is None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+class IcsClient:
+    """Submits batches to ICS over one shared :class:`aiohttp.ClientSession`."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout_s: float) -> None:
+        self._session = session
+        self._url = base_url.rstrip("/") + DATASEND_PATH
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.requests = 0
+
+    def __repr__(self) -> str:
+        return f"<IcsClient {self._url} requests={self.requests}>"
+
+    @staticmethod
+    def build(user: str, records: Sequence[DatasendRecord], *, dlrurl: str,
+              urlshortening: bool) -> DatasendRequest:
+        return DatasendRequest.model_construct(
+            user=user, allowunicode=True, urlshortening=1 if urlshortening else 0,
+            dlrurl=dlrurl, smstosend=list(records),
+        )
+
+    @staticmethod
+    def record(to_e164: str, sender_id: str, text: str, smsgid: str, peid: str | None,
+               templateid: str | None) -> DatasendRecord:
+        return DatasendRecord.model_construct(
+            to=to_e164.removeprefix("+"), from_=sender_id, smstext=text, smsgid=smsgid,
+            peid=peid, templateid=templateid,
+        )
+
+    async def submit(self, request: DatasendRequest, token: SecretStr) -> SubmitResult:
+        body = request.model_dump_json(by_alias=True, exclude_none=True).encode()
+        headers = {"Content-Type": "application/json",
+                   "Authorization": f"Bearer {token.get_secret_value()}"}
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.requests += 1
+        try:
+            async with self._session.post(self._url, data=body, headers=headers,
+                                          timeout=self._timeout) as response:
+                payload = await response.read()
+                result = self._interpret(response.status, payload,
+                                         response.headers.get("Retry-After"), request)
+        except TimeoutError:
+            result = SubmitResult(disposition=Disposition.RETRY, reason="ICS timed out")
+        except aiohttp.ClientError as exc:
+            result = SubmitResult(disposition=Disposition.RETRY,
+                                  reason=f"ICS unreachable: {type(exc).__name__}")
+        result.latency_s = loop.time() - started
+        return result
+
+    @staticmethod
+    def _interpret(status: int, payload: bytes, retry_after: str | None,
+                   request: DatasendRequest) -> SubmitResult:
+        if status != 200:
+            text = payload[:_MAX_ERROR_TEXT].decode("utf-8", "replace").strip()
+            return SubmitResult(disposition=classify_http_status(status), status=status,
+                                reason=f"ICS answered HTTP {status}: {text}",
+                                retry_after_s=_retry_after(retry_after))
+        try:
+            answers = datasend_response.validate_json(payload)
+        except (ValidationError, orjson.JSONDecodeError, ValueError):
+            return SubmitResult(disposition=Disposition.RETRY, status=status,
+                                reason="ICS answered 200 with an unreadable body")
+        results: dict[str, RecordResult] = {}
+        records = request.smstosend
+        for index, answer in enumerate(answers):
+            smsgid = answer.smsgid
+            if smsgid is None and index < len(records):
+                smsgid = records[index].smsgid  # no echo: answers come in request order
+            if smsgid is not None:
+                results[smsgid] = answer
+        return SubmitResult(results=results, status=status)

@@ -1,0 +1,137 @@
+"""From a delivery to a decision: a :class:`Job` to submit, or an immediate outcome.
+
+Everything here is synchronous and cheap: it runs for every message as it arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+
+from broker.base import Delivery, Outgoing
+from schemas.errors import describe
+from schemas.messages import Identifier, SendRequest, Status
+from schemas.senders import Lane, Sender, Senders
+from schemas.smsgid import SmsgidSigner
+from schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
+from workers.encoding import TextInfo, analyse
+from workers.outcomes import Outcomes
+
+__all__ = ["Decision", "Job", "JobFactory", "Settle"]
+
+_INDIA = "+91"
+_id_adapter: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+@dataclass(slots=True)
+class Job:
+    """A valid message on its way to ICS."""
+
+    delivery: Delivery
+    request: SendRequest
+    sender: Sender
+    attempt: int
+    parked: int
+    smsgid: str
+    info: TextInfo
+
+
+@dataclass(slots=True)
+class Settle:
+    """Settle this delivery now with these messages (no ICS call needed)."""
+
+    delivery: Delivery
+    messages: Sequence[Outgoing]
+    requeue: bool = False
+
+
+Decision = Job | Settle
+
+
+def _header_int(delivery: Delivery, name: str, default: int) -> int:
+    value = delivery.headers.get(name, default)
+    return value if isinstance(value, int) and value >= 0 else default
+
+
+class JobFactory:
+    """Parses and checks deliveries against the senders and India's DLT rules."""
+
+    def __init__(self, topology: Topology, senders: Senders, signer: SmsgidSigner,
+                 outcomes: Outcomes) -> None:
+        self._lane_of_queue = {topology.send_queue(lane): lane for lane in Lane}
+        self._senders = senders
+        self._signer = signer
+        self._out = outcomes
+
+    def decide(self, delivery: Delivery, now: datetime) -> Decision:
+        try:
+            request = SendRequest.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            return self._unparseable(delivery, "; ".join(describe(exc)), now)
+        sender = self._senders.get(request.sender)
+        attempt = _header_int(delivery, HEADER_ATTEMPT, 1) or 1
+        if sender is None:
+            name = request.sender or "(default)"
+            reason = (f"unknown sender {name!r}" if request.sender
+                      else "no sender named and no default sender configured")
+            return self._reject(delivery, request, None, "unknown_sender", reason, now, attempt)
+        lane = self._lane_of_queue.get(delivery.queue)
+        if lane is not None and lane is not sender.lane:
+            return Settle(delivery, [self._out.lane_move(delivery, sender.lane)])
+        if request.expired(now):
+            return Settle(delivery, [
+                self._out.event(request, Status.EXPIRED, now, sender=sender.name,
+                                attempt=attempt, error="expired before it could be sent"),
+                self._out.dead_copy(delivery, "expired", "expires_at passed before sending"),
+            ])
+        problem = self._dlt_problem(request, sender)
+        if problem is not None:
+            return self._reject(delivery, request, sender.name, "dlt", problem, now, attempt)
+        return Job(delivery, request, sender, attempt, _header_int(delivery, HEADER_PARKED, 0),
+                   self._signer.sign(request.message_id), analyse(request.text))
+
+    @staticmethod
+    def _dlt_problem(request: SendRequest, sender: Sender) -> str | None:
+        if not request.to.startswith(_INDIA):
+            return None
+        if sender.dlt_entity_id is None:
+            return f"sender {sender.name!r} has no DLT entity id, required for +91 numbers"
+        if request.dlt_template_id is None:
+            return "dlt_template_id is required for +91 numbers"
+        return None
+
+    def _reject(self, delivery: Delivery, request: SendRequest, sender: str | None,
+                reason: str, error: str, now: datetime, attempt: int) -> Settle:
+        return Settle(delivery, [
+            self._out.event(request, Status.REJECTED, now, sender=sender, attempt=attempt,
+                            error=error, error_code=reason),
+            self._out.dead_copy(delivery, reason, error),
+        ])
+
+    def _unparseable(self, delivery: Delivery, error: str, now: datetime) -> Settle:
+        messages = [self._out.dead_copy(delivery, "invalid_message", error)]
+        message_id, campaign_id = _salvage_ids(delivery.body)
+        if message_id is not None:
+            messages.insert(0, self._out.orphan_event(message_id, Status.REJECTED, now,
+                                                      error, campaign_id))
+        return Settle(delivery, messages)
+
+
+def _salvage_ids(body: bytes) -> tuple[str | None, str | None]:
+    """message_id and campaign_id of a message that failed validation, when usable."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    try:
+        message_id = _id_adapter.validate_python(data.get("message_id"))
+    except ValidationError:
+        return None, None
+    campaign = data.get("campaign_id")
+    return message_id, campaign if isinstance(campaign, str) and len(campaign) <= 128 else None

@@ -1,0 +1,296 @@
+"""The worker: consume send requests, batch per sender, submit to ICS, settle.
+
+One :class:`Worker` per process. For each broker connection it runs a :class:`_Session`
+that owns the consumers, the per-sender batches and the in-flight submissions; when the
+connection drops the session is discarded (the broker requeues what was unacked) and a new
+one starts. Service and promotional lanes have their own consumers and their own limits
+on batches in flight, so service traffic never waits behind a promotional backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+
+from broker.base import Broker, ConnectionLost, Consumer, Delivery
+from broker.connect import open_broker
+from schemas.senders import Lane, Sender, Senders
+from schemas.settings import Settings
+from schemas.smsgid import SmsgidSigner
+from workers.ics import IcsClient
+from workers.jobs import Job, JobFactory, Settle
+from workers.outcomes import Outcomes
+from workers.policy import RetryPolicy
+from workers.ratelimit import TokenBucket
+from workers.settle import AckTracker, Settler
+from workers.submit import BatchOutcome, Submitter
+from workers.window import Clock, PromoWindow, system_clock
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = structlog.get_logger(__name__)
+
+BrokerFactory = Callable[[Settings], Awaitable[Broker]]
+_WINDOW_POLL_S = 5.0
+_DRAIN_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    received: int = 0
+    submitted_batches: int = 0
+    settled: int = 0
+    requeued: int = 0
+    ics_requests: int = 0
+    reconnects: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+async def _default_broker(settings: Settings) -> Broker:
+    return await open_broker(settings, name="ics-sms worker")
+
+
+class Worker:
+    """Stateless worker process; all durable state lives in the broker."""
+
+    def __init__(self, settings: Settings, senders: Senders, *, clock: Clock = system_clock,
+                 broker_factory: BrokerFactory = _default_broker) -> None:
+        if not settings.callback_secret.get_secret_value():
+            raise ValueError("ICS_SMS_CALLBACK_SECRET must be set: smsgids carry its MAC")
+        self.settings = settings
+        self.senders = senders
+        self.clock = clock
+        self._broker_factory = broker_factory
+        previous = settings.callback_secret_previous
+        self.signer = SmsgidSigner(settings.callback_secret.get_secret_value(),
+                                   [previous.get_secret_value()] if previous else [])
+        self.tokens = {sender.name: sender.resolve_token() for sender in senders}
+        self.buckets = {sender.name: TokenBucket(sender.rate_per_s) for sender in senders}
+        self.window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
+                                     settings.promo_timezone)
+        self.policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s,
+                                  settings.backoff_cap_s)
+        self.outcomes = Outcomes(settings.topology)
+        self.stats = WorkerStats()
+        self.ready = asyncio.Event()
+        self._submitter: Submitter | None = None
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (f"<Worker senders={len(self.senders)} received={s.received} "
+                f"settled={s.settled} batches={s.submitted_batches} reconnects={s.reconnects}>")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; reconnect whenever the broker connection drops."""
+        timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
+        connector = aiohttp.TCPConnector(limit=64)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+            ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
+            self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
+            broker = await self._broker_factory(self.settings)
+            while True:
+                try:
+                    await _Session(self, broker, self._submitter).serve(stop)
+                except ConnectionLost as exc:
+                    log.warning("broker connection lost; reconnecting", error=str(exc))
+                finally:
+                    await broker.close()
+                if stop.is_set():
+                    return
+                self.ready.clear()
+                fresh = await self._reconnect(stop)
+                if fresh is None:
+                    return
+                broker = fresh
+                self.stats.reconnects += 1
+
+    async def _reconnect(self, stop: asyncio.Event) -> Broker | None:
+        while not stop.is_set():
+            try:
+                return await self._broker_factory(self.settings)
+            except ConnectionLost as exc:
+                log.error("broker still unreachable", error=str(exc))
+        return None
+
+
+class _Session:
+    """Everything that lives as long as one broker connection."""
+
+    def __init__(self, worker: Worker, broker: Broker, submitter: Submitter) -> None:
+        self.worker = worker
+        self.broker = broker
+        self.submitter = submitter
+        settings = worker.settings
+        self.topology = settings.topology
+        self.tracker = AckTracker(broker)
+        self.settler = Settler(broker, self.tracker)
+        self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes)
+        self.batches: dict[str, list[Job]] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.immediate: list[Settle] = []
+        self.immediate_scheduled = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = {lane: asyncio.Semaphore(settings.batches_in_flight) for lane in Lane}
+        self.consumers: dict[Lane, Consumer] = {}
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        await self.broker.declare(self.topology)
+        await self._start(Lane.SERVICE)
+        window_task = asyncio.create_task(self._watch_window())
+        self.worker.ready.set()
+        log.info("worker consuming", queues=[self.topology.send_queue(lane) for lane in Lane])
+        stopping: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
+        closed: asyncio.Future[object] = asyncio.ensure_future(self._until_closed())
+        try:
+            await asyncio.wait([stopping, closed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            closed.cancel()
+            window_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await window_task
+        if self.broker.closed.done():
+            self._abandon()
+            self.broker.closed.result()  # raises ConnectionLost if it was not our close
+            return
+        await self._drain()
+
+    async def _until_closed(self) -> None:
+        with contextlib.suppress(ConnectionLost):
+            await asyncio.shield(self.broker.closed)
+
+    # -- consumers and the promotional window ------------------------------------------
+    async def _start(self, lane: Lane) -> None:
+        if lane not in self.consumers:
+            self.consumers[lane] = await self.broker.consume(
+                self.topology.send_queue(lane), self.worker.settings.prefetch, self._on_delivery)
+
+    async def _stop(self, lane: Lane) -> None:
+        consumer = self.consumers.pop(lane, None)
+        if consumer is not None:
+            await consumer.cancel()
+
+    async def _watch_window(self) -> None:
+        window = self.worker.window
+        while True:
+            now = self.worker.clock()
+            if window.is_open(now):
+                await self._start(Lane.PROMOTIONAL)
+            elif Lane.PROMOTIONAL in self.consumers:
+                log.info("promotional window closed; promotional messages wait")
+                await self._stop(Lane.PROMOTIONAL)
+            await asyncio.sleep(min(window.seconds_until_change(now), _WINDOW_POLL_S))
+
+    # -- per delivery (synchronous, cheap) -----------------------------------------------
+    def _on_delivery(self, delivery: Delivery) -> None:
+        self.tracker.track(delivery)
+        self.worker.stats.received += 1
+        now = self.worker.clock()
+        decision = self.jobs.decide(delivery, now)
+        if isinstance(decision, Settle):
+            self._settle_soon(decision)
+            return
+        lane = decision.sender.lane
+        if lane is Lane.PROMOTIONAL and not self.worker.window.is_open(now):
+            self._settle_soon(Settle(delivery, [], requeue=True))
+            return
+        paused = self.submitter.state(decision.sender).paused_for()
+        if paused > 0:
+            items = self.submitter.park([decision], paused, "sender paused: credentials", now)
+            self._settle_soon(Settle(delivery, items[0][1]))
+            return
+        self._add(decision)
+
+    def _settle_soon(self, settle: Settle) -> None:
+        self.immediate.append(settle)
+        if not self.immediate_scheduled:
+            self.immediate_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_immediate)
+
+    def _flush_immediate(self) -> None:
+        self.immediate_scheduled = False
+        batch, self.immediate = self.immediate, []
+        requeue = [s.delivery for s in batch if s.requeue]
+        if requeue:
+            self.settler.requeue(requeue)
+        items = [(s.delivery, s.messages) for s in batch if not s.requeue]
+        if items:
+            self._spawn(self._settle(items))
+
+    # -- batching per sender ------------------------------------------------------------
+    def _add(self, job: Job) -> None:
+        name = job.sender.name
+        batch = self.batches.setdefault(name, [])
+        batch.append(job)
+        if len(batch) >= self.worker.settings.batch_max:
+            self._flush(name)
+        elif len(batch) == 1:
+            delay = self.worker.settings.linger_ms / 1000
+            self.timers[name] = asyncio.get_running_loop().call_later(delay, self._flush, name)
+
+    def _flush(self, name: str) -> None:
+        timer = self.timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        jobs = self.batches.pop(name, None)
+        if jobs:
+            self._spawn(self._submit(jobs[0].sender, jobs))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch task crashed", error=repr(task.exception()))
+
+    async def _submit(self, sender: Sender, jobs: list[Job]) -> None:
+        worker = self.worker
+        async with self.slots[sender.lane]:
+            await worker.buckets[sender.name].acquire(len(jobs))
+            result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
+            worker.stats.ics_requests += 1
+            worker.stats.submitted_batches += 1
+            if not result.ok:
+                log.warning("ICS batch not accepted", sender=sender.name, status=result.status,
+                            reason=result.reason, messages=len(jobs))
+            if result.retry_after_s is not None:
+                worker.buckets[sender.name].block_for(result.retry_after_s)
+            items = self.submitter.interpret(sender, jobs, result, worker.clock())
+            await self._settle(items)
+
+    async def _settle(self, items: BatchOutcome) -> None:
+        if await self.settler.settle(items):
+            self.worker.stats.settled += len(items)
+
+    # -- endings ------------------------------------------------------------------------
+    def _abandon(self) -> None:
+        """The connection is gone: drop everything; the broker requeued it all."""
+        for timer in self.timers.values():
+            timer.cancel()
+        for task in self.tasks:
+            task.cancel()
+        self.batches.clear()
+        self.immediate.clear()
+
+    async def _drain(self) -> None:
+        """Graceful stop: no new deliveries, submit what is batched, wait for in-flight."""
+        for lane in list(self.consumers):
+            with contextlib.suppress(ConnectionLost):
+                await self._stop(lane)
+        for name in list(self.batches):
+            self._flush(name)
+        if self.immediate:
+            self._flush_immediate()
+        if self.tasks:
+            _done, pending = await asyncio.wait(self.tasks, timeout=_DRAIN_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+        log.info("worker drained", settled=self.worker.stats.settled)

@@ -1,0 +1,121 @@
+"""The one place that acks.
+
+Handlers never ack. They hand the settler each delivery with the messages its outcome
+requires (events, a retry copy, a dead-letter copy); the settler publishes all of them in
+one confirm window and only then acknowledges the deliveries, with ``multiple`` acks over
+the longest settled run of delivery tags. If the publish cannot be confirmed, the
+deliveries go back to the queue (or, on a lost connection, the broker requeues them).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import structlog
+
+from broker.base import Broker, BrokerError, ConnectionLost, Delivery, Outgoing, PublishFailed
+
+__all__ = ["AckTracker", "Settler"]
+
+log = structlog.get_logger(__name__)
+
+_PUBLISH_TRIES = 3
+
+
+class AckTracker:
+    """Acks settled deliveries with as few frames as possible.
+
+    A run of settled deliveries at the head of the arrival order is acked with one
+    ``multiple`` ack; a settled delivery behind an unsettled one (a slow sender's message)
+    is acked on its own at once, so it never holds a prefetch slot.
+    """
+
+    __slots__ = ("_broker", "_done", "_order", "_settled", "generation")
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self.generation = broker.generation
+        self._order: deque[Delivery] = deque()
+        self._settled: set[int] = set()
+        self._done: set[int] = set()  # acked or nacked on their own, still in _order
+
+    def __repr__(self) -> str:
+        return f"<AckTracker gen={self.generation} outstanding={len(self._order)}>"
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def track(self, delivery: Delivery) -> None:
+        self._order.append(delivery)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        settled = self._settled
+        for delivery in deliveries:
+            settled.add(delivery.tag)
+        self._advance()
+        for delivery in deliveries:
+            if delivery.tag in settled and delivery.tag not in self._done:
+                self._broker.ack(delivery)
+                self._done.add(delivery.tag)
+
+    def forget(self, delivery: Delivery) -> None:
+        """The delivery was nacked on its own; it no longer blocks the run."""
+        self._settled.add(delivery.tag)
+        self._done.add(delivery.tag)
+        self._advance()
+
+    def _advance(self) -> None:
+        last: Delivery | None = None
+        order, settled, done = self._order, self._settled, self._done
+        while order and order[0].tag in settled:
+            head = order.popleft()
+            settled.discard(head.tag)
+            if head.tag in done:
+                done.discard(head.tag)
+            else:
+                last = head
+        if last is not None:
+            self._broker.ack(last, multiple=True)
+
+
+class Settler:
+    """Publishes the consequences of a batch, then acks it; requeues when that fails."""
+
+    def __init__(self, broker: Broker, tracker: AckTracker) -> None:
+        self._broker = broker
+        self._tracker = tracker
+        self.settled = 0
+        self.requeued = 0
+
+    def __repr__(self) -> str:
+        return f"<Settler settled={self.settled} requeued={self.requeued}>"
+
+    async def settle(self, items: Sequence[tuple[Delivery, Sequence[Outgoing]]]) -> bool:
+        """Publish every outgoing message, then ack; True when the batch is settled."""
+        outgoing = [message for _, messages in items for message in messages]
+        deliveries = [delivery for delivery, _ in items]
+        for attempt in range(1, _PUBLISH_TRIES + 1):
+            try:
+                await self._broker.publish(outgoing)
+            except PublishFailed as exc:
+                log.warning("publish not confirmed, retrying", error=str(exc), attempt=attempt)
+                continue
+            except ConnectionLost:
+                return False  # the broker requeues the deliveries of a lost connection
+            self._tracker.ack(deliveries)
+            self.settled += len(deliveries)
+            return True
+        log.error("publish refused repeatedly; returning messages to the queue",
+                  messages=len(deliveries))
+        self.requeue(deliveries)
+        return False
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            try:
+                self._broker.nack(delivery, requeue=True)
+            except BrokerError:
+                return
+            self._tracker.forget(delivery)
+        self.requeued += len(deliveries)

@@ -1,0 +1,144 @@
+"""Submitting one sender's batch to ICS and turning the answer into outcomes."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+from pydantic import SecretStr
+
+from broker.base import Delivery, Outgoing
+from schemas.messages import Status
+from schemas.senders import ClickTracking, Sender
+from schemas.settings import Settings
+from workers.ics import IcsClient, SubmitResult
+from workers.jobs import Job
+from workers.outcomes import Outcomes
+from workers.policy import Disposition, RetryPolicy
+
+__all__ = ["BatchOutcome", "SenderState", "Submitter"]
+
+log = structlog.get_logger(__name__)
+
+MAX_PARKS = 1440
+"""A message parked this often (paused sender, throttling) fails instead of cycling on."""
+
+BatchOutcome = list[tuple[Delivery, Sequence[Outgoing]]]
+
+
+class SenderState:
+    """Per-sender runtime state: paused after a 401/403 until a monotonic instant."""
+
+    __slots__ = ("paused_until",)
+
+    def __init__(self) -> None:
+        self.paused_until = 0.0
+
+    def paused_for(self) -> float:
+        return max(self.paused_until - time.monotonic(), 0.0)
+
+
+class Submitter:
+    """Calls ICS for a batch and maps the answer to events, retries and dead letters."""
+
+    def __init__(self, settings: Settings, ics: IcsClient, outcomes: Outcomes,
+                 policy: RetryPolicy, rng: random.Random | None = None) -> None:
+        self._settings = settings
+        self._ics = ics
+        self._out = outcomes
+        self._policy = policy
+        self._rng = rng or random.Random()
+        self.states: dict[str, SenderState] = {}
+
+    def state(self, sender: Sender) -> SenderState:
+        return self.states.setdefault(sender.name, SenderState())
+
+    def park(self, jobs: Sequence[Job], delay_s: float, reason: str, now: datetime) -> BatchOutcome:
+        """Send the jobs back through a delay queue without counting an attempt."""
+        items: BatchOutcome = []
+        for job in jobs:
+            if job.parked >= MAX_PARKS:
+                items.append(self._fail(job, f"gave up after {job.parked} waits: {reason}", now))
+                continue
+            items.append((job.delivery, [self._out.retry_copy(
+                job.delivery, job.sender.lane, delay_s, attempt=job.attempt, reason=reason,
+                parked=job.parked + 1)]))
+        return items
+
+    async def call(self, sender: Sender, jobs: Sequence[Job], token: SecretStr) -> SubmitResult:
+        """One datasend request for ``jobs``, all of ``sender``."""
+        records = [
+            IcsClient.record(job.request.to, sender.sender_id, job.request.text, job.smsgid,
+                             sender.dlt_entity_id, job.request.dlt_template_id)
+            for job in jobs
+        ]
+        request = IcsClient.build(
+            sender.username, records,
+            dlrurl=self._settings.tracking_url(sender.tracking_path()),
+            urlshortening=sender.click_tracking is ClickTracking.ICS,
+        )
+        return await self._ics.submit(request, token)
+
+    def interpret(self, sender: Sender, jobs: Sequence[Job], result: SubmitResult,
+                  now: datetime) -> BatchOutcome:
+        if result.ok:
+            return [self._record_outcome(job, result, now) for job in jobs]
+        match result.disposition:
+            case Disposition.THROTTLED:
+                wait = result.retry_after_s if result.retry_after_s is not None else 1.0
+                return self.park(jobs, wait, result.reason, now)
+            case Disposition.PAUSE_SENDER:
+                state = self.state(sender)
+                pause_s = self._settings.sender_pause_s
+                if state.paused_for() == 0:
+                    log.error("ICS refused the sender's credentials; pausing the sender",
+                              sender=sender.name, status=result.status, pause_s=pause_s)
+                state.paused_until = time.monotonic() + pause_s
+                return self.park(jobs, pause_s, result.reason, now)
+            case Disposition.REJECT:
+                return [self._reject(job, "ics_refused", result.reason, now) for job in jobs]
+            case _:
+                return [self._retry(job, result.reason, now) for job in jobs]
+
+    def _record_outcome(self, job: Job, result: SubmitResult, now: datetime
+                        ) -> tuple[Delivery, Sequence[Outgoing]]:
+        answer = result.results.get(job.smsgid)
+        if answer is None:
+            return self._retry(job, "ICS gave no answer for this record", now)
+        if not answer.accepted:
+            return self._reject(job, "ics_refused", answer.error or "refused by ICS", now)
+        return (job.delivery, [self._out.event(
+            job.request, Status.SUBMITTED, now, sender=job.sender.name, attempt=job.attempt,
+            provider_message_id=answer.mid, segments=job.info.segments,
+            encoding=job.info.encoding)])
+
+    def _retry(self, job: Job, reason: str, now: datetime) -> tuple[Delivery, Sequence[Outgoing]]:
+        if job.request.expired(now):
+            return (job.delivery, [
+                self._out.event(job.request, Status.EXPIRED, now, sender=job.sender.name,
+                                attempt=job.attempt, error=f"expired while retrying: {reason}"),
+                self._out.dead_copy(job.delivery, "expired", reason),
+            ])
+        if self._policy.exhausted(job.attempt):
+            return self._fail(job, f"gave up after {job.attempt} attempts: {reason}", now)
+        delay = self._policy.backoff(job.attempt, self._rng)
+        return (job.delivery, [self._out.retry_copy(job.delivery, job.sender.lane, delay,
+                                                    attempt=job.attempt + 1, reason=reason)])
+
+    def _fail(self, job: Job, error: str, now: datetime) -> tuple[Delivery, Sequence[Outgoing]]:
+        return (job.delivery, [
+            self._out.event(job.request, Status.FAILED, now, sender=job.sender.name,
+                            attempt=job.attempt, error=error, error_code="retries_exhausted"),
+            self._out.dead_copy(job.delivery, "retries_exhausted", error),
+        ])
+
+    def _reject(self, job: Job, code: str, error: str, now: datetime
+                ) -> tuple[Delivery, Sequence[Outgoing]]:
+        return (job.delivery, [
+            self._out.event(job.request, Status.REJECTED, now, sender=job.sender.name,
+                            attempt=job.attempt, error=error, error_code=code),
+            self._out.dead_copy(job.delivery, code, error),
+        ])
