@@ -76,8 +76,12 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How long a sender whose credentials ICS refused waits."
     )
 
-    promo_window_start: time = time(9, 0)
-    promo_window_end: time = time(21, 0)
+    promo_window_start: time = Field(
+        default=time(9, 0), description="Promotional SMS go out from (local time) ..."
+    )
+    promo_window_end: time = Field(
+        default=time(21, 0), description="... until; start == end means around the clock."
+    )
     promo_timezone: str = "Asia/Kolkata"
 
     receiver_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)

@@ -26,7 +26,14 @@ class PromoWindow:
     def of(cls, start: time, end: time, zone: str) -> PromoWindow:
         return cls(start, end, ZoneInfo(zone))
 
+    @property
+    def always_open(self) -> bool:
+        """A window that starts where it ends is open around the clock."""
+        return self.start == self.end
+
     def is_open(self, now: datetime) -> bool:
+        if self.always_open:
+            return True
         local = now.astimezone(self.zone).time()
         if self.start <= self.end:
             return self.start <= local < self.end
@@ -34,6 +41,8 @@ class PromoWindow:
 
     def seconds_until_change(self, now: datetime) -> float:
         """Seconds until the window next opens or closes (at least one second)."""
+        if self.always_open:
+            return 24 * 3600.0
         local = now.astimezone(self.zone)
         boundary = self.end if self.is_open(now) else self.start
         target = local.replace(hour=boundary.hour, minute=boundary.minute, second=0,

@@ -6,6 +6,7 @@ import click
 
 from ics_sms import __version__
 from ics_sms.cli.common import ErrorHandlingGroup, load_settings
+from ics_sms.cli.publish_cmd import publish_command
 from ics_sms.cli.sandbox_cmd import sandbox_command
 from ics_sms.cli.schemas_cmd import schemas_group
 from ics_sms.cli.senders_cmd import senders_group
@@ -31,6 +32,7 @@ cli.add_command(senders_group)
 cli.add_command(schemas_group)
 cli.add_command(topology_command)
 cli.add_command(sandbox_command)
+cli.add_command(publish_command)
 cli.add_command(worker_command)
 
 

@@ -70,6 +70,11 @@ def test_window_across_midnight() -> None:
     assert not night.is_open(datetime(2026, 1, 1, 12, tzinfo=UTC))
 
 
+def test_a_window_that_starts_where_it_ends_is_always_open() -> None:
+    always = PromoWindow.of(time(0), time(0), "Asia/Kolkata")
+    assert always.is_open(datetime(2026, 1, 1, 20, tzinfo=UTC))
+
+
 def test_token_bucket_spaces_batches_to_the_rate() -> None:
     bucket = TokenBucket(rate_per_s=100)
     assert bucket.delay_for(100) == 0  # one second's burst

@@ -1,0 +1,214 @@
+"""``ics-sms publish FILE``: check a CSV or JSON Lines campaign, then publish it with progress.
+
+The whole file is checked first (a streaming pass) so that a bad row never leaves a campaign
+half published; then a second streaming pass publishes the valid rows with publisher
+confirms. Message ids are stable, so publishing a file again after an interruption is safe.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from ics_sms.cli.common import CliError, load_settings, read_senders
+from producers.campaign import (
+    CampaignCheck,
+    CampaignDefaults,
+    CampaignFileError,
+    CampaignFormat,
+    check_campaign,
+    read_campaign,
+    valid_requests,
+)
+from producers.errors import ProducerError, PublishError
+from producers.publisher import OnProgress, Producer
+from schemas.senders import Lane, Senders
+from schemas.settings import Settings
+
+__all__ = ["publish_command"]
+
+MAX_ROWS_LISTED = 20
+PLAIN_PROGRESS_INTERVAL_S = 5.0
+
+
+class _RateColumn(ProgressColumn):
+    """Messages per second, as rich estimates it."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("? msgs/s" if speed is None else f"{speed:,.0f} msgs/s",
+                    style="progress.data.speed")
+
+
+class _PlainProgress:
+    """A line every few seconds, for logs and pipes."""
+
+    def __init__(self, total: int, interval_s: float = PLAIN_PROGRESS_INTERVAL_S) -> None:
+        self._total = total
+        self._interval_s = interval_s
+        self._started = self._last = time.monotonic()
+
+    def __call__(self, confirmed: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self._interval_s or confirmed >= self._total:
+            return
+        self._last = now
+        rate = confirmed / max(now - self._started, 1e-9)
+        click.echo(f"published {confirmed}/{self._total} ({confirmed / self._total:.0%}), "
+                   f"{rate:,.0f} msgs/s")
+
+
+@contextmanager
+def _progress(total: int, console: Console | None) -> Iterator[OnProgress]:
+    """A rich progress bar on a terminal, plain lines otherwise."""
+    if console is None:
+        yield _PlainProgress(total)
+        return
+    columns = (TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
+               TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("publishing", total=total)
+        yield lambda confirmed: bar.update(task, completed=confirmed)
+
+
+def _lanes(counts: Counter[str | None], senders: Senders) -> Counter[Lane]:
+    lanes: Counter[Lane] = Counter({lane: 0 for lane in Lane})
+    for name, count in counts.items():
+        sender = senders.get(name)
+        lanes[Lane.SERVICE if sender is None else sender.lane] += count
+    return lanes
+
+
+def _lanes_text(lanes: Counter[Lane]) -> str:
+    return ", ".join(f"{lane.value} {lanes[lane]}" for lane in Lane)
+
+
+def _warn_unknown_senders(counts: Counter[str | None], senders: Senders,
+                          settings: Settings) -> None:
+    for name, count in sorted(counts.items(), key=lambda item: str(item[0])):
+        if senders.get(name) is not None:
+            continue
+        what = (f"use the default sender, but {settings.senders_file} configures none"
+                if name is None else f"name sender {name!r}, which is not configured")
+        click.echo(f"warning: {count} message(s) {what}: the workers will reject them",
+                   err=True)
+
+
+def _check(path: Path, fmt: CampaignFormat | None, defaults: CampaignDefaults,
+           console: Console | None, *, skip_invalid: bool) -> CampaignCheck:
+    """The first pass: report what is wrong; stop unless told to skip invalid rows."""
+    started = time.monotonic()
+    status = console.status(f"checking {path}...") if console else nullcontext()
+    try:
+        with status:
+            check = check_campaign(path, fmt, defaults, max_rows_listed=MAX_ROWS_LISTED)
+    except CampaignFileError as exc:
+        raise CliError(str(exc)) from None
+    click.echo(f"checked {path}: {check.rows} rows, {check.valid} valid, {check.invalid} "
+               f"invalid ({time.monotonic() - started:.2f} s)")
+    _report_problems(check)
+    if check.invalid and not skip_invalid:
+        raise CliError(f"{path}: {check.invalid} invalid row(s); nothing published (fix them, "
+                       "or publish the valid rows with --skip-invalid)")
+    return check
+
+
+def _report_problems(check: CampaignCheck) -> None:
+    for problem in check.problems:
+        click.echo(problem, err=True)
+    if check.unlisted:
+        click.echo(f"... and {check.unlisted} more invalid row(s)", err=True)
+
+
+def _publish(settings: Settings, senders: Senders, path: Path, fmt: CampaignFormat | None,
+             defaults: CampaignDefaults, total: int, console: Console | None) -> int:
+    confirmed = 0
+
+    def progress(count: int) -> None:
+        nonlocal confirmed
+        confirmed = count
+        report(count)
+
+    requests = valid_requests(read_campaign(path, fmt, defaults))
+    try:
+        producer = Producer.from_settings(settings, senders, connection_name="ics-sms publish")
+        with producer, _progress(total, console) as report:
+            return producer.publish_many(requests, on_progress=progress)
+    except PublishError as exc:
+        raise CliError(
+            f"publishing stopped after {exc.confirmed} of {total} messages: {exc.reason}; "
+            "publishing the file again is safe (message ids are stable)"
+        ) from None
+    except ProducerError as exc:  # unreachable broker, topology conflict, file gone...
+        raise CliError(f"{exc} ({confirmed} of {total} messages published)" if confirmed
+                       else str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: {confirmed} of {total} messages published; publishing the "
+                   "file again is safe (message ids are stable)", err=True)
+        raise click.exceptions.Exit(130) from None
+
+
+@click.command("publish")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--format", "fmt", type=click.Choice([f.value for f in CampaignFormat]),
+              help="csv or jsonl; by default from the extension (.csv, .jsonl, .ndjson).")
+@click.option("--campaign-id", help="Campaign id of rows that give none.")
+@click.option("--sender", help="Sender name of rows that give none (else the default sender).")
+@click.option("--text", help="Text of rows that give none.")
+@click.option("--dlt-template-id", help="DLT template id of rows that give none.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Publish the valid rows and report the invalid ones (default: publish "
+                   "nothing when any row is invalid).")
+@click.option("--dry-run", is_flag=True, help="Check the file only; publish nothing.")
+def publish_command(file: Path, fmt: str | None, campaign_id: str | None, sender: str | None,
+                    text: str | None, dlt_template_id: str | None, skip_invalid: bool,
+                    dry_run: bool) -> None:
+    """Publish the send requests of FILE, a CSV or JSON Lines campaign.
+
+    CSV columns (header row): message_id, campaign_id, to, text, sender, dlt_template_id,
+    expires_at, metadata (a JSON object) and metadata.KEY; an empty cell is a missing
+    value. JSON Lines: one SendRequest object per line. A missing message_id becomes
+    CAMPAIGN-LINE, stable across runs.
+    """
+    settings = load_settings()
+    senders = read_senders(settings)
+    kind = CampaignFormat(fmt) if fmt else None
+    defaults = CampaignDefaults(campaign_id=campaign_id, sender=sender, text=text,
+                                dlt_template_id=dlt_template_id)
+    console = Console() if sys.stdout.isatty() else None
+
+    check = _check(file, kind, defaults, console, skip_invalid=skip_invalid)
+    _warn_unknown_senders(check.senders, senders, settings)
+    lanes = _lanes_text(_lanes(check.senders, senders))
+    if dry_run:
+        click.echo(f"dry run: {check.valid} message(s) would be published ({lanes}); "
+                   "nothing was sent")
+    elif not check.valid:
+        click.echo("nothing to publish")
+    else:
+        click.echo(f"publishing {check.valid} message(s) to {settings.broker_url_redacted} "
+                   f"(namespace {settings.namespace or '(none)'})")
+        started = time.monotonic()
+        published = _publish(settings, senders, file, kind, defaults, check.valid, console)
+        elapsed = time.monotonic() - started
+        click.echo(f"published {published} message(s) ({lanes}) in {elapsed:.2f} s, "
+                   f"{published / max(elapsed, 1e-9):,.0f} msgs/s"
+                   + (f"; skipped {check.invalid} invalid row(s)" if check.invalid else ""))

@@ -1,0 +1,251 @@
+"""``ics-sms publish FILE`` on real RabbitMQ: check first, publish confirmed, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+from click.testing import CliRunner, Result
+from pydantic import SecretStr
+
+from ics_sms.cli.publish_cmd import publish_command
+from schemas.senders import Lane, Sender, Senders, save_senders
+from schemas.settings import Settings
+from schemas.topology import Topology
+
+NUMBER = "+919812345678"
+SENDERS = (
+    Senders()
+    .add(Sender(name="acme-otp", type="service_implicit", sender_id="ACMEIN", username="acme",
+                token=SecretStr("service-token-123")))
+    .add(Sender(name="acme-promo", type="promotional", sender_id="123456", username="acme",
+                token=SecretStr("promo-token-1234")))
+)
+
+
+def env_of(settings: Settings, **extra: str) -> dict[str, str]:
+    return {
+        "ICS_SMS_BROKER_URL": settings.broker_url.get_secret_value(),
+        "ICS_SMS_NAMESPACE": settings.namespace,
+        "ICS_SMS_SENDERS_FILE": str(settings.senders_file),
+        "ICS_SMS_CONNECT_RETRY_S": "0",
+        **extra,
+    }
+
+
+def run(settings: Settings, *args: str | Path, **extra_env: str) -> Result:
+    return CliRunner().invoke(publish_command, [str(a) for a in args],
+                              env=env_of(settings, **extra_env))
+
+
+def declare(url: str, topology: Topology) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for exchange in topology.exchanges():
+            channel.exchange_declare(exchange.name, exchange.type.value, durable=True)
+        for queue in topology.queues():
+            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+        for binding in topology.bindings():
+            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+    finally:
+        connection.close()
+
+
+def drain(url: str, queue: str) -> list[tuple[Any, dict[str, Any]]]:
+    """Every message in ``queue`` as (properties, body), taken off it."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        got = []
+        while True:
+            method, properties, body = channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return got
+            got.append((properties, json.loads(body)))
+    finally:
+        connection.close()
+
+
+def ids(url: str, topology: Topology, lane: Lane) -> list[str]:
+    return [body["message_id"] for _, body in drain(url, topology.send_queue(lane))]
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code not in (0, None), result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def settings(amqp_settings: Settings) -> Settings:
+    save_senders(amqp_settings.senders_file, SENDERS)
+    return amqp_settings
+
+
+# -- publishing ----------------------------------------------------------------------------
+def test_publishes_a_csv_into_the_lanes(settings: Settings, rabbitmq_url: str,
+                                        topology: Topology, tmp_path: Path) -> None:
+    path = tmp_path / "spring.csv"
+    path.write_text(f"to,text,sender,metadata.customer\n{NUMBER},Hi,acme-promo,c-1\n"
+                    f"{NUMBER},Your OTP is 1234,,c-2\n{NUMBER},Sale!,acme-promo,c-3\n")
+
+    result = run(settings, path, "--campaign-id", "spring")
+
+    assert result.exit_code == 0, result.output
+    assert ids(rabbitmq_url, topology, Lane.PROMOTIONAL) == ["spring-2", "spring-4"]
+    [(properties, body)] = drain(rabbitmq_url, topology.send_queue(Lane.SERVICE))
+    assert properties.delivery_mode == 2 and properties.content_type == "application/json"
+    assert properties.message_id == "spring-3"
+    assert body["metadata"] == {"customer": "c-2"} and body["campaign_id"] == "spring"
+    assert "published 3 message(s) (service 1, promotional 2)" in result.stdout
+    assert "msgs/s" in result.stdout
+
+
+def test_publishes_json_lines_with_defaults(settings: Settings, rabbitmq_url: str,
+                                           topology: Topology, tmp_path: Path) -> None:
+    path = tmp_path / "c.ndjson"
+    path.write_text(json.dumps({"to": NUMBER}) + "\n"
+                    + json.dumps({"to": NUMBER, "message_id": "own", "text": "Mine"}) + "\n")
+
+    result = run(settings, path, "--campaign-id", "c9", "--text", "Default",
+                 "--sender", "acme-promo", "--dlt-template-id", "1207")
+
+    assert result.exit_code == 0, result.output
+    got = drain(rabbitmq_url, topology.send_queue(Lane.PROMOTIONAL))
+    assert [(b["message_id"], b["text"], b["dlt_template_id"]) for _, b in got] == [
+        ("c9-1", "Default", "1207"), ("own", "Mine", "1207")]
+
+
+def test_publishing_again_gives_the_same_ids(settings: Settings, rabbitmq_url: str,
+                                            topology: Topology, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("to,text\n" + f"{NUMBER},Hi\n" * 3)
+
+    assert run(settings, path, "--campaign-id", "c").exit_code == 0
+    first = ids(rabbitmq_url, topology, Lane.SERVICE)
+    assert run(settings, path, "--campaign-id", "c").exit_code == 0
+
+    assert first == ids(rabbitmq_url, topology, Lane.SERVICE) == ["c-2", "c-3", "c-4"]
+
+
+def test_plain_output_when_not_a_terminal(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("to,text\n" + f"{NUMBER},Hi\n" * 10)
+
+    result = run(settings, path, "--campaign-id", "c")
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b[" not in result.output and "\r" not in result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"checked {path}: 10 rows, 10 valid, 0 invalid")
+    assert lines[1].startswith("publishing 10 message(s) to amqp://")
+    assert lines[-1].startswith("published 10 message(s) (service 10, promotional 0) in ")
+
+
+# -- invalid rows --------------------------------------------------------------------------
+def test_invalid_rows_abort_and_nothing_is_published(settings: Settings, rabbitmq_url: str,
+                                                     topology: Topology, tmp_path: Path) -> None:
+    declare(rabbitmq_url, topology)
+    path = tmp_path / "c.csv"
+    path.write_text(f"to,text\n{NUMBER},Hi\n12345,Hi\n{NUMBER},\n")
+
+    result = run(settings, path, "--campaign-id", "c")
+
+    assert result.exit_code == 1
+    problems = result.stderr.splitlines()
+    assert problems[0].startswith(f"{path}:3: to: ")
+    assert problems[1] == f"{path}:4: text: Field required"
+    assert problems[2] == (f"Error: {path}: 2 invalid row(s); nothing published (fix them, "
+                           "or publish the valid rows with --skip-invalid)")
+    assert ids(rabbitmq_url, topology, Lane.SERVICE) == []
+
+
+def test_skip_invalid_publishes_the_valid_rows(settings: Settings, rabbitmq_url: str,
+                                              topology: Topology, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"to,text\n{NUMBER},Hi\n12345,Hi\n{NUMBER},Again\n")
+
+    result = run(settings, path, "--campaign-id", "c", "--skip-invalid")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"{path}:3: to: ")
+    assert "skipped 1 invalid row(s)" in result.stdout
+    assert ids(rabbitmq_url, topology, Lane.SERVICE) == ["c-2", "c-4"]
+
+
+def test_the_list_of_problems_is_capped(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text("to,text\n" + "bad,Hi\n" * 25)
+
+    result = run(settings, path, "--campaign-id", "c")
+
+    assert result.exit_code == 1
+    assert result.stderr.count(": to: ") == 20
+    assert "... and 5 more invalid row(s)" in result.stderr
+
+
+def test_dry_run_checks_only_and_never_connects(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"to,text,sender\n{NUMBER},Hi,acme-promo\n{NUMBER},Hi,nobody\n")
+
+    result = run(settings, path, "--campaign-id", "c", "--dry-run",
+                 ICS_SMS_BROKER_URL="amqp://guest:guest@127.0.0.1:1/")
+
+    assert result.exit_code == 0, result.output
+    assert ("dry run: 2 message(s) would be published (service 1, promotional 1); "
+            "nothing was sent") in result.stdout
+    assert ("warning: 1 message(s) name sender 'nobody', which is not configured: the "
+            "workers will reject them") in result.stderr
+
+
+# -- one-line errors -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("missing.csv", None, "missing.csv: no such file"),
+        ("latin1.csv", "to,text\n+919812345678,caf\u00e9\n".encode("latin-1"),
+         "latin1.csv:2: not UTF-8 text"),
+        ("nohead.csv", b"number,text\n+919812345678,Hi\n", "unknown column(s) 'number'"),
+        ("notext.csv", b"to\n+919812345678\n", "the header has no column(s) text"),
+        ("c.txt", b"to,text\n", "cannot tell the format from the extension '.txt'"),
+    ],
+)
+def test_unusable_files_are_one_line_errors(settings: Settings, tmp_path: Path, name: str,
+                                            content: bytes | None, error: str) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+
+    line = one_line_error(run(settings, path, "--campaign-id", "c"))
+
+    assert line.startswith("Error: ") and error in line
+
+
+def test_unreachable_broker_is_one_line_without_the_password(settings: Settings,
+                                                             tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"to,text\n{NUMBER},Hi\n")
+
+    result = run(settings, path, "--campaign-id", "c",
+                 ICS_SMS_BROKER_URL="amqp://guest:s3cret@127.0.0.1:1/")
+
+    line = one_line_error(result)
+    assert "cannot connect to the broker at amqp://guest:***@127.0.0.1:1/" in line
+    assert "s3cret" not in result.output
+
+
+def test_memory_broker_is_refused_in_one_line(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"to,text\n{NUMBER},Hi\n")
+
+    line = one_line_error(run(settings, path, "--campaign-id", "c",
+                              ICS_SMS_BROKER_URL="memory://"))
+
+    assert "amqp:// or amqps://, not memory://" in line
