@@ -105,6 +105,10 @@ class Broker(abc.ABC):
         """Declare every exchange, queue and binding; raises :class:`TopologyConflict`."""
 
     @abc.abstractmethod
+    async def declare_tail_queue(self, exchange: str, routing_keys: Sequence[str]) -> str:
+        """A private queue bound to ``exchange`` that lives as long as this connection."""
+
+    @abc.abstractmethod
     async def queue_depth(self, queue: str) -> int:
         """Messages ready (not delivered) in ``queue``."""
 

@@ -187,6 +187,11 @@ class MemoryHub:
         except PublishFailed:
             return  # RabbitMQ drops unroutable dead letters too
 
+    def remove_queue(self, name: str) -> None:
+        queue = self.queues.pop(name, None)
+        for targets in self.bindings.values():
+            targets[:] = [(key, q) for key, q in targets if q is not queue]
+
     def depth(self, queue: str) -> int:
         return len(self.queues[queue].ready)
 
@@ -253,6 +258,7 @@ class MemoryBroker(Broker):
         self._closed: asyncio.Future[None] | None = None
         self._tags = itertools.count(1)
         self._consumers: list[_MemoryConsumer] = []
+        self._tails: list[str] = []
         self.owner: dict[int, _MemoryConsumer] = {}
 
     def __repr__(self) -> str:
@@ -285,6 +291,8 @@ class MemoryBroker(Broker):
         for tag in sorted(self.owner, reverse=True):  # back to the front, in order
             consumer = self.owner[tag]
             consumer.settle(tag, requeue=True)
+        for name in self._tails:  # exclusive queues go with their connection
+            self.hub.remove_queue(name)
         if error is None:
             self._closed.set_result(None)
         else:
@@ -309,6 +317,15 @@ class MemoryBroker(Broker):
                 failed = exc
         if failed is not None:
             raise failed
+
+    async def declare_tail_queue(self, exchange: str, routing_keys: Sequence[str]) -> str:
+        self._check_open()
+        name = f"tail.{self.generation}.{len(self._tails)}"
+        self._tails.append(name)
+        queue = self.hub.queues[name] = _Queue(self.hub, name, {})
+        targets = self.hub.bindings.setdefault(exchange, [])
+        targets.extend((key, queue) for key in routing_keys)
+        return name
 
     async def queue_depth(self, queue: str) -> int:
         return self.hub.depth(queue)

@@ -19,6 +19,12 @@ import structlog
 
 from broker.base import Broker, ConnectionLost, Consumer, Delivery
 from broker.connect import open_broker
+from broker.context_store import (
+    ContextStore,
+    ContextStoreError,
+    MessageContext,
+    open_context_store,
+)
 from schemas.senders import Lane, Sender, Senders
 from schemas.settings import Settings
 from schemas.smsgid import SmsgidSigner
@@ -59,7 +65,8 @@ class Worker:
     """Stateless worker process; all durable state lives in the broker."""
 
     def __init__(self, settings: Settings, senders: Senders, *, clock: Clock = system_clock,
-                 broker_factory: BrokerFactory = _default_broker) -> None:
+                 broker_factory: BrokerFactory = _default_broker,
+                 context_store: ContextStore | None = None) -> None:
         if not settings.callback_secret.get_secret_value():
             raise ValueError("ICS_SMS_CALLBACK_SECRET must be set: smsgids carry its MAC")
         self.settings = settings
@@ -76,6 +83,7 @@ class Worker:
         self.policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s,
                                   settings.backoff_cap_s)
         self.outcomes = Outcomes(settings.topology)
+        self.contexts = context_store or open_context_store(settings)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._submitter: Submitter | None = None
@@ -89,7 +97,8 @@ class Worker:
         """Work until ``stop`` is set; reconnect whenever the broker connection drops."""
         timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
         connector = aiohttp.TCPConnector(limit=64)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http, \
+                self.contexts:
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
             broker = await self._broker_factory(self.settings)
@@ -255,6 +264,7 @@ class _Session:
         worker = self.worker
         async with self.slots[sender.lane]:
             await worker.buckets[sender.name].acquire(len(jobs))
+            await self._remember(sender, jobs)
             result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
             worker.stats.ics_requests += 1
             worker.stats.submitted_batches += 1
@@ -265,6 +275,17 @@ class _Session:
                 worker.buckets[sender.name].block_for(result.retry_after_s)
             items = self.submitter.interpret(sender, jobs, result, worker.clock())
             await self._settle(items)
+
+    async def _remember(self, sender: Sender, jobs: list[Job]) -> None:
+        """Store what the receiver needs for complete receipt events (best effort)."""
+        contexts = [MessageContext.for_request(job.request, sender=sender.name,
+                                               segments=job.info.segments,
+                                               encoding=job.info.encoding) for job in jobs]
+        try:
+            await self.worker.contexts.put_many(contexts)
+        except ContextStoreError as exc:
+            log.warning("message contexts not stored; receipts will lack campaign and metadata",
+                        error=str(exc), messages=len(jobs))
 
     async def _settle(self, items: BatchOutcome) -> None:
         if await self.settler.settle(items):

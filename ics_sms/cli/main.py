@@ -6,7 +6,10 @@ import click
 
 from ics_sms import __version__
 from ics_sms.cli.common import ErrorHandlingGroup, load_settings
+from ics_sms.cli.demo_cmd import demo_command
+from ics_sms.cli.events_cmd import events_command
 from ics_sms.cli.publish_cmd import publish_command
+from ics_sms.cli.receiver_cmd import receiver_command
 from ics_sms.cli.sandbox_cmd import sandbox_command
 from ics_sms.cli.schemas_cmd import schemas_group
 from ics_sms.cli.senders_cmd import senders_group
@@ -28,12 +31,15 @@ def cli() -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+cli.add_command(demo_command)
 cli.add_command(senders_group)
 cli.add_command(schemas_group)
 cli.add_command(topology_command)
 cli.add_command(sandbox_command)
 cli.add_command(publish_command)
 cli.add_command(worker_command)
+cli.add_command(receiver_command)
+cli.add_command(events_command)
 
 
 def main() -> None:

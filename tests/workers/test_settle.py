@@ -31,6 +31,9 @@ class RecordingBroker(Broker):
     async def queue_depth(self, queue: str) -> int:
         return 0
 
+    async def declare_tail_queue(self, exchange: str, routing_keys: Sequence[str]) -> str:
+        raise NotImplementedError
+
     async def publish(self, messages: Sequence[Outgoing]) -> None:
         if self.refuse:
             self.refuse -= 1

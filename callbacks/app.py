@@ -1,0 +1,105 @@
+"""The receiver application: components built here, started and stopped by ``cleanup_ctx``.
+
+Start-up connects to the broker (retrying for ``Settings.connect_retry_s``) and declares
+the topology; shut-down (after aiohttp finished the requests in flight) stops the
+publisher, closes the context store, then the broker connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from broker.base import Broker
+from broker.connect import open_broker
+from broker.context_store import ContextStore, open_context_store
+from callbacks.link import BrokerLink, BrokerOpener
+from callbacks.publisher import ConfirmingPublisher
+from callbacks.service import ReceiptService
+from callbacks.views import ReceiptViews, json_errors
+from schemas.senders import Senders
+from schemas.settings import Settings
+from schemas.smsgid import SmsgidSigner
+
+__all__ = [
+    "LINK",
+    "PUBLISHER",
+    "RECEIPTS_ROUTE",
+    "SERVICE",
+    "STORE",
+    "create_app",
+    "make_signer",
+]
+
+log = structlog.get_logger(__name__)
+
+LINK = web.AppKey("link", BrokerLink)
+PUBLISHER = web.AppKey("publisher", ConfirmingPublisher)
+SERVICE = web.AppKey("service", ReceiptService)
+STORE = web.AppKey("store", ContextStore)
+
+RECEIPTS_ROUTE = "/ics/{token}/receipts"
+"""Matches :meth:`schemas.senders.Sender.tracking_path` of every sender."""
+
+
+def make_signer(settings: Settings) -> SmsgidSigner:
+    """The smsgid checker; raises ValueError when no callback secret is set."""
+    previous = settings.callback_secret_previous
+    return SmsgidSigner(settings.callback_secret.get_secret_value(),
+                        [previous.get_secret_value()] if previous else [])
+
+
+def _default_opener(settings: Settings) -> BrokerOpener:
+    async def opener(retry_s: float) -> Broker:
+        return await open_broker(settings, name="ics-sms receiver", retry_s=retry_s)
+
+    return opener
+
+
+def create_app(
+    settings: Settings,
+    senders: Senders,
+    *,
+    context_store: ContextStore | None = None,
+    broker_opener: BrokerOpener | None = None,
+    publish_timeout_s: float = 10.0,
+) -> web.Application:
+    """The receiver. It owns (and closes) ``context_store``, by default the settings' one."""
+    signer = make_signer(settings)
+    store = context_store if context_store is not None else open_context_store(settings)
+    link = BrokerLink(broker_opener or _default_opener(settings), settings.topology)
+    publisher = ConfirmingPublisher(link, timeout_s=publish_timeout_s)
+    service = ReceiptService(settings.topology, store, publisher)
+    views = ReceiptViews(senders, signer, service, link)
+
+    app = web.Application(client_max_size=settings.receiver_max_body_bytes,
+                          middlewares=[json_errors(settings.receiver_max_body_bytes)])
+    app[LINK] = link
+    app[PUBLISHER] = publisher
+    app[SERVICE] = service
+    app[STORE] = store
+    app.router.add_route("GET", RECEIPTS_ROUTE, views.receipts)
+    app.router.add_route("POST", RECEIPTS_ROUTE, views.receipts)
+    app.router.add_route("GET", "/healthz", views.healthz)
+    app.router.add_route("GET", "/readyz", views.readyz)
+
+    async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
+        await app[LINK].start(settings.connect_retry_s)
+        yield
+        await app[LINK].close()
+
+    async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+        await app[PUBLISHER].start()
+        yield
+        await app[PUBLISHER].close()
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[STORE].close()
+
+    app.cleanup_ctx.extend([broker_ctx, publisher_ctx, store_ctx])
+    if not len(senders):
+        log.warning("no senders configured: every receipt request will get 404")
+    return app

@@ -1,0 +1,138 @@
+"""HTTP glue of the receiver: read a request, answer in JSON, never a traceback.
+
+Answers (ICS_API.md): ``200 {"status", "processed", "unprocessed"}`` once the events are
+confirmed by the broker; ``400`` for a body that cannot be read, ``404`` for an unknown
+tracking URL, ``413`` for a body over the limit, ``503`` when the broker cannot confirm
+(ICS sends again later). Error answers carry a ``reason``. Tracking tokens are secrets:
+they are never logged (the access log is off, see :mod:`callbacks.serve`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from broker.base import BrokerError
+from callbacks.link import BrokerLink
+from callbacks.receipts import BodyError, ParsedReceipts, parse_groups, parse_operator
+from callbacks.service import ReceiptService
+from schemas.senders import Senders
+from schemas.smsgid import SmsgidSigner
+
+__all__ = ["ReceiptViews", "error_response", "json_errors", "json_response"]
+
+log = structlog.get_logger(__name__)
+
+_JSON_STARTS = (b"[", b"{")
+_UNAVAILABLE = "cannot store receipts right now, send them again later"
+
+
+def json_response(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status,
+                        content_type="application/json")
+
+
+def error_response(status: int, reason: str) -> web.Response:
+    """An error in the shape of a receipt answer, with the reason."""
+    return json_response({"status": "fail", "processed": 0, "unprocessed": [],
+                          "reason": reason}, status)
+
+
+def json_errors(max_body_bytes: int) -> Middleware:
+    """Middleware: every error answered in JSON, aiohttp's own (404, 405, 413...) too.
+
+    An unexpected exception is a bug, not bad input: it is logged and answered 500 (which
+    ICS retries), without a traceback in the answer.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(413, f"body larger than {max_body_bytes} bytes")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, exc.reason)
+        except Exception:
+            log.exception("unexpected error while handling a request", method=request.method)
+            return error_response(500, "internal error, send again later")
+
+    return middleware
+
+
+async def _form_fields(request: web.Request) -> dict[str, str]:
+    form = await request.post()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+class ReceiptViews:
+    """The receiver's endpoints, bound to what they need."""
+
+    def __init__(self, senders: Senders, signer: SmsgidSigner, service: ReceiptService,
+                 link: BrokerLink) -> None:
+        self._senders = senders
+        self._signer = signer
+        self._service = service
+        self._link = link
+
+    def __repr__(self) -> str:
+        return f"<ReceiptViews senders={len(self._senders)} link={self._link!r}>"
+
+    async def receipts(self, request: web.Request) -> web.Response:
+        """``GET|POST /ics/{token}/receipts``: one sender's receipts."""
+        sender = self._senders.by_tracking_token(request.match_info["token"])
+        if sender is None:
+            return error_response(404, "unknown tracking URL")
+        with structlog.contextvars.bound_contextvars(sender=sender.name):
+            try:
+                parsed = await self._read(request)
+            except BodyError as exc:
+                log.info("receipt request refused", reason=str(exc))
+                return error_response(400, str(exc))
+            if parsed.unprocessed:
+                log.warning("receipts refused", refused=len(parsed.unprocessed),
+                            first_reason=parsed.unprocessed[0]["reason"])
+            try:
+                await self._service.publish(sender.name, parsed.receipts)
+            except BrokerError as exc:
+                log.warning("receipts not stored, answering 503", reason=str(exc),
+                            receipts=len(parsed.receipts))
+                return error_response(503, _UNAVAILABLE)
+            log.debug("receipts stored", events=len(parsed.receipts), ignored=parsed.ignored)
+            return json_response(parsed.answer())
+
+    async def _read(self, request: web.Request) -> ParsedReceipts:
+        """JSON event groups, or an operator receipt from the query or a form.
+
+        A body that looks like JSON is read as JSON whatever its content type says.
+        """
+        now = datetime.now(UTC)
+        if request.method == "GET":
+            return parse_operator(request.query, self._signer, now)
+        if request.content_type == "multipart/form-data":
+            return parse_operator(await _form_fields(request), self._signer, now)
+        body = await request.read()
+        if body.lstrip()[:1] in _JSON_STARTS:
+            return parse_groups(body, self._signer)
+        if request.content_type == "application/x-www-form-urlencoded":
+            return parse_operator(await _form_fields(request), self._signer, now)
+        if not body and "smsgid" in request.query:
+            return parse_operator(request.query, self._signer, now)
+        return parse_groups(body, self._signer)
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        """The process answers."""
+        return json_response({"status": "alive"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        """The broker connection is usable: receipts would be accepted."""
+        if self._link.ready:
+            return json_response({"status": "ready"})
+        return json_response({"status": "unavailable", "reason": self._link.reason}, 503)

@@ -1,0 +1,115 @@
+"""Fixtures of the receiver tests: a receiver on a real port, real RabbitMQ, real Redis.
+
+Events are read back from the test namespace's ``sms.events`` queue with ``basic_get``:
+the receiver answers 200 only after the broker confirmed, so what a test expects is
+already in the queue when the answer arrives; no waiting is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pika
+import pytest
+from aiohttp.test_utils import TestServer
+from redis import Redis
+
+from broker.context_store import ContextStore, InMemoryContextStore
+from callbacks.app import create_app
+from callbacks.link import BrokerOpener
+from schemas.senders import Sender, Senders, SenderType
+from schemas.settings import Settings
+from schemas.smsgid import SmsgidSigner
+from schemas.topology import Topology
+from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver, TcpProxy
+
+
+@pytest.fixture
+def sender() -> Sender:
+    return Sender(name="acme-otp", type=SenderType.SERVICE_IMPLICIT, sender_id="ACMEIN",
+                  username="acme", token="not-a-real-ics-token")
+
+
+@pytest.fixture
+def senders(sender: Sender) -> Senders:
+    return Senders().add(sender)
+
+
+@pytest.fixture
+def signer(amqp_settings: Settings) -> SmsgidSigner:
+    return SmsgidSigner(amqp_settings.callback_secret.get_secret_value())
+
+
+@pytest.fixture
+async def start_receiver(
+    amqp_settings: Settings, senders: Senders, sender: Sender
+) -> AsyncIterator[StartReceiver]:
+    """Start receivers (settings, store and broker opener can be replaced); all are stopped
+    at the end of the test."""
+    running: list[Receiver] = []
+
+    async def start(settings: Settings | None = None, *, store: ContextStore | None = None,
+                    opener: BrokerOpener | None = None, publish_timeout_s: float = 10.0,
+                    ) -> Receiver:
+        app = create_app(settings or amqp_settings, senders,
+                         context_store=store or InMemoryContextStore(),
+                         broker_opener=opener, publish_timeout_s=publish_timeout_s)
+        server = TestServer(app, host="127.0.0.1", port=0)
+        await server.start_server()
+        receiver = Receiver(server, aiohttp.ClientSession(), sender.tracking_path())
+        running.append(receiver)
+        return receiver
+
+    yield start
+    for receiver in running:
+        await receiver.session.close()
+        await receiver.server.close()
+
+
+@pytest.fixture
+async def receiver(start_receiver: StartReceiver) -> Receiver:
+    return await start_receiver()
+
+
+@pytest.fixture
+def events_queue(rabbitmq_url: str, topology: Topology) -> EventsQueue:
+    return EventsQueue(rabbitmq_url, topology)
+
+
+@pytest.fixture
+async def proxy(rabbitmq_url: str) -> AsyncIterator[TcpProxy]:
+    target = pika.URLParameters(rabbitmq_url)
+    tcp = TcpProxy(target.host, target.port)
+    await tcp.start()
+    yield tcp
+    await tcp.cut()
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL") or os.environ.get("ICS_SMS_REDIS_URL") \
+        or "redis://127.0.0.1:6379/0"
+    try:
+        Redis.from_url(url, socket_connect_timeout=2).ping()
+    except Exception as exc:  # any failure means "not usable"; the reason is reported
+        reason = f"Redis at {url} is not reachable ({type(exc).__name__}: {exc})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs Redis: {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test only; the keys the tests write are deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = Redis.from_url(redis_url)
+    client.delete(*(prefix + m for m in ("m-1", "m-2", "m-3")))
+    client.close()

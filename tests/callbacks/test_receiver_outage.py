@@ -1,0 +1,117 @@
+"""When the broker cannot confirm, ICS gets 503 (and sends again): nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+import pytest
+from pydantic import SecretStr
+
+from broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
+from broker.memory import MemoryBroker
+from callbacks.app import LINK
+from callbacks.link import BrokerOpener
+from schemas.settings import Settings
+from schemas.smsgid import SmsgidSigner
+from tests.callbacks.receiver_helpers import (
+    EventsQueue,
+    StartReceiver,
+    TcpProxy,
+    delivered,
+    via_proxy,
+)
+
+
+async def test_broker_lost_gives_503_then_the_receiver_reconnects_and_accepts_the_retry(
+    start_receiver: StartReceiver, amqp_settings: Settings, rabbitmq_url: str,
+    proxy: TcpProxy, signer: SmsgidSigner, events_queue: EventsQueue,
+) -> None:
+    settings = amqp_settings.model_copy(update={
+        "broker_url": SecretStr(via_proxy(rabbitmq_url, proxy.port))})
+    receiver = await start_receiver(settings)
+    link = receiver.app[LINK]
+    assert (await receiver.post(delivered(signer.sign("m-before"))))[0] == 200
+
+    lost = link.broker
+    assert lost is not None
+    await proxy.cut()
+    await asyncio.wait([lost.closed], timeout=15)
+    assert lost.closed.done()
+
+    retried = delivered(signer.sign("m-during"))
+    status, answer = await receiver.post(retried)
+    assert status == 503
+    assert "send them again later" in answer["reason"]
+    assert (await receiver.request("GET", "/readyz"))[0] == 503
+    assert (await receiver.request("GET", "/healthz"))[0] == 200
+
+    await proxy.restore()
+    await asyncio.wait_for(link.wait_ready(), timeout=15)
+    assert (await receiver.request("GET", "/readyz")) == (200, {"status": "ready"})
+    assert (await receiver.post(retried))[0] == 200  # ICS sends the refused batch again
+    assert [e.message_id for e in events_queue.events()] == ["m-before", "m-during"]
+    assert link.reconnects == 1
+
+
+async def test_unreachable_broker_at_start_fails_the_start(
+    start_receiver: StartReceiver, amqp_settings: Settings,
+) -> None:
+    settings = amqp_settings.model_copy(update={
+        "broker_url": SecretStr("amqp://guest:guest@127.0.0.1:9/"),
+        "connect_retry_s": 0.0,
+    })
+    with pytest.raises(ConnectionLost, match="unreachable"):
+        await start_receiver(settings)
+
+
+class RefusingBroker(MemoryBroker):
+    """Nacks every publish."""
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        raise PublishFailed("broker refused (nack) a message")
+
+
+class SilentBroker(MemoryBroker):
+    """Never confirms."""
+
+    async def publish(self, messages: Sequence[Outgoing]) -> None:
+        await asyncio.Event().wait()
+
+
+def opener_of(kind: type[MemoryBroker]) -> BrokerOpener:
+    url = f"memory://outage-{uuid.uuid4().hex[:8]}"
+
+    async def opener(_retry_s: float) -> Broker:
+        broker = kind(url)
+        await broker.connect()
+        return broker
+
+    return opener
+
+
+async def test_nack_gives_503(start_receiver: StartReceiver, signer: SmsgidSigner) -> None:
+    opener = opener_of(RefusingBroker)
+    receiver = await start_receiver(opener=opener)
+    status, answer = await receiver.post(delivered(signer.sign("m-1")))
+    assert (status, answer["status"]) == (503, "fail")
+
+
+async def test_missing_confirm_gives_503_after_the_timeout(
+    start_receiver: StartReceiver, signer: SmsgidSigner
+) -> None:
+    opener = opener_of(SilentBroker)
+    receiver = await start_receiver(opener=opener, publish_timeout_s=0.3)
+    status, answer = await receiver.post(delivered(signer.sign("m-1")))
+    assert (status, answer["status"]) == (503, "fail")
+
+
+async def test_a_batch_without_events_needs_no_broker(
+    start_receiver: StartReceiver, signer: SmsgidSigner
+) -> None:
+    opener = opener_of(RefusingBroker)
+    receiver = await start_receiver(opener=opener)
+    status, answer = await receiver.request("GET", params={
+        "smsgid": signer.sign("m-1"), "status": "ACCEPTD"})
+    assert (status, answer["processed"]) == (200, 1)

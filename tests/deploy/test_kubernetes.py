@@ -1,0 +1,420 @@
+"""deploy/k8s: the kustomization renders, every object is schema-valid, and the parts agree.
+
+Core objects are checked offline against the Kubernetes OpenAPI schemas shipped inside the
+``kubernetes-validate`` package (strict: unknown fields fail). The CRDs (KEDA, RabbitMQ
+Cluster Operator) are checked against small JSON Schemas in ``crd_schemas/`` written from
+their documented fields.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import referencing
+
+from schemas.definitions import definitions
+from schemas.senders import Senders, load_senders
+from schemas.settings import Settings
+from tests.deploy.manifests import (
+    DEPLOY,
+    K8S,
+    Manifest,
+    containers,
+    find,
+    load_documents,
+    pod_spec,
+    render,
+)
+
+KUBERNETES_VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]
+"""The oldest Kubernetes the manifests target and the newest the validator knows."""
+
+CRD_SCHEMAS = Path(__file__).parent / "crd_schemas"
+OVERLAY = K8S / "overlays" / "example"
+BASE = K8S / "base"
+IMAGE = "registry.example.com/ics-sms:0.1.0"
+PENDING_SETTINGS = {"metrics_port"}
+"""ICS_SMS_* variables deploy/ sets before schemas/settings.py declares them."""
+
+
+@pytest.fixture(scope="module")
+def objects() -> list[Manifest]:
+    return render(OVERLAY)
+
+
+def one(objects: list[Manifest], kind: str, name: str) -> Manifest:
+    found = find(objects, kind, name)
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator:
+    group_version = api_version.replace("/", "_")
+    schema = json.loads((CRD_SCHEMAS / f"{group_version}_{kind}.json").read_text())
+    metadata = json.loads((CRD_SCHEMAS / "metadata.json").read_text())
+    registry: referencing.Registry[Any] = referencing.Registry().with_resource(
+        metadata["$id"], referencing.Resource.from_contents(metadata)
+    )
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def is_crd(obj: Manifest) -> bool:
+    return (CRD_SCHEMAS / f"{obj['apiVersion'].replace('/', '_')}_{obj['kind']}.json").exists()
+
+
+# -- the directory and the renderer ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
+def test_every_file_is_listed_in_its_kustomization(directory: Path) -> None:
+    kustomization = load_documents(directory / "kustomization.yaml")[0]
+    listed = {(directory / entry).resolve() for entry in kustomization["resources"]}
+    present = {p.resolve() for p in directory.iterdir()
+               if p.suffix in {".yaml", ".yml"} and p.name != "kustomization.yaml"}
+    assert present - listed == set(), "files kustomize would ignore"
+    assert {p for p in listed if not p.exists()} == set(), "listed files that do not exist"
+
+
+def test_the_overlay_renders_every_base_object(objects: list[Manifest]) -> None:
+    base = {(o["kind"], o["metadata"]["name"]) for o in render(BASE)}
+    rendered = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert len(rendered) == len(set(rendered)), "two objects with one kind and name"
+    assert base <= set(rendered)
+
+
+def test_the_overlay_puts_everything_in_its_namespace(objects: list[Manifest]) -> None:
+    namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
+    assert namespaces == {"ics-sms"}
+    assert one(objects, "Namespace", "ics-sms")
+
+
+def test_the_overlay_sets_the_image_of_every_ics_sms_container(objects: list[Manifest]) -> None:
+    images = {c["image"] for o in objects if (spec := pod_spec(o)) for c in containers(spec)}
+    assert images == {IMAGE}
+
+
+# -- schemas ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_core_objects_match_the_kubernetes_schemas(objects: list[Manifest], version: str) -> None:
+    checked = 0
+    for obj in objects:
+        if is_crd(obj):
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc}")
+        checked += 1
+    assert checked >= 10
+
+
+def test_custom_resources_match_their_crd_schemas(objects: list[Manifest]) -> None:
+    custom = [o for o in objects if is_crd(o)]
+    assert {o["kind"] for o in custom} == {"ScaledObject", "TriggerAuthentication",
+                                           "RabbitmqCluster"}
+    for obj in custom:
+        errors = [e.message for e in crd_validator(obj["apiVersion"], obj["kind"])
+                  .iter_errors(obj)]
+        assert errors == [], f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def test_every_object_has_a_schema(objects: list[Manifest]) -> None:
+    for obj in objects:
+        if is_crd(obj):
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSIONS[0], strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            pytest.fail(f"no schema for {obj['apiVersion']} {obj['kind']}: add one")
+
+
+def test_the_validators_reject_a_misspelled_field(objects: list[Manifest]) -> None:
+    worker = json.loads(json.dumps(one(objects, "Deployment", "ics-sms-worker")))
+    worker["spec"]["template"]["spec"]["terminationGracePeriod"] = 60
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(worker, KUBERNETES_VERSIONS[0], strict=True)
+    scaled = json.loads(json.dumps(one(objects, "ScaledObject", "ics-sms-worker")))
+    scaled["spec"]["triggers"][0]["metadata"]["queue"] = "sms.send.service"
+    assert list(crd_validator(scaled["apiVersion"], "ScaledObject").iter_errors(scaled))
+
+
+def test_the_rabbitmq_pod_override_is_a_valid_pod_spec(objects: list[Manifest]) -> None:
+    cluster = one(objects, "RabbitmqCluster", "ics-sms-rabbitmq")
+    template = cluster["spec"]["override"]["statefulSet"]["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "override", **template.get("metadata", {})},
+           "spec": template["spec"]}
+    kubernetes_validate.validate(pod, KUBERNETES_VERSIONS[0], strict=True)
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+def workloads(objects: list[Manifest]) -> list[Manifest]:
+    return [o for o in objects if pod_spec(o) is not None]
+
+
+def test_every_pod_runs_unprivileged_on_a_read_only_root(objects: list[Manifest]) -> None:
+    assert len(workloads(objects)) == 3
+    for obj in workloads(objects):
+        spec = pod_spec(obj)
+        assert spec is not None
+        name = obj["metadata"]["name"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] > 0, name
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in containers(spec):
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{name}: a read-only root needs a writable /tmp"
+
+
+def test_every_container_has_requests_and_a_memory_limit(objects: list[Manifest]) -> None:
+    for obj in workloads(objects):
+        spec = pod_spec(obj)
+        assert spec is not None
+        for container in containers(spec):
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= resources["requests"].keys(), obj["metadata"]["name"]
+            assert "memory" in resources["limits"], obj["metadata"]["name"]
+
+
+def test_the_worker_drains_on_sigterm_within_the_grace_period(objects: list[Manifest]) -> None:
+    worker = one(objects, "Deployment", "ics-sms-worker")
+    spec = worker["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] >= 45
+    assert "replicas" not in worker["spec"], "KEDA owns the worker replica count"
+    assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_the_worker_memory_limit_and_metrics_probes(objects: list[Manifest]) -> None:
+    container = one(objects, "Deployment", "ics-sms-worker")["spec"]["template"]["spec"][
+        "containers"][0]
+    assert container["args"] == ["worker"]
+    assert container["resources"]["limits"]["memory"] == "256Mi"
+    env = {e["name"]: e for e in container["env"]}
+    port = int(env["ICS_SMS_METRICS_PORT"]["value"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": port}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+
+
+def test_the_receiver_probes_listens_everywhere_and_runs_two(objects: list[Manifest]) -> None:
+    deployment = one(objects, "Deployment", "ics-sms-receiver")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] >= 2
+    assert container["args"][:1] == ["receiver"]
+    assert container["args"][container["args"].index("--host") + 1] == "0.0.0.0"
+    port = int(container["args"][container["args"].index("--port") + 1])
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+
+def test_prometheus_scrapes_the_worker_and_receiver_ports(objects: list[Manifest]) -> None:
+    for name in ("ics-sms-worker", "ics-sms-receiver"):
+        template = one(objects, "Deployment", name)["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        ports = {p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert int(annotations["prometheus.io/port"]) in ports
+
+
+def test_the_topology_job_declares_and_stops(objects: list[Manifest]) -> None:
+    job = one(objects, "Job", "ics-sms-topology")
+    spec = job["spec"]["template"]["spec"]
+    assert spec["containers"][0]["args"] == ["topology"]
+    assert spec["restartPolicy"] in {"OnFailure", "Never"}
+    assert job["spec"]["backoffLimit"] >= 1
+
+
+# -- services, ingress, disruption budgets ---------------------------------------------------
+
+
+def selects(selector: dict[str, str], obj: Manifest) -> bool:
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_service_and_budgets_select_the_right_pods(objects: list[Manifest]) -> None:
+    worker = one(objects, "Deployment", "ics-sms-worker")
+    receiver = one(objects, "Deployment", "ics-sms-receiver")
+    service = one(objects, "Service", "ics-sms-receiver")
+    assert selects(service["spec"]["selector"], receiver)
+    assert not selects(service["spec"]["selector"], worker)
+    for deployment in (worker, receiver):
+        budget = one(objects, "PodDisruptionBudget", deployment["metadata"]["name"])
+        selector = budget["spec"]["selector"]["matchLabels"]
+        assert selects(selector, deployment)
+        others = [d for d in find(objects, "Deployment") if d is not deployment]
+        assert not any(selects(selector, d) for d in others)
+        assert deployment["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_the_ingress_exposes_only_receipts_and_short_links(objects: list[Manifest]) -> None:
+    ingress = one(objects, "Ingress", "ics-sms-receiver")
+    service = one(objects, "Service", "ics-sms-receiver")
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert sorted(p["path"] for p in paths) == ["/ics/", "/l/"]
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    for path in paths:
+        assert path["pathType"] == "Prefix"
+        assert path["backend"]["service"]["name"] == "ics-sms-receiver"
+        assert path["backend"]["service"]["port"]["name"] in port_names
+
+
+def test_the_public_url_is_the_ingress_host(objects: list[Manifest]) -> None:
+    config = one(objects, "ConfigMap", "ics-sms-config")["data"]
+    public = urlsplit(config["ICS_SMS_PUBLIC_URL"])
+    ingress = one(objects, "Ingress", "ics-sms-receiver")["spec"]
+    assert public.scheme == "https"
+    assert [rule["host"] for rule in ingress["rules"]] == [public.hostname]
+    assert [host for tls in ingress["tls"] for host in tls["hosts"]] == [public.hostname]
+
+
+# -- configuration and secrets ---------------------------------------------------------------
+
+
+def secret_data(objects: list[Manifest], name: str) -> dict[str, str]:
+    data: dict[str, str] = one(objects, "Secret", name)["stringData"]
+    return data
+
+
+def test_every_reference_resolves(objects: list[Manifest]) -> None:
+    for obj in workloads(objects):
+        spec = pod_spec(obj)
+        assert spec is not None
+        assert find(objects, "ServiceAccount", spec["serviceAccountName"])
+        for container in containers(spec):
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    assert one(objects, "ConfigMap", source["configMapRef"]["name"])
+                else:
+                    assert one(objects, "Secret", source["secretRef"]["name"])
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref is not None and not ref.get("optional", False):
+                    assert ref["key"] in secret_data(objects, ref["name"]), var["name"]
+        for volume in spec["volumes"]:
+            if "configMap" in volume:
+                assert one(objects, "ConfigMap", volume["configMap"]["name"])
+    auth = one(objects, "TriggerAuthentication", "ics-sms-rabbitmq")
+    for ref in auth["spec"]["secretTargetRef"]:
+        assert ref["key"] in secret_data(objects, ref["name"])
+
+
+def test_the_environment_names_only_known_settings(objects: list[Manifest]) -> None:
+    known = set(Settings.model_fields) | PENDING_SETTINGS
+    names = set(one(objects, "ConfigMap", "ics-sms-config")["data"])
+    for obj in workloads(objects):
+        spec = pod_spec(obj)
+        assert spec is not None
+        names |= {v["name"] for c in containers(spec) for v in c.get("env", [])}
+    settings = {n for n in names if n.startswith("ICS_SMS_")}
+    assert {n.removeprefix("ICS_SMS_").lower() for n in settings} <= known
+    Settings.model_validate(
+        {k.removeprefix("ICS_SMS_").lower(): v
+         for k, v in one(objects, "ConfigMap", "ics-sms-config")["data"].items()}
+    )
+
+
+def test_the_senders_configmap_is_the_example_file(objects: list[Manifest]) -> None:
+    text = one(objects, "ConfigMap", "ics-sms-senders")["data"]["senders.toml"]
+    assert tomllib.loads(text) == tomllib.loads((DEPLOY / "senders.example.toml").read_text())
+
+
+def senders_of(objects: list[Manifest], tmp_path: Path) -> Senders:
+    path = tmp_path / "senders.toml"
+    path.write_text(one(objects, "ConfigMap", "ics-sms-senders")["data"]["senders.toml"])
+    return load_senders(path)
+
+
+def test_every_sender_token_comes_from_the_tokens_secret(
+    objects: list[Manifest], tmp_path: Path
+) -> None:
+    senders = senders_of(objects, tmp_path)
+    tokens = secret_data(objects, "ics-sms-sender-tokens")
+    assert len(senders) >= 1
+    for sender in senders:
+        assert sender.token_env is not None, f"{sender.name}: use token_env on Kubernetes"
+        assert sender.resolve_token(tokens).get_secret_value()
+    for name in ("ics-sms-worker",):
+        env_from = one(objects, "Deployment", name)["spec"]["template"]["spec"][
+            "containers"][0]["envFrom"]
+        assert {"secretRef": {"name": "ics-sms-sender-tokens"}} in env_from
+
+
+def test_example_secrets_are_clearly_fake(objects: list[Manifest]) -> None:
+    for secret in find(objects, "Secret"):
+        for key, value in secret["stringData"].items():
+            assert "EXAMPLE" in value, f"{secret['metadata']['name']}/{key}"
+
+
+def test_the_broker_url_user_is_the_imported_rabbitmq_user(objects: list[Manifest]) -> None:
+    url = urlsplit(secret_data(objects, "ics-sms-secrets")["broker-url"])
+    users = json.loads(secret_data(objects, "ics-sms-rabbitmq-users")["users.json"])
+    user = next(u for u in users["users"] if u["name"] == url.username)
+    assert user["password"] == url.password
+    permission = next(p for p in users["permissions"] if p["user"] == url.username)
+    assert permission["vhost"] == "/"
+    assert url.hostname == "ics-sms-rabbitmq.ics-sms.svc"  # reachable from KEDA's namespace
+
+
+# -- RabbitMQ and KEDA -----------------------------------------------------------------------
+
+
+def test_rabbitmq_is_a_three_node_cluster_importing_the_definitions(
+    objects: list[Manifest],
+) -> None:
+    cluster = one(objects, "RabbitmqCluster", "ics-sms-rabbitmq")
+    assert cluster["spec"]["replicas"] == 3
+    config = dict(
+        line.split(" = ", 1) for line in cluster["spec"]["rabbitmq"]["additionalConfig"]
+        .splitlines() if line.strip()
+    )
+    directory = config["load_definitions"]
+    assert config["prometheus.return_per_object_metrics"] == "true"
+    pod = cluster["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = pod["containers"][0]["volumeMounts"]
+    assert pod["containers"][0]["name"] == "rabbitmq"
+    assert all(m["mountPath"].startswith(directory + "/") and m.get("subPath") for m in mounts)
+    sources = {}
+    for mount in sorted(mounts, key=lambda m: m["mountPath"]):
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            data = one(objects, "ConfigMap", volume["configMap"]["name"])["data"]
+        else:
+            data = secret_data(objects, volume["secret"]["secretName"])
+        sources[mount["mountPath"].rsplit("/", 1)[1]] = json.loads(data[mount["subPath"]])
+    topology, users = sources.values()
+    assert topology == definitions()
+    assert users["users"], "without a users file RabbitMQ has no user at all"
+
+
+def test_keda_scales_the_worker_on_both_send_queues(objects: list[Manifest]) -> None:
+    scaled = one(objects, "ScaledObject", "ics-sms-worker")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == "ics-sms-worker"
+    assert one(objects, "Deployment", scaled["scaleTargetRef"]["name"])
+    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+    for trigger in scaled["triggers"]:
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert "host" not in trigger["metadata"], "credentials belong in the Secret"
+        assert one(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    # which queues: tests/deploy/test_queues.py checks them against the code
