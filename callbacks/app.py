@@ -83,6 +83,7 @@ def create_app(
     app.router.add_route("GET", RECEIPTS_ROUTE, views.receipts)
     app.router.add_route("POST", RECEIPTS_ROUTE, views.receipts)
     app.router.add_route("GET", "/healthz", views.healthz)
+    app.router.add_route("GET", "/metrics", views.metrics)
     app.router.add_route("GET", "/readyz", views.readyz)
 
     async def broker_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -16,9 +16,18 @@ import orjson
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker.base import BrokerError
 from callbacks.link import BrokerLink
+from callbacks.metrics import (
+    PUBLISH_DURATION,
+    REFUSED,
+    REQUESTS,
+    count_receipts,
+    refusal_kind,
+    route_label,
+)
 from callbacks.receipts import BodyError, ParsedReceipts, parse_groups, parse_operator
 from callbacks.service import ReceiptService
 from schemas.senders import Senders
@@ -52,6 +61,11 @@ def json_errors(max_body_bytes: int) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await _answer(request, handler)
+        REQUESTS.labels(route_label(request.path), str(response.status)).inc()
+        return response
+
+    async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
@@ -99,13 +113,17 @@ class ReceiptViews:
             if parsed.unprocessed:
                 log.warning("receipts refused", refused=len(parsed.unprocessed),
                             first_reason=parsed.unprocessed[0]["reason"])
+                for entry in parsed.unprocessed:
+                    REFUSED.labels(refusal_kind(str(entry["reason"]))).inc()
             try:
-                await self._service.publish(sender.name, parsed.receipts)
+                with PUBLISH_DURATION.time():
+                    await self._service.publish(sender.name, parsed.receipts)
             except BrokerError as exc:
                 log.warning("receipts not stored, answering 503", reason=str(exc),
                             receipts=len(parsed.receipts))
                 return error_response(503, _UNAVAILABLE)
             log.debug("receipts stored", events=len(parsed.receipts), ignored=parsed.ignored)
+            count_receipts(sender.name, (r.status.value for r in parsed.receipts))
             return json_response(parsed.answer())
 
     async def _read(self, request: web.Request) -> ParsedReceipts:
@@ -126,6 +144,10 @@ class ReceiptViews:
         if not body and "smsgid" in request.query:
             return parse_operator(request.query, self._signer, now)
         return parse_groups(body, self._signer)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """Prometheus metrics of this process."""
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """The process answers."""

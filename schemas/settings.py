@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     )
     promo_timezone: str = "Asia/Kolkata"
 
+    metrics_port: int = Field(
+        default=9100, ge=0, le=65535,
+        description="Where `ics-sms worker` serves /metrics and /healthz; 0 turns it off.",
+    )
     receiver_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
     connect_retry_s: float = Field(
         default=30.0, ge=0, description="How long services retry an unreachable broker."

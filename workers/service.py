@@ -30,6 +30,14 @@ from schemas.settings import Settings
 from schemas.smsgid import SmsgidSigner
 from workers.ics import IcsClient
 from workers.jobs import Job, JobFactory, Settle
+from workers.metrics import (
+    BATCH_SIZE,
+    CONSUMED,
+    ICS_DURATION,
+    ICS_REQUESTS,
+    IN_FLIGHT,
+    count_outcomes,
+)
 from workers.outcomes import Outcomes
 from workers.policy import RetryPolicy
 from workers.ratelimit import TokenBucket
@@ -146,6 +154,8 @@ class _Session:
         self.tasks: set[asyncio.Task[None]] = set()
         self.slots = {lane: asyncio.Semaphore(settings.batches_in_flight) for lane in Lane}
         self.consumers: dict[Lane, Consumer] = {}
+        self.consumed = {self.topology.send_queue(lane): CONSUMED.labels(lane.value)
+                         for lane in Lane}
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.broker.declare(self.topology)
@@ -199,6 +209,7 @@ class _Session:
     def _on_delivery(self, delivery: Delivery) -> None:
         self.tracker.track(delivery)
         self.worker.stats.received += 1
+        self.consumed[delivery.queue].inc()
         now = self.worker.clock()
         decision = self.jobs.decide(delivery, now)
         if isinstance(decision, Settle):
@@ -227,6 +238,7 @@ class _Session:
         requeue = [s.delivery for s in batch if s.requeue]
         if requeue:
             self.settler.requeue(requeue)
+            count_outcomes(self.topology, "", [], requeued=len(requeue))
         items = [(s.delivery, s.messages) for s in batch if not s.requeue]
         if items:
             self._spawn(self._settle(items))
@@ -263,18 +275,26 @@ class _Session:
     async def _submit(self, sender: Sender, jobs: list[Job]) -> None:
         worker = self.worker
         async with self.slots[sender.lane]:
-            await worker.buckets[sender.name].acquire(len(jobs))
-            await self._remember(sender, jobs)
-            result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
+            in_flight = IN_FLIGHT.labels(sender.lane.value)
+            in_flight.inc()
+            try:
+                await worker.buckets[sender.name].acquire(len(jobs))
+                await self._remember(sender, jobs)
+                result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
+            finally:
+                in_flight.dec()
             worker.stats.ics_requests += 1
             worker.stats.submitted_batches += 1
+            ICS_REQUESTS.labels(sender.name, str(result.status or "error")).inc()
+            ICS_DURATION.labels(sender.name).observe(result.latency_s)
+            BATCH_SIZE.observe(len(jobs))
             if not result.ok:
                 log.warning("ICS batch not accepted", sender=sender.name, status=result.status,
                             reason=result.reason, messages=len(jobs))
             if result.retry_after_s is not None:
                 worker.buckets[sender.name].block_for(result.retry_after_s)
             items = self.submitter.interpret(sender, jobs, result, worker.clock())
-            await self._settle(items)
+            await self._settle(items, sender.name)
 
     async def _remember(self, sender: Sender, jobs: list[Job]) -> None:
         """Store what the receiver needs for complete receipt events (best effort)."""
@@ -287,9 +307,10 @@ class _Session:
             log.warning("message contexts not stored; receipts will lack campaign and metadata",
                         error=str(exc), messages=len(jobs))
 
-    async def _settle(self, items: BatchOutcome) -> None:
+    async def _settle(self, items: BatchOutcome, sender: str = "") -> None:
         if await self.settler.settle(items):
             self.worker.stats.settled += len(items)
+            count_outcomes(self.topology, sender, [messages for _, messages in items])
 
     # -- endings ------------------------------------------------------------------------
     def _abandon(self) -> None:

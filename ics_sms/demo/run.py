@@ -100,6 +100,7 @@ def _environment(settings: Settings) -> dict[str, str]:
         "ICS_SMS_REDIS_URL": settings.redis_url,
         "ICS_SMS_PROMO_WINDOW_START": "00:00", "ICS_SMS_PROMO_WINDOW_END": "00:00",
         "ICS_SMS_LOG_LEVEL": "warning", "ICS_SMS_LINGER_MS": "10",
+        "ICS_SMS_METRICS_PORT": "0",
     })
     return env
 

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the receiver (names documented in docs/operations.md)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Histogram
+
+__all__ = ["CLICKS", "PUBLISH_DURATION", "RECEIPTS", "REFUSED", "REQUESTS", "count_receipts",
+           "refusal_kind", "route_label"]
+
+RECEIPTS = Counter("ics_sms_receipts", "Receipts turned into events.", ["sender", "status"])
+REFUSED = Counter("ics_sms_receipts_refused", "Receipt records refused.", ["reason"])
+REQUESTS = Counter("ics_sms_receiver_requests", "HTTP requests by route and status code.",
+                   ["route", "code"])
+PUBLISH_DURATION = Histogram("ics_sms_receiver_publish_duration_seconds",
+                             "From receipts parsed to events confirmed by the broker.",
+                             buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+CLICKS = Counter("ics_sms_clicks", "Click events published.", ["sender"])
+
+
+def refusal_kind(reason: str) -> str:
+    """A bounded label for a refusal reason (reasons can echo what the client sent)."""
+    if reason.startswith("invalid smsgid"):
+        return "invalid_smsgid"
+    if reason.startswith("unknown event"):
+        return "unknown_event"
+    return "malformed"
+
+
+def route_label(path: str) -> str:
+    """The route of a path, without the tracking token (a secret) or other input."""
+    if path.startswith("/ics/") and path.endswith("/receipts"):
+        return "receipts"
+    if path.startswith("/l/"):
+        return "link"
+    return path.strip("/") if path in ("/healthz", "/readyz", "/metrics") else "other"
+
+
+def count_receipts(sender: str, statuses: Iterable[str]) -> None:
+    tally = Tally(statuses)
+    for status, count in tally.items():
+        RECEIPTS.labels(sender, status).inc(count)
+    if tally.get("clicked"):
+        CLICKS.labels(sender).inc(tally["clicked"])

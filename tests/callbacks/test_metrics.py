@@ -1,0 +1,37 @@
+"""The receiver's /metrics change as receipts flow; tokens never become labels."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.smsgid import SmsgidSigner
+from tests.callbacks.receiver_helpers import TS, EventsQueue, Receiver
+
+
+async def metrics(receiver: Receiver) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    async with receiver.session.get(receiver.url("/metrics")) as response:
+        assert response.status == 200
+        text = await response.text()
+    assert receiver.tracking_path.split("/")[2] not in text  # the token is a secret
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_receipts_and_refusals_are_counted(
+    receiver: Receiver, signer: SmsgidSigner, events_queue: EventsQueue
+) -> None:
+    before = await metrics(receiver)
+    delivered_key = ("ics_sms_receipts_total",
+                     frozenset({("sender", "acme-otp"), ("status", "delivered")}))
+    forged_key = ("ics_sms_receipts_refused_total", frozenset({("reason", "invalid_smsgid")}))
+    status, _ = await receiver.post([{"event": "delivered", "data": [
+        {"ts": TS, "meta": signer.sign("m-1")}, {"ts": TS, "meta": signer.sign("m-2")},
+        {"ts": TS, "meta": "m-3.forgedmac00"}]}])
+    assert status == 200
+    after = await metrics(receiver)
+    assert after[delivered_key] - before.get(delivered_key, 0) == 2
+    assert after[forged_key] - before.get(forged_key, 0) == 1
+    requests = ("ics_sms_receiver_requests_total",
+                frozenset({("route", "receipts"), ("code", "200")}))
+    assert after[requests] - before.get(requests, 0) == 1
+    assert len(events_queue.take()) == 2
