@@ -15,6 +15,8 @@ from aiohttp import web
 from broker.base import Broker
 from broker.connect import open_broker
 from broker.context_store import ContextStore, open_context_store
+from broker.link_store import LinkStore, open_link_store
+from callbacks.clicks import ClickRecorder, LinkViews
 from callbacks.link import BrokerLink, BrokerOpener
 from callbacks.publisher import ConfirmingPublisher
 from callbacks.service import ReceiptService
@@ -63,6 +65,7 @@ def create_app(
     senders: Senders,
     *,
     context_store: ContextStore | None = None,
+    link_store: LinkStore | None = None,
     broker_opener: BrokerOpener | None = None,
     publish_timeout_s: float = 10.0,
 ) -> web.Application:
@@ -73,6 +76,9 @@ def create_app(
     publisher = ConfirmingPublisher(link, timeout_s=publish_timeout_s)
     service = ReceiptService(settings.topology, store, publisher)
     views = ReceiptViews(senders, signer, service, link)
+    links = link_store if link_store is not None else open_link_store(settings)
+    recorder = ClickRecorder(publisher)
+    link_views = LinkViews(links, recorder, settings.topology)
 
     app = web.Application(client_max_size=settings.receiver_max_body_bytes,
                           middlewares=[json_errors(settings.receiver_max_body_bytes)])
@@ -82,6 +88,7 @@ def create_app(
     app[STORE] = store
     app.router.add_route("GET", RECEIPTS_ROUTE, views.receipts)
     app.router.add_route("POST", RECEIPTS_ROUTE, views.receipts)
+    app.router.add_route("GET", "/l/{code}", link_views.follow)
     app.router.add_route("GET", "/healthz", views.healthz)
     app.router.add_route("GET", "/metrics", views.metrics)
     app.router.add_route("GET", "/readyz", views.readyz)
@@ -99,8 +106,13 @@ def create_app(
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[STORE].close()
+        await links.close()
 
-    app.cleanup_ctx.extend([broker_ctx, publisher_ctx, store_ctx])
+    async def clicks_ctx(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        await recorder.close()  # before the publisher and the broker go
+
+    app.cleanup_ctx.extend([broker_ctx, publisher_ctx, store_ctx, clicks_ctx])
     if not len(senders):
         log.warning("no senders configured: every receipt request will get 404")
     return app

@@ -29,12 +29,13 @@ import orjson
 import pika
 
 from broker.context_store import MessageContext, open_context_store
+from broker.link_store import RedisLinkStore, ShortLink
 from schemas.messages import Encoding
 from schemas.senders import Sender, Senders, SenderType, save_senders
 from schemas.settings import Settings
 from schemas.smsgid import SmsgidSigner
 
-__all__ = ["BenchResult", "make_bodies", "post_batches"]
+__all__ = ["BenchResult", "follow_links", "make_bodies", "post_batches"]
 
 _KINDS = ("delivered",) * 7 + ("failed",) * 2 + ("clicked",)
 _CONTEXT_TTL_S = 600
@@ -96,6 +97,36 @@ async def post_batches(url: str, bodies: Sequence[bytes], concurrency: int) -> B
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         result.elapsed_s = time.perf_counter() - started
     return result
+
+
+async def follow_links(base_url: str, codes: Sequence[str], concurrency: int) -> BenchResult:
+    """GET ``/l/{code}`` for every code with ``concurrency`` requests in flight."""
+    result = BenchResult()
+    queue = iter(codes)
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        for code in queue:
+            async with session.get(f"{base_url}/l/{code}", allow_redirects=False) as response:
+                result.statuses[response.status] += 1
+                result.receipts += response.status == 302
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+        result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+async def _fill_links(settings: Settings, count: int) -> list[str]:
+    links = [ShortLink(code=f"b{i:09d}", url=f"https://shop.example.in/p/{i}",
+                       message_id=f"bench-{i}", campaign_id="bench", sender="bench")
+             for i in range(count)]
+    async with RedisLinkStore(settings.redis_url, prefix=f"ics-sms:{settings.namespace}",
+                              ttl_s=_CONTEXT_TTL_S) as store:
+        for start in range(0, count, 1000):
+            await store.put_many(links[start:start + 1000])
+    return [link.code for link in links]
 
 
 async def _fill_contexts(settings: Settings, message_ids: Sequence[str]) -> None:
@@ -161,7 +192,10 @@ def _spawn_receiver(settings: Settings, port: int, log_file: Path) -> subprocess
 @click.option("--port", default=18089, show_default=True, help="Port of the receiver.")
 @click.option("--context/--no-context", default=True, show_default=True,
               help="Fill the context store first, so every event gets enriched.")
-def main(receipts: int, batch: int, concurrency: int, port: int, context: bool) -> None:
+@click.option("--redirects", is_flag=True,
+              help="Measure GET /l/{code} redirects (clicks) instead of receipt ingest.")
+def main(receipts: int, batch: int, concurrency: int, port: int, context: bool,
+         redirects: bool) -> None:
     """Measure receipt ingest (receipts/s accepted and confirmed) on a fresh receiver."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(namespace=f"bench{secrets.token_hex(3)}.",
@@ -172,23 +206,26 @@ def main(receipts: int, batch: int, concurrency: int, port: int, context: bool) 
         save_senders(settings.senders_file, Senders().add(sender))
         signer = SmsgidSigner(settings.callback_secret.get_secret_value())
         ids = [f"bench-{i}" for i in range(receipts)]
-        bodies = make_bodies(signer, ids, batch)
-        if context:
+        bodies = [] if redirects else make_bodies(signer, ids, batch)
+        codes = asyncio.run(_fill_links(settings, receipts)) if redirects else []
+        if context and not redirects:
             asyncio.run(_fill_contexts(settings, ids))
         base_url = f"http://127.0.0.1:{port}"
         child = _spawn_receiver(settings, port, Path(tmp, "receiver.log"))
         try:
             asyncio.run(_wait_ready(base_url, child, settings.connect_retry_s + 30))
-            result = asyncio.run(post_batches(base_url + sender.tracking_path(), bodies,
-                                              concurrency))
+            result = asyncio.run(
+                follow_links(base_url, codes, concurrency) if redirects
+                else post_batches(base_url + sender.tracking_path(), bodies, concurrency))
         finally:
             child.terminate()
             child.wait(30)
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
             stored = _events_and_cleanup(settings)
             problems = Path(tmp, "receiver.log").read_text().strip()
-    click.echo(f"{result.receipts} receipts in {result.elapsed_s:.2f}s: "
-               f"{result.per_s:,.0f} receipts/s accepted and confirmed "
+    what = "redirects (302 + clicked event)" if redirects else "receipts"
+    click.echo(f"{result.receipts} {what} in {result.elapsed_s:.2f}s: "
+               f"{result.per_s:,.0f}/s accepted and confirmed "
                f"(batch {batch}, concurrency {concurrency}, context {'on' if context else 'off'})")
     cpu_us = (usage.ru_utime + usage.ru_stime) / max(result.receipts, 1) * 1e6
     click.echo(f"HTTP statuses: {dict(result.statuses)}; events in queue: {stored}; "

@@ -142,6 +142,10 @@ class ReceiptEvent(_Wire):
     error_code: str | None = None
     error: str | None = None
     url: str | None = Field(default=None, description="The clicked URL (clicked events).")
+    click_count: int | None = Field(
+        default=None, ge=1, description="Clicks on this link so far (1: the first click)."
+    )
+    user_agent: str | None = Field(default=None, max_length=512)
     attempt: int | None = Field(default=None, ge=1)
     segments: int | None = Field(default=None, ge=1)
     encoding: Encoding | None = None

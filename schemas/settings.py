@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     ics_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_ICS_URL)
     ics_timeout_s: float = Field(default=15.0, gt=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    link_ttl_s: int = Field(default=15 * 24 * 3600, ge=60,
+                            description="How long a self-tracked short link works.")
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

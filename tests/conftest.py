@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pika
 import pytest
+from redis import Redis
 
 from schemas.settings import Settings
 from schemas.topology import Topology
@@ -53,6 +54,22 @@ def rabbitmq_url() -> Iterator[str]:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI needs RabbitMQ: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """Redis from ``ICS_SMS_REDIS_URL`` (default the local one); required under CI=true."""
+    url = os.environ.get("ICS_SMS_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        client = Redis.from_url(url, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except Exception as exc:  # any failure means "not usable"; the reason is reported
+        reason = f"Redis at {url} is not reachable ({type(exc).__name__}: {exc})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs Redis: {reason}")
+        pytest.skip(reason)
+    return url
 
 
 @pytest.fixture

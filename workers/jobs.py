@@ -15,10 +15,11 @@ from pydantic import TypeAdapter, ValidationError
 from broker.base import Delivery, Outgoing
 from schemas.errors import describe
 from schemas.messages import Identifier, SendRequest, Status
-from schemas.senders import Lane, Sender, Senders
+from schemas.senders import ClickTracking, Lane, Sender, Senders
 from schemas.smsgid import SmsgidSigner
 from schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
 from workers.encoding import TextInfo, analyse
+from workers.links import rewrite_links
 from workers.outcomes import Outcomes
 
 __all__ = ["Decision", "Job", "JobFactory", "Settle"]
@@ -38,6 +39,8 @@ class Job:
     parked: int
     smsgid: str
     info: TextInfo
+    text: str
+    links: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -61,8 +64,10 @@ class JobFactory:
     """Parses and checks deliveries against the senders and India's DLT rules."""
 
     def __init__(self, topology: Topology, senders: Senders, signer: SmsgidSigner,
-                 outcomes: Outcomes) -> None:
+                 outcomes: Outcomes, *, link_secret: bytes, link_base_url: str) -> None:
         self._lane_of_queue = {topology.send_queue(lane): lane for lane in Lane}
+        self._link_secret = link_secret
+        self._link_base_url = link_base_url
         self._senders = senders
         self._signer = signer
         self._out = outcomes
@@ -91,8 +96,13 @@ class JobFactory:
         problem = self._dlt_problem(request, sender)
         if problem is not None:
             return self._reject(delivery, request, sender.name, "dlt", problem, now, attempt)
+        text, links = request.text, {}
+        if sender.click_tracking is ClickTracking.SELF:
+            rewritten = rewrite_links(text, request.message_id, self._link_secret,
+                                      self._link_base_url)
+            text, links = rewritten.text, rewritten.links
         return Job(delivery, request, sender, attempt, _header_int(delivery, HEADER_PARKED, 0),
-                   self._signer.sign(request.message_id), analyse(request.text))
+                   self._signer.sign(request.message_id), analyse(text), text, links)
 
     @staticmethod
     def _dlt_problem(request: SendRequest, sender: Sender) -> str | None:

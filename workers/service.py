@@ -25,6 +25,7 @@ from broker.context_store import (
     MessageContext,
     open_context_store,
 )
+from broker.link_store import LinkStore, LinkStoreError, ShortLink, open_link_store
 from schemas.senders import Lane, Sender, Senders
 from schemas.settings import Settings
 from schemas.smsgid import SmsgidSigner
@@ -74,7 +75,8 @@ class Worker:
 
     def __init__(self, settings: Settings, senders: Senders, *, clock: Clock = system_clock,
                  broker_factory: BrokerFactory = _default_broker,
-                 context_store: ContextStore | None = None) -> None:
+                 context_store: ContextStore | None = None,
+                 link_store: LinkStore | None = None) -> None:
         if not settings.callback_secret.get_secret_value():
             raise ValueError("ICS_SMS_CALLBACK_SECRET must be set: smsgids carry its MAC")
         self.settings = settings
@@ -92,6 +94,7 @@ class Worker:
                                   settings.backoff_cap_s)
         self.outcomes = Outcomes(settings.topology)
         self.contexts = context_store or open_context_store(settings)
+        self.links = link_store or open_link_store(settings)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._submitter: Submitter | None = None
@@ -106,7 +109,7 @@ class Worker:
         timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http, \
-                self.contexts:
+                self.contexts, self.links:
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
             broker = await self._broker_factory(self.settings)
@@ -146,7 +149,9 @@ class _Session:
         self.topology = settings.topology
         self.tracker = AckTracker(broker)
         self.settler = Settler(broker, self.tracker)
-        self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes)
+        self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes,
+                               link_secret=settings.callback_secret.get_secret_value().encode(),
+                               link_base_url=str(settings.public_url))
         self.batches: dict[str, list[Job]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self.immediate: list[Settle] = []
@@ -278,6 +283,11 @@ class _Session:
             in_flight = IN_FLIGHT.labels(sender.lane.value)
             in_flight.inc()
             try:
+                jobs, items = await self._store_links(sender, jobs)
+                if items:
+                    await self._settle(items, sender.name)
+                if not jobs:
+                    return
                 await worker.buckets[sender.name].acquire(len(jobs))
                 await self._remember(sender, jobs)
                 result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
@@ -295,6 +305,25 @@ class _Session:
                 worker.buckets[sender.name].block_for(result.retry_after_s)
             items = self.submitter.interpret(sender, jobs, result, worker.clock())
             await self._settle(items, sender.name)
+
+    async def _store_links(self, sender: Sender, jobs: list[Job]) -> tuple[list[Job], BatchOutcome]:
+        """Store the short links of the batch; without the store, those messages wait
+        (a retry) rather than go out with links that lead nowhere."""
+        linked = [job for job in jobs if job.links]
+        if not linked:
+            return jobs, []
+        links = [ShortLink(code=code, url=url, message_id=job.request.message_id,
+                           campaign_id=job.request.campaign_id, sender=sender.name,
+                           metadata=job.request.metadata)
+                 for job in linked for code, url in job.links.items()]
+        try:
+            await self.worker.links.put_many(links)
+        except LinkStoreError as exc:
+            log.warning("link store unavailable; tracked messages will be retried",
+                        error=str(exc), messages=len(linked))
+            plain = [job for job in jobs if not job.links]
+            return plain, self.submitter.retry(linked, f"link store: {exc}", self.worker.clock())
+        return jobs, []
 
     async def _remember(self, sender: Sender, jobs: list[Job]) -> None:
         """Store what the receiver needs for complete receipt events (best effort)."""

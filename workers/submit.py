@@ -71,7 +71,7 @@ class Submitter:
     async def call(self, sender: Sender, jobs: Sequence[Job], token: SecretStr) -> SubmitResult:
         """One datasend request for ``jobs``, all of ``sender``."""
         records = [
-            IcsClient.record(job.request.to, sender.sender_id, job.request.text, job.smsgid,
+            IcsClient.record(job.request.to, sender.sender_id, job.text, job.smsgid,
                              sender.dlt_entity_id, job.request.dlt_template_id)
             for job in jobs
         ]
@@ -114,6 +114,10 @@ class Submitter:
             job.request, Status.SUBMITTED, now, sender=job.sender.name, attempt=job.attempt,
             provider_message_id=answer.mid, segments=job.info.segments,
             encoding=job.info.encoding)])
+
+    def retry(self, jobs: Sequence[Job], reason: str, now: datetime) -> BatchOutcome:
+        """Transient trouble on our side (e.g. the link store): try these jobs again later."""
+        return [self._retry(job, reason, now) for job in jobs]
 
     def _retry(self, job: Job, reason: str, now: datetime) -> tuple[Delivery, Sequence[Outgoing]]:
         if job.request.expired(now):

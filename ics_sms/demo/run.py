@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from broker.base import Broker, Delivery
 from broker.connect import open_broker
 from broker.context_store import open_context_store
+from broker.link_store import open_link_store
 from callbacks.app import create_app
 from callbacks.serve import bind_socket
 from ics_sms.demo.campaign import sample_campaign
@@ -114,10 +115,10 @@ class _Pipeline:
         self.processes: list[asyncio.subprocess.Process] = []
 
     async def start_workers(self, settings: Settings, senders: Senders, options: DemoOptions,
-                            store: Any) -> None:
+                            store: Any, links: Any) -> None:
         if options.embedded:
             for _ in range(options.workers):
-                worker = Worker(settings, senders, context_store=store)
+                worker = Worker(settings, senders, context_store=store, link_store=links)
                 self.tasks.append(asyncio.create_task(worker.run(self.stop)))
             return
         for _ in range(options.workers):
@@ -150,9 +151,10 @@ class _Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def _receiver(settings: Settings, senders: Senders, store: Any,
+async def _receiver(settings: Settings, senders: Senders, store: Any, links: Any,
                     sock: Any) -> AsyncIterator[None]:
-    runner = web.AppRunner(create_app(settings, senders, context_store=store), access_log=None)
+    app = create_app(settings, senders, context_store=store, link_store=links)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.SockSite(runner, sock).start()
@@ -229,12 +231,13 @@ async def run_demo(options: DemoOptions, display: Display) -> dict[str, Any]:
             settings = _settings(options, Path(folder), sandbox.url, public_url)
             save_senders(settings.senders_file, senders)
             store = open_context_store(settings)
+            links = open_link_store(settings)
             pipeline = _Pipeline()
             events: Broker | None = None
             try:
-                async with _receiver(settings, senders, store, sock):
+                async with _receiver(settings, senders, store, links, sock):
                     events = await _consume_events(settings, tracker)
-                    await pipeline.start_workers(settings, senders, options, store)
+                    await pipeline.start_workers(settings, senders, options, store, links)
                     display.start(options.messages)
                     tracker.started = time.monotonic()
                     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -74,20 +73,6 @@ class TestInMemory:
 
 
 # -- Redis --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    url = os.environ.get("REDIS_URL") or os.environ.get("ICS_SMS_REDIS_URL") \
-        or "redis://127.0.0.1:6379/0"
-    try:
-        Redis.from_url(url, socket_connect_timeout=2).ping()
-    except Exception as exc:  # any failure means "not usable"; the reason is reported
-        reason = f"Redis at {url} is not reachable ({type(exc).__name__}: {exc})"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI needs Redis: {reason}")
-        pytest.skip(reason)
-    return url
 
 
 @pytest.fixture

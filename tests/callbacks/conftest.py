@@ -7,7 +7,6 @@ already in the queue when the answer arrives; no waiting is needed.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -18,13 +17,15 @@ from aiohttp.test_utils import TestServer
 from redis import Redis
 
 from broker.context_store import ContextStore, InMemoryContextStore
+from broker.link_store import InMemoryLinkStore, LinkStore
 from callbacks.app import create_app
 from callbacks.link import BrokerOpener
 from schemas.senders import Sender, Senders, SenderType
 from schemas.settings import Settings
 from schemas.smsgid import SmsgidSigner
 from schemas.topology import Topology
-from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver, TcpProxy
+from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver
+from tests.faults import TcpProxy
 
 
 @pytest.fixture
@@ -53,9 +54,10 @@ async def start_receiver(
 
     async def start(settings: Settings | None = None, *, store: ContextStore | None = None,
                     opener: BrokerOpener | None = None, publish_timeout_s: float = 10.0,
-                    ) -> Receiver:
+                    links: LinkStore | None = None) -> Receiver:
         app = create_app(settings or amqp_settings, senders,
                          context_store=store or InMemoryContextStore(),
+                         link_store=links or InMemoryLinkStore(),
                          broker_opener=opener, publish_timeout_s=publish_timeout_s)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()
@@ -89,20 +91,6 @@ async def proxy(rabbitmq_url: str) -> AsyncIterator[TcpProxy]:
 
 
 # -- Redis ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("REDIS_URL") or os.environ.get("ICS_SMS_REDIS_URL") \
-        or "redis://127.0.0.1:6379/0"
-    try:
-        Redis.from_url(url, socket_connect_timeout=2).ping()
-    except Exception as exc:  # any failure means "not usable"; the reason is reported
-        reason = f"Redis at {url} is not reachable ({type(exc).__name__}: {exc})"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI needs Redis: {reason}")
-        pytest.skip(reason)
-    return url
 
 
 @pytest.fixture

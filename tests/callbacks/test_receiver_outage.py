@@ -18,10 +18,10 @@ from schemas.smsgid import SmsgidSigner
 from tests.callbacks.receiver_helpers import (
     EventsQueue,
     StartReceiver,
-    TcpProxy,
     delivered,
     via_proxy,
 )
+from tests.faults import TcpProxy
 
 
 async def test_broker_lost_gives_503_then_the_receiver_reconnects_and_accepts_the_retry(

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from broker.base import Broker, Delivery
 from broker.codec import send_message
 from broker.connect import open_broker
+from broker.link_store import LinkStore
 from schemas.messages import ReceiptEvent, SendRequest
 from schemas.senders import Lane, Sender, Senders, SenderType
 from schemas.settings import Settings
@@ -150,10 +151,12 @@ async def pipeline(worker_settings: Settings) -> AsyncIterator[Pipeline]:
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, senders: Senders | None = None,
-                         clock: Clock | None = None) -> AsyncIterator[Worker]:
+                         clock: Clock | None = None,
+                         link_store: LinkStore | None = None) -> AsyncIterator[Worker]:
     senders = senders or Senders(default=SERVICE.name,
                                  senders={SERVICE.name: SERVICE, PROMO.name: PROMO})
-    worker = Worker(settings, senders, **({"clock": clock} if clock else {}))
+    worker = Worker(settings, senders, link_store=link_store,
+                    **({"clock": clock} if clock else {}))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     async with asyncio.timeout(10):

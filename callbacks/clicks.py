@@ -1,0 +1,113 @@
+"""Self-tracked short links: ``GET /l/{code}`` redirects and reports a ``clicked`` event.
+
+The redirect never waits on the broker for longer than ``wait_s``: the event's publish
+goes on in the background until the broker confirms it, retrying through broker outages,
+and shutdown waits (bounded) for those still pending. A click is lost only if the
+receiver process dies while the broker has been unreachable since that click.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+import structlog
+from aiohttp import web
+
+from broker.base import BrokerError, Outgoing
+from broker.codec import event_message
+from broker.link_store import LinkStore, LinkStoreError, ShortLink
+from callbacks.metrics import CLICKS
+from callbacks.publisher import ConfirmingPublisher
+from schemas.messages import ReceiptEvent, Status, make_event_id
+from schemas.topology import Topology
+
+__all__ = ["ClickRecorder", "LinkViews", "click_event"]
+
+log = structlog.get_logger(__name__)
+
+_NOT_FOUND = ("<!doctype html><title>Link not found</title><h1>This link is unknown or has "
+              "expired.</h1>")
+_MAX_USER_AGENT = 512
+
+
+def click_event(topology: Topology, link: ShortLink, count: int, user_agent: str | None,
+                now: datetime) -> Outgoing:
+    event = ReceiptEvent(
+        event_id=make_event_id(link.message_id, Status.CLICKED, link.code, count),
+        message_id=link.message_id, campaign_id=link.campaign_id, status=Status.CLICKED,
+        occurred_at=now, sender=link.sender, url=link.url, click_count=count,
+        user_agent=user_agent[:_MAX_USER_AGENT] if user_agent else None,
+        metadata=link.metadata,
+    )
+    return event_message(topology, event)
+
+
+class ClickRecorder:
+    """Publishes click events in the background, retrying until confirmed."""
+
+    def __init__(self, publisher: ConfirmingPublisher, *, wait_s: float = 0.1) -> None:
+        self._publisher = publisher
+        self._wait_s = wait_s
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<ClickRecorder pending={len(self._pending)}>"
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def record(self, message: Outgoing) -> None:
+        """Return once confirmed, or after ``wait_s`` with the publish still going on."""
+        task = asyncio.create_task(self._deliver(message))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), self._wait_s)
+
+    async def _deliver(self, message: Outgoing) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._publisher.publish([message])
+                return
+            except BrokerError as exc:
+                log.warning("click event not confirmed yet; retrying", error=str(exc),
+                            retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if not self._pending:
+            return
+        _done, left = await asyncio.wait(set(self._pending), timeout=timeout_s)
+        for task in left:
+            task.cancel()
+        if left:
+            log.error("click events not confirmed before shutdown", lost=len(left))
+
+
+class LinkViews:
+    def __init__(self, store: LinkStore, recorder: ClickRecorder, topology: Topology) -> None:
+        self._store = store
+        self._recorder = recorder
+        self._topology = topology
+
+    async def follow(self, request: web.Request) -> web.StreamResponse:
+        """``GET /l/{code}``: 302 to the original URL, or a small 404 page."""
+        code = request.match_info["code"]
+        try:
+            found = await self._store.click(code)
+        except LinkStoreError as exc:
+            log.warning("link store unavailable", error=str(exc))
+            return web.Response(status=503, text="Please try again in a moment.")
+        if found is None:
+            return web.Response(status=404, text=_NOT_FOUND, content_type="text/html")
+        link, count = found
+        message = click_event(self._topology, link, count,
+                              request.headers.get("User-Agent"), datetime.now(UTC))
+        await self._recorder.record(message)
+        CLICKS.labels(link.sender).inc()
+        raise web.HTTPFound(link.url)
