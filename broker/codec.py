@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from broker.base import Outgoing
-from schemas.messages import ReceiptEvent, SendRequest
+from schemas.messages import SCHEMA_VERSION, ReceiptEvent, SendRequest, Status
 from schemas.senders import Lane
 from schemas.topology import Topology
 
-__all__ = ["event_message", "send_message"]
+__all__ = ["event_message", "event_message_from_fields", "send_message"]
 
 
 def event_message(topology: Topology, event: ReceiptEvent) -> Outgoing:
@@ -20,6 +22,21 @@ def event_message(topology: Topology, event: ReceiptEvent) -> Outgoing:
         body=event.model_dump_json(exclude_none=True).encode(),
         message_id=event.event_id,
     )
+
+
+def event_message_from_fields(topology: Topology, status: Status,
+                              fields: dict[str, Any]) -> Outgoing:
+    """The fast path of :func:`event_message` for services that emit many events.
+
+    ``fields`` are ReceiptEvent fields whose values are already valid (taken from a
+    validated SendRequest and our own enums); None values are left out, as above. The
+    output is held to the ReceiptEvent model by tests.
+    """
+    body = orjson.dumps({"schema_version": SCHEMA_VERSION, "status": status,
+                         **{k: v for k, v in fields.items() if v is not None}},
+                        option=orjson.OPT_UTC_Z)
+    return Outgoing(exchange=topology.events_exchange, routing_key=status.routing_key,
+                    body=body, message_id=fields["event_id"])
 
 
 def send_message(

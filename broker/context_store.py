@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import orjson
 import structlog
@@ -79,14 +80,26 @@ class MessageContext(BaseModel):
         segments: int | None = None,
         encoding: Encoding | None = None,
     ) -> MessageContext:
-        """The context of a send request as the worker submits it."""
-        return cls(message_id=request.message_id, campaign_id=request.campaign_id,
-                   sender=sender, metadata=request.metadata, segments=segments,
-                   encoding=encoding)
+        """The context of a send request as the worker submits it (hot path: the request
+        is already valid, so nothing is validated again)."""
+        return cls.model_construct(message_id=request.message_id,
+                                   campaign_id=request.campaign_id, sender=sender,
+                                   metadata=request.metadata, segments=segments,
+                                   encoding=encoding)
 
     def to_value(self) -> bytes:
-        """Compact JSON of the fields that are set."""
-        return orjson.dumps(self.model_dump(mode="json", exclude_defaults=True))
+        """Compact JSON of the fields that are set (the defaults are left out)."""
+        value: dict[str, Any] = {"message_id": self.message_id,
+                                 "campaign_id": self.campaign_id}
+        if self.sender is not None:
+            value["sender"] = self.sender
+        if self.metadata:
+            value["metadata"] = self.metadata
+        if self.segments is not None:
+            value["segments"] = self.segments
+        if self.encoding is not None:
+            value["encoding"] = self.encoding
+        return orjson.dumps(value)
 
     @classmethod
     def from_value(cls, message_id: str, value: bytes | str) -> MessageContext:
@@ -165,6 +178,16 @@ class InMemoryContextStore(ContextStore):
         """Nothing to release: the contexts stay for whoever shares this store."""
 
 
+_PUT_LUA = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+"""Every SET of a batch in one command: far cheaper for the client than a pipeline.
+(Single Redis; on Redis Cluster the keys of a batch would need one hash slot.)"""
+
+
 class RedisContextStore(ContextStore):
     """Contexts in Redis: ``SET key value EX ttl`` pipelined, read back with one ``MGET``."""
 
@@ -183,6 +206,7 @@ class RedisContextStore(ContextStore):
                                       socket_connect_timeout=timeout_s)
         self._prefix = prefix
         self._ttl_s = ttl_s
+        self._put_script = self._client.register_script(_PUT_LUA)
 
     def __repr__(self) -> str:
         return f"<RedisContextStore prefix={self._prefix!r} ttl_s={self._ttl_s}>"
@@ -193,11 +217,10 @@ class RedisContextStore(ContextStore):
     async def put_many(self, contexts: Sequence[MessageContext]) -> None:
         if not contexts:
             return
+        keys = [self.key(context.message_id) for context in contexts]
+        values = [context.to_value() for context in contexts]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for context in contexts:
-                    pipe.set(self.key(context.message_id), context.to_value(), ex=self._ttl_s)
-                await pipe.execute()
+            await self._put_script(keys=keys, args=[self._ttl_s, *values])
         except (RedisError, OSError) as exc:
             raise ContextStoreError(f"cannot store message contexts: {exc}") from None
 

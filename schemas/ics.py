@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "ReceiptData",
     "ReceiptGroup",
     "RecordResult",
+    "datasend_body",
+    "datasend_record",
     "datasend_response",
     "receipt_groups",
 ]
@@ -77,6 +80,29 @@ class DatasendRequest(_Ics):
     urlshortening: Literal[0, 1] = 0
     dlrurl: str | None = None
     smstosend: list[DatasendRecord] = Field(min_length=1, max_length=MAX_RECORDS_PER_REQUEST)
+
+
+def datasend_record(to: str, sender_id: str, text: str, smsgid: str, peid: str | None,
+                    templateid: str | None) -> dict[str, str]:
+    """One record of a datasend body (``to`` without ``+``), as plain JSON-ready data.
+
+    The worker's hot path builds these instead of :class:`DatasendRecord` objects; a test
+    holds them to the model.
+    """
+    record = {"to": to, "from": sender_id, "smstext": text, "smsgid": smsgid}
+    if peid is not None:
+        record["peid"] = peid
+    if templateid is not None:
+        record["templateid"] = templateid
+    return record
+
+
+def datasend_body(user: str, records: list[dict[str, str]], *, dlrurl: str,
+                  urlshortening: bool) -> bytes:
+    """The JSON body of ``POST /datasend`` (see :class:`DatasendRequest`)."""
+    return orjson.dumps({"user": user, "allowunicode": True,
+                         "urlshortening": 1 if urlshortening else 0, "dlrurl": dlrurl,
+                         "smstosend": records})
 
 
 class RecordResult(_Ics):

@@ -25,15 +25,18 @@ class SmsgidSigner:
     def __init__(self, secret: str, previous: Sequence[str] = ()) -> None:
         if not secret:
             raise ValueError("the callback secret must not be empty")
-        self._keys = [k.encode() for k in (secret, *previous) if k]
+        # keyed once: each MAC copies the prepared state instead of re-keying
+        self._keys = [hmac.new(k.encode(), digestmod=hashlib.sha256)
+                      for k in (secret, *previous) if k]
 
     def __repr__(self) -> str:
         return f"<SmsgidSigner keys={len(self._keys)}>"
 
     @staticmethod
-    def _mac(key: bytes, message_id: str) -> str:
-        digest = hmac.new(key, message_id.encode(), hashlib.sha256).digest()[:_MAC_BYTES]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    def _mac(key: hmac.HMAC, message_id: str) -> str:
+        mac = key.copy()
+        mac.update(message_id.encode())
+        return base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).rstrip(b"=").decode()
 
     def sign(self, message_id: str) -> str:
         return f"{message_id}.{self._mac(self._keys[0], message_id)}"

@@ -9,7 +9,6 @@ except in the ``Authorization`` header.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -18,16 +17,24 @@ from pydantic import SecretStr, ValidationError
 
 from schemas.ics import (
     DATASEND_PATH,
-    DatasendRecord,
-    DatasendRequest,
     RecordResult,
+    datasend_body,
+    datasend_record,
     datasend_response,
 )
 from workers.policy import Disposition, classify_http_status
 
-__all__ = ["IcsClient", "SubmitResult"]
+__all__ = ["Batch", "IcsClient", "SubmitResult"]
 
 _MAX_ERROR_TEXT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A datasend body ready to send, and the smsgids of its records in order."""
+
+    body: bytes
+    smsgids: list[str]
 
 
 @dataclass(slots=True)
@@ -72,23 +79,19 @@ class IcsClient:
         return f"<IcsClient {self._url} requests={self.requests}>"
 
     @staticmethod
-    def build(user: str, records: Sequence[DatasendRecord], *, dlrurl: str,
-              urlshortening: bool) -> DatasendRequest:
-        return DatasendRequest.model_construct(
-            user=user, allowunicode=True, urlshortening=1 if urlshortening else 0,
-            dlrurl=dlrurl, smstosend=list(records),
-        )
+    def build(user: str, records: list[dict[str, str]], *, dlrurl: str,
+              urlshortening: bool) -> Batch:
+        return Batch(datasend_body(user, records, dlrurl=dlrurl, urlshortening=urlshortening),
+                     [record["smsgid"] for record in records])
 
     @staticmethod
     def record(to_e164: str, sender_id: str, text: str, smsgid: str, peid: str | None,
-               templateid: str | None) -> DatasendRecord:
-        return DatasendRecord.model_construct(
-            to=to_e164.removeprefix("+"), from_=sender_id, smstext=text, smsgid=smsgid,
-            peid=peid, templateid=templateid,
-        )
+               templateid: str | None) -> dict[str, str]:
+        return datasend_record(to_e164.removeprefix("+"), sender_id, text, smsgid, peid,
+                               templateid)
 
-    async def submit(self, request: DatasendRequest, token: SecretStr) -> SubmitResult:
-        body = request.model_dump_json(by_alias=True, exclude_none=True).encode()
+    async def submit(self, batch: Batch, token: SecretStr) -> SubmitResult:
+        body = batch.body
         headers = {"Content-Type": "application/json",
                    "Authorization": f"Bearer {token.get_secret_value()}"}
         loop = asyncio.get_running_loop()
@@ -99,7 +102,7 @@ class IcsClient:
                                           timeout=self._timeout) as response:
                 payload = await response.read()
                 result = self._interpret(response.status, payload,
-                                         response.headers.get("Retry-After"), request)
+                                         response.headers.get("Retry-After"), batch.smsgids)
         except TimeoutError:
             result = SubmitResult(disposition=Disposition.RETRY, reason="ICS timed out")
         except aiohttp.ClientError as exc:
@@ -110,7 +113,7 @@ class IcsClient:
 
     @staticmethod
     def _interpret(status: int, payload: bytes, retry_after: str | None,
-                   request: DatasendRequest) -> SubmitResult:
+                   smsgids: list[str]) -> SubmitResult:
         if status != 200:
             text = payload[:_MAX_ERROR_TEXT].decode("utf-8", "replace").strip()
             return SubmitResult(disposition=classify_http_status(status), status=status,
@@ -122,11 +125,10 @@ class IcsClient:
             return SubmitResult(disposition=Disposition.RETRY, status=status,
                                 reason="ICS answered 200 with an unreadable body")
         results: dict[str, RecordResult] = {}
-        records = request.smstosend
         for index, answer in enumerate(answers):
             smsgid = answer.smsgid
-            if smsgid is None and index < len(records):
-                smsgid = records[index].smsgid  # no echo: answers come in request order
+            if smsgid is None and index < len(smsgids):
+                smsgid = smsgids[index]  # no echo: answers come in request order
             if smsgid is not None:
                 results[smsgid] = answer
         return SubmitResult(results=results, status=status)

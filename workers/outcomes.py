@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.base import Delivery, Outgoing
-from broker.codec import event_message
+from broker.codec import event_message, event_message_from_fields
 from schemas.messages import Encoding, ReceiptEvent, SendRequest, Status, make_event_id
 from schemas.senders import Lane
 from schemas.topology import HEADER_ATTEMPT, HEADER_ERROR, HEADER_PARKED, HEADER_REASON, Topology
@@ -25,14 +25,13 @@ class Outcomes:
               error_code: str | None = None, provider_message_id: str | None = None,
               segments: int | None = None, encoding: Encoding | None = None) -> Outgoing:
         discriminator = provider_message_id or error_code or ""
-        event = ReceiptEvent(
-            event_id=make_event_id(request.message_id, status, discriminator),
-            message_id=request.message_id, campaign_id=request.campaign_id, status=status,
-            occurred_at=now, sender=sender, provider_message_id=provider_message_id,
-            error_code=error_code, error=error, attempt=attempt, segments=segments,
-            encoding=encoding, metadata=request.metadata,
-        )
-        return event_message(self.topology, event)
+        return event_message_from_fields(self.topology, status, {
+            "event_id": make_event_id(request.message_id, status, discriminator),
+            "message_id": request.message_id, "campaign_id": request.campaign_id,
+            "occurred_at": now, "sender": sender, "provider_message_id": provider_message_id,
+            "error_code": error_code, "error": error, "attempt": attempt,
+            "segments": segments, "encoding": encoding, "metadata": request.metadata,
+        })
 
     def orphan_event(self, message_id: str, status: Status, now: datetime, error: str,
                      campaign_id: str | None = None) -> Outgoing:
