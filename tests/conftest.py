@@ -16,6 +16,7 @@ import pika
 import pytest
 from redis import Redis
 
+from broker.admin import delete_topology
 from schemas.settings import Settings
 from schemas.topology import Topology
 
@@ -81,18 +82,6 @@ def namespace() -> str:
 @pytest.fixture
 def topology(namespace: str) -> Topology:
     return Topology(namespace=namespace)
-
-
-def delete_topology(url: str, topology: Topology) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        for queue in topology.queues():
-            channel.queue_delete(queue.name)
-        for exchange in topology.exchanges():
-            channel.exchange_delete(exchange.name)
-    finally:
-        connection.close()
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
-import pika
 from aiohttp import web
 from pydantic import SecretStr
 
+from broker.admin import delete_topology
 from broker.base import Broker, Delivery
 from broker.connect import open_broker
 from broker.context_store import open_context_store
@@ -41,7 +41,6 @@ from producers.publisher import Producer
 from schemas.messages import ReceiptEvent, SendRequest
 from schemas.senders import ClickTracking, Sender, Senders, SenderType, save_senders
 from schemas.settings import Settings
-from schemas.topology import Topology
 from workers.service import Worker
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -205,18 +204,6 @@ async def _publish(settings: Settings, senders: Senders, options: DemoOptions,
             await asyncio.to_thread(amqp_producer.publish_many, chunk)
 
 
-def _delete_namespace(url: str, topology: Topology) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        for queue in topology.queues():
-            channel.queue_delete(queue.name)
-        for exchange in topology.exchanges():
-            channel.exchange_delete(exchange.name)
-    finally:
-        connection.close()
-
-
 async def run_demo(options: DemoOptions, display: Display) -> dict[str, Any]:
     """Run a campaign through everything; the summary says what happened to each message."""
     senders = _senders()
@@ -253,7 +240,7 @@ async def run_demo(options: DemoOptions, display: Display) -> dict[str, Any]:
                 if events is not None:
                     await events.close()
                 if not options.embedded:
-                    await asyncio.to_thread(_delete_namespace,
+                    await asyncio.to_thread(delete_topology,
                                             settings.broker_url.get_secret_value(),
                                             settings.topology)
             summary = tracker.summary()
