@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ics_sms import __version__
+from ics_sms.cli.bench_cmd import bench_command
 from ics_sms.cli.common import ErrorHandlingGroup, load_settings
 from ics_sms.cli.demo_cmd import demo_command
 from ics_sms.cli.events_cmd import events_command
@@ -40,6 +41,7 @@ cli.add_command(publish_command)
 cli.add_command(worker_command)
 cli.add_command(receiver_command)
 cli.add_command(events_command)
+cli.add_command(bench_command)
 
 
 def main() -> None:

@@ -1,0 +1,119 @@
+"""What every stage run shares (sandbox, senders, broker link) and the namespace of each run.
+
+Each stage run gets a namespace of its own (``bench-<stage>-<hex>.``) and deletes it, with
+its message contexts in Redis, when it ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import time as clock_time
+from pathlib import Path
+
+import structlog
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from broker.admin import delete_topology
+from ics_sms.bench.amqp import PikaLink
+from ics_sms.bench.options import BenchOptions
+from ics_sms.demo.run import _environment
+from schemas.senders import Senders
+from schemas.settings import Settings
+
+__all__ = ["RunContext", "child_environment", "stage_scope"]
+
+log = structlog.get_logger(__name__)
+
+_UNUSED_PUBLIC_URL = "http://127.0.0.1:9"
+"""Where receipts would go in stages without a receiver (their numbers get none)."""
+
+
+@dataclass(slots=True)
+class RunContext:
+    """Shared by every stage run of one benchmark."""
+
+    options: BenchOptions
+    folder: Path
+    senders: Senders
+    senders_file: Path
+    callback_secret: str
+    sandbox_url: str
+    link: PikaLink
+    """A bare connection for counters (consumers attached, queue depths)."""
+    best_worker_rate: dict[int, float]
+    """Best worker-stage rate per worker count so far: the latency stage paces from it."""
+    sandbox_pid: int = 0
+    broker_pids: list[int] = field(default_factory=list)
+
+    def settings(self, namespace: str = "", public_url: str = _UNUSED_PUBLIC_URL) -> Settings:
+        options = self.options
+        return Settings(
+            broker_url=SecretStr(options.broker_url), namespace=namespace,
+            queue_type=options.queue_type, senders_file=self.senders_file,
+            public_url=public_url, callback_secret=SecretStr(self.callback_secret),
+            ics_url=self.sandbox_url, redis_url=options.redis_url,
+            prefetch=options.prefetch, batch_max=options.batch_max,
+            linger_ms=options.linger_ms, promo_window_start=clock_time(0),
+            promo_window_end=clock_time(0), log_level="warning", connect_retry_s=10,
+        )
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """``ICS_SMS_*`` of a service process: the demo's, plus the knobs the benchmark turns."""
+    env = _environment(settings)
+    env.update({
+        "ICS_SMS_QUEUE_TYPE": settings.queue_type.value,
+        "ICS_SMS_PREFETCH": str(settings.prefetch),
+        "ICS_SMS_BATCH_MAX": str(settings.batch_max),
+        "ICS_SMS_LINGER_MS": f"{settings.linger_ms:g}",
+        "ICS_SMS_LOG_FORMAT": "json",
+        "ICS_SMS_CONNECT_RETRY_S": f"{settings.connect_retry_s:g}",
+    })
+    return env
+
+
+@asynccontextmanager
+async def stage_scope(ctx: RunContext, stage: str, *,
+                      public_url: str = _UNUSED_PUBLIC_URL) -> AsyncIterator[Settings]:
+    """Settings on a fresh namespace for one stage run; the namespace is deleted after."""
+    namespace = f"bench-{stage}-{uuid.uuid4().hex[:6]}."
+    settings = ctx.settings(namespace, public_url)
+    try:
+        yield settings
+    finally:
+        await _cleanup(settings)  # runs after a cancel (Ctrl-C) too
+
+
+async def _cleanup(settings: Settings) -> None:
+    try:
+        await asyncio.to_thread(delete_topology, settings.broker_url.get_secret_value(),
+                                settings.topology)
+    except Exception as exc:  # reported, and the next stage still runs
+        log.warning("bench namespace not deleted", namespace=settings.namespace, error=repr(exc))
+    await delete_contexts(settings)
+
+
+async def delete_contexts(settings: Settings) -> None:
+    """Delete the namespace's message contexts from Redis (workers write one per message)."""
+    if settings.redis_url.startswith("memory:"):
+        return
+    client = Redis.from_url(settings.redis_url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"ics-sms:{settings.namespace}ctx:*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                await client.unlink(*batch)
+                batch = []
+        if batch:
+            await client.unlink(*batch)
+    except (RedisError, OSError) as exc:
+        log.warning("bench contexts not deleted", namespace=settings.namespace, error=str(exc))
+    finally:
+        await client.aclose()

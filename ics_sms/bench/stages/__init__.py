@@ -1,0 +1,1 @@
+"""One module per stage; each run of a stage returns a :class:`~ics_sms.bench.results.Sample`."""
