@@ -120,7 +120,7 @@ class AmqpBroker(Broker):
     def _reset(self) -> None:
         """Fresh state for a (re)connection: new delivery tags, new confirm numbering."""
         self._publisher: Channel | None = None
-        self._consumer: Channel | None = None
+        self._consumers: dict[int, Channel] = {}
         self._pending: deque[_Window] = deque()
         self._floor = 0
         self._singles: set[int] = set()
@@ -166,7 +166,6 @@ class AmqpBroker(Broker):
         self._publisher.confirm_delivery(self._on_confirm, callback=lambda _f: _resolve(confirmed))
         self._publisher.add_on_return_callback(self._on_return)
         await self._rpc(confirmed)
-        self._consumer = await self._open_channel()
 
     async def _open_channel(self) -> Channel:
         assert self._connection is not None
@@ -334,8 +333,10 @@ class AmqpBroker(Broker):
 
     # -- consuming -----------------------------------------------------------------------
     async def consume(self, queue: str, prefetch: int, on_delivery: OnDelivery) -> Consumer:
-        channel = self._consumer
-        assert channel is not None
+        """Consume on a channel of its own: a consumer's deliveries, acks and prefetch never
+        queue behind another's (the service lane does not wait behind a backlog)."""
+        channel = await self._open_channel()
+        self._consumers[channel.channel_number] = channel
         loop = asyncio.get_running_loop()
         qos: asyncio.Future[None] = loop.create_future()
         channel.basic_qos(prefetch_count=prefetch, callback=lambda _f: _resolve(qos))
@@ -348,7 +349,7 @@ class AmqpBroker(Broker):
                 body=body, exchange=method.exchange, routing_key=method.routing_key,
                 tag=method.delivery_tag, redelivered=method.redelivered,
                 generation=generation, queue=queue, headers=props.headers or {},
-                message_id=props.message_id,
+                message_id=props.message_id, channel=channel.channel_number,
             ))
 
         started: asyncio.Future[str] = loop.create_future()
@@ -358,7 +359,7 @@ class AmqpBroker(Broker):
         return _AmqpConsumer(self, channel, tag)
 
     def _usable(self, delivery: Delivery) -> Channel | None:
-        channel = self._consumer
+        channel = self._consumers.get(delivery.channel)
         if delivery.generation != self.generation or channel is None or not channel.is_open:
             return None  # the broker already requeued it with the old connection
         return channel
@@ -378,7 +379,7 @@ class AmqpBroker(Broker):
         """Declare a server-named, exclusive, auto-delete queue bound to ``exchange`` once
         per routing key, and return its name. It lives only as long as this connection,
         so a tail never leaves a queue behind nor takes messages from a durable one."""
-        channel = self._consumer
+        channel = self._publisher
         assert channel is not None
         loop = asyncio.get_running_loop()
         declared: asyncio.Future[str] = loop.create_future()

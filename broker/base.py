@@ -67,6 +67,8 @@ class Delivery:
     queue: str
     headers: dict[str, Any] = field(default_factory=dict)
     message_id: str | None = None
+    channel: int = 0
+    """The channel it came on: delivery tags count per channel."""
 
 
 OnDelivery = Callable[[Delivery], None]

@@ -154,10 +154,16 @@ class _Session:
                                link_base_url=str(settings.public_url))
         self.batches: dict[str, list[Job]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.draining: set[str] = set()
         self.immediate: list[Settle] = []
         self.immediate_scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()
-        self.slots = {lane: asyncio.Semaphore(settings.batches_in_flight) for lane in Lane}
+        # A promotional backlog gets a smaller share of this process (prefetch and batches
+        # in flight), so service messages are not stuck behind it in the event loop.
+        self.slots = {Lane.SERVICE: asyncio.Semaphore(settings.batches_in_flight),
+                      Lane.PROMOTIONAL: asyncio.Semaphore(max(1, settings.batches_in_flight // 2))}
+        self.prefetch = {Lane.SERVICE: settings.prefetch,
+                         Lane.PROMOTIONAL: max(1, min(settings.prefetch, settings.batch_max))}
         self.consumers: dict[Lane, Consumer] = {}
         self.consumed = {self.topology.send_queue(lane): CONSUMED.labels(lane.value)
                          for lane in Lane}
@@ -192,7 +198,7 @@ class _Session:
     async def _start(self, lane: Lane) -> None:
         if lane not in self.consumers:
             self.consumers[lane] = await self.broker.consume(
-                self.topology.send_queue(lane), self.worker.settings.prefetch, self._on_delivery)
+                self.topology.send_queue(lane), self.prefetch[lane], self._on_delivery)
 
     async def _stop(self, lane: Lane) -> None:
         consumer = self.consumers.pop(lane, None)
@@ -260,12 +266,30 @@ class _Session:
             self.timers[name] = asyncio.get_running_loop().call_later(delay, self._flush, name)
 
     def _flush(self, name: str) -> None:
+        """The batch is due: submit it as soon as a slot of its lane is free."""
         timer = self.timers.pop(name, None)
         if timer is not None:
             timer.cancel()
-        jobs = self.batches.pop(name, None)
-        if jobs:
-            self._spawn(self._submit(jobs[0].sender, jobs))
+        if name in self.batches and name not in self.draining:
+            self.draining.add(name)
+            self._spawn(self._send_when_free(self.batches[name][0].sender))
+
+    async def _send_when_free(self, sender: Sender) -> None:
+        """Take the slot first, then everything gathered meanwhile (up to ICS's limit):
+        a busy lane sends full batches instead of queueing small ones."""
+        async with self.slots[sender.lane]:
+            self.draining.discard(sender.name)
+            timer = self.timers.pop(sender.name, None)
+            if timer is not None:
+                timer.cancel()
+            jobs = self.batches.pop(sender.name, [])
+            limit = self.worker.settings.batch_max
+            if len(jobs) > limit:
+                self.batches[sender.name] = jobs[limit:]
+                jobs = jobs[:limit]
+                self._flush(sender.name)
+            if jobs:
+                await self._submit(sender, jobs)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -278,33 +302,33 @@ class _Session:
             log.error("batch task crashed", error=repr(task.exception()))
 
     async def _submit(self, sender: Sender, jobs: list[Job]) -> None:
+        """One ICS request for ``jobs`` (the caller holds a slot of the sender's lane)."""
         worker = self.worker
-        async with self.slots[sender.lane]:
-            in_flight = IN_FLIGHT.labels(sender.lane.value)
-            in_flight.inc()
-            try:
-                jobs, items = await self._store_links(sender, jobs)
-                if items:
-                    await self._settle(items, sender.name)
-                if not jobs:
-                    return
-                await worker.buckets[sender.name].acquire(len(jobs))
-                await self._remember(sender, jobs)
-                result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
-            finally:
-                in_flight.dec()
-            worker.stats.ics_requests += 1
-            worker.stats.submitted_batches += 1
-            ICS_REQUESTS.labels(sender.name, str(result.status or "error")).inc()
-            ICS_DURATION.labels(sender.name).observe(result.latency_s)
-            BATCH_SIZE.observe(len(jobs))
-            if not result.ok:
-                log.warning("ICS batch not accepted", sender=sender.name, status=result.status,
-                            reason=result.reason, messages=len(jobs))
-            if result.retry_after_s is not None:
-                worker.buckets[sender.name].block_for(result.retry_after_s)
-            items = self.submitter.interpret(sender, jobs, result, worker.clock())
-            await self._settle(items, sender.name)
+        in_flight = IN_FLIGHT.labels(sender.lane.value)
+        in_flight.inc()
+        try:
+            jobs, items = await self._store_links(sender, jobs)
+            if items:
+                await self._settle(items, sender.name)
+            if not jobs:
+                return
+            await worker.buckets[sender.name].acquire(len(jobs))
+            await self._remember(sender, jobs)
+            result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
+        finally:
+            in_flight.dec()
+        worker.stats.ics_requests += 1
+        worker.stats.submitted_batches += 1
+        ICS_REQUESTS.labels(sender.name, str(result.status or "error")).inc()
+        ICS_DURATION.labels(sender.name).observe(result.latency_s)
+        BATCH_SIZE.observe(len(jobs))
+        if not result.ok:
+            log.warning("ICS batch not accepted", sender=sender.name, status=result.status,
+                        reason=result.reason, messages=len(jobs))
+        if result.retry_after_s is not None:
+            worker.buckets[sender.name].block_for(result.retry_after_s)
+        items = self.submitter.interpret(sender, jobs, result, worker.clock())
+        await self._settle(items, sender.name)
 
     async def _store_links(self, sender: Sender, jobs: list[Job]) -> tuple[list[Job], BatchOutcome]:
         """Store the short links of the batch; without the store, those messages wait

@@ -26,48 +26,55 @@ _PUBLISH_TRIES = 3
 class AckTracker:
     """Acks settled deliveries with as few frames as possible.
 
-    A run of settled deliveries at the head of the arrival order is acked with one
-    ``multiple`` ack; a settled delivery behind an unsettled one (a slow sender's message)
-    is acked on its own at once, so it never holds a prefetch slot.
+    Delivery tags count per channel, so each channel keeps its own arrival order. A run
+    of settled deliveries at the head of that order is acked with one ``multiple`` ack; a
+    settled delivery behind an unsettled one (a slow sender's message) is acked on its
+    own at once, so it never holds a prefetch slot.
     """
 
-    __slots__ = ("_broker", "_done", "_order", "_settled", "generation")
+    __slots__ = ("_broker", "_channels", "generation")
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
         self.generation = broker.generation
-        self._order: deque[Delivery] = deque()
-        self._settled: set[int] = set()
-        self._done: set[int] = set()  # acked or nacked on their own, still in _order
+        self._channels: dict[int, _ChannelOrder] = {}
 
     def __repr__(self) -> str:
-        return f"<AckTracker gen={self.generation} outstanding={len(self._order)}>"
+        return f"<AckTracker gen={self.generation} outstanding={len(self)}>"
 
     def __len__(self) -> int:
-        return len(self._order)
+        return sum(len(order.order) for order in self._channels.values())
 
     def track(self, delivery: Delivery) -> None:
-        self._order.append(delivery)
+        order = self._channels.get(delivery.channel)
+        if order is None:
+            order = self._channels[delivery.channel] = _ChannelOrder()
+        order.order.append(delivery)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        settled = self._settled
+        touched: dict[int, _ChannelOrder] = {}
         for delivery in deliveries:
-            settled.add(delivery.tag)
-        self._advance()
+            order = self._channels[delivery.channel]
+            order.settled.add(delivery.tag)
+            touched[delivery.channel] = order
+        for order in touched.values():
+            self._advance(order)
         for delivery in deliveries:
-            if delivery.tag in settled and delivery.tag not in self._done:
+            order = self._channels[delivery.channel]
+            if delivery.tag in order.settled and delivery.tag not in order.done:
                 self._broker.ack(delivery)
-                self._done.add(delivery.tag)
+                order.done.add(delivery.tag)
 
     def forget(self, delivery: Delivery) -> None:
         """The delivery was nacked on its own; it no longer blocks the run."""
-        self._settled.add(delivery.tag)
-        self._done.add(delivery.tag)
-        self._advance()
+        order = self._channels[delivery.channel]
+        order.settled.add(delivery.tag)
+        order.done.add(delivery.tag)
+        self._advance(order)
 
-    def _advance(self) -> None:
+    def _advance(self, channel: _ChannelOrder) -> None:
         last: Delivery | None = None
-        order, settled, done = self._order, self._settled, self._done
+        order, settled, done = channel.order, channel.settled, channel.done
         while order and order[0].tag in settled:
             head = order.popleft()
             settled.discard(head.tag)
@@ -77,6 +84,17 @@ class AckTracker:
                 last = head
         if last is not None:
             self._broker.ack(last, multiple=True)
+
+
+class _ChannelOrder:
+    """Arrival order of one channel's deliveries and which of them are settled."""
+
+    __slots__ = ("done", "order", "settled")
+
+    def __init__(self) -> None:
+        self.order: deque[Delivery] = deque()
+        self.settled: set[int] = set()
+        self.done: set[int] = set()  # acked or nacked on their own, still in order
 
 
 class Settler:
