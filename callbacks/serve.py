@@ -34,6 +34,9 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 
+KEEPALIVE_TIMEOUT_S = 10.0
+
+
 class StartupError(Exception):
     """The receiver cannot start; the message is one line saying why."""
 
@@ -105,7 +108,9 @@ async def start_receiver(settings: Settings, senders: Senders, *, host: str, por
     """
     app = create_app(settings, senders, context_store=context_store)
     sock = bind_socket(host, port)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s)
+    # keepalive_timeout also bounds a request whose headers trickle in (slowloris)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()

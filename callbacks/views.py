@@ -9,13 +9,16 @@ they are never logged (the access log is off, see :mod:`callbacks.serve`).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker.base import BrokerError
@@ -38,6 +41,8 @@ __all__ = ["ReceiptViews", "error_response", "json_errors", "json_response"]
 log = structlog.get_logger(__name__)
 
 _JSON_STARTS = (b"[", b"{")
+_BODY_TIMEOUT_S = 10.0
+"""A body that trickles in slower than this is cut off (slowloris)."""
 _UNAVAILABLE = "cannot store receipts right now, send them again later"
 
 
@@ -74,6 +79,9 @@ def json_errors(max_body_bytes: int) -> Middleware:
             if exc.status < 400:
                 raise
             return error_response(exc.status, exc.reason)
+        except ConnectionResetError:
+            log.info("client went away during the request", method=request.method)
+            return error_response(400, "connection reset by the client")
         except Exception:
             log.exception("unexpected error while handling a request", method=request.method)
             return error_response(500, "internal error, send again later")
@@ -106,7 +114,10 @@ class ReceiptViews:
             return error_response(404, "unknown tracking URL")
         with structlog.contextvars.bound_contextvars(sender=sender.name):
             try:
-                parsed = await self._read(request)
+                async with asyncio.timeout(_BODY_TIMEOUT_S):
+                    parsed = await self._read_safely(request)
+            except TimeoutError:
+                return error_response(408, f"body not received within {_BODY_TIMEOUT_S:g}s")
             except BodyError as exc:
                 log.info("receipt request refused", reason=str(exc))
                 return error_response(400, str(exc))
@@ -125,6 +136,16 @@ class ReceiptViews:
             log.debug("receipts stored", events=len(parsed.receipts), ignored=parsed.ignored)
             count_receipts(sender.name, (r.status.value for r in parsed.receipts))
             return json_response(parsed.answer())
+
+    async def _read_safely(self, request: web.Request) -> ParsedReceipts:
+        """:meth:`_read`, with every way a body can be unreadable answered as a 400."""
+        try:
+            return await self._read(request)
+        except (ValueError, LookupError, HttpProcessingError, RequestPayloadError,
+                web.HTTPBadRequest) as exc:
+            if isinstance(exc, BodyError):
+                raise
+            raise BodyError(f"unreadable body: {type(exc).__name__}") from None
 
     async def _read(self, request: web.Request) -> ParsedReceipts:
         """JSON event groups, or an operator receipt from the query or a form.

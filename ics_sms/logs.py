@@ -32,7 +32,11 @@ def configure_logging(level: str = "info",
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(serializer=_dumps) if as_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            # tracebacks without local variables: they would show tokens and request paths
+            exception_formatter=structlog.dev.plain_traceback,
+        )
     )
     numeric = _LEVELS.get(level, logging.INFO)
     structlog.configure(

@@ -120,6 +120,7 @@ class SendRequest(_Wire):
     def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(value) > MAX_METADATA_KEYS:
             raise ValueError(f"may hold at most {MAX_METADATA_KEYS} keys")
+        _check_integers(value)
         return value
 
     def expired(self, now: datetime) -> bool:
@@ -150,6 +151,24 @@ class ReceiptEvent(_Wire):
     segments: int | None = Field(default=None, ge=1)
     encoding: Encoding | None = None
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _check_integers(value: object) -> None:
+    """Integers must fit 64 bits: every JSON encoder on the way must be able to write them."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise ValueError("numbers must fit in 64 bits")
+    elif isinstance(value, dict):
+        for item in value.values():
+            _check_integers(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_integers(item)
 
 
 def make_event_id(message_id: str, status: Status | str, *discriminators: object) -> str:

@@ -125,7 +125,7 @@ class Sender(BaseModel):
     rate_per_s: float = Field(default=100.0, gt=0, le=100_000)
     tracking_token: Annotated[
         str, StringConstraints(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
-    ] = Field(default_factory=new_tracking_token)
+    ] = Field(default_factory=new_tracking_token, repr=False)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

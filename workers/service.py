@@ -222,7 +222,13 @@ class _Session:
         self.worker.stats.received += 1
         self.consumed[delivery.queue].inc()
         now = self.worker.clock()
-        decision = self.jobs.decide(delivery, now)
+        try:
+            decision = self.jobs.decide(delivery, now)
+        except Exception as exc:  # a bug must not take the connection (and its batches) down
+            log.exception("could not handle a send request; dead-lettering it")
+            self._settle_soon(Settle(delivery, [self.worker.outcomes.dead_copy(
+                delivery, "worker_error", f"{type(exc).__name__}: {exc}")]))
+            return
         if isinstance(decision, Settle):
             self._settle_soon(decision)
             return
@@ -289,7 +295,16 @@ class _Session:
                 jobs = jobs[:limit]
                 self._flush(sender.name)
             if jobs:
-                await self._submit(sender, jobs)
+                try:
+                    await self._submit(sender, jobs)
+                except (asyncio.CancelledError, ConnectionLost):
+                    raise
+                except Exception as exc:  # a bug: settle rather than hold deliveries forever
+                    log.exception("batch failed unexpectedly; dead-lettering it",
+                                  sender=sender.name, messages=len(jobs))
+                    error = f"{type(exc).__name__}: {exc}"
+                    await self._settle([(job.delivery, [self.worker.outcomes.dead_copy(
+                        job.delivery, "worker_error", error)]) for job in jobs], sender.name)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -356,7 +371,7 @@ class _Session:
                                                encoding=job.info.encoding) for job in jobs]
         try:
             await self.worker.contexts.put_many(contexts)
-        except ContextStoreError as exc:
+        except (ContextStoreError, TypeError, ValueError) as exc:
             log.warning("message contexts not stored; receipts will lack campaign and metadata",
                         error=str(exc), messages=len(jobs))
 
