@@ -106,6 +106,22 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
+    def to_environment(self) -> dict[str, str]:
+        """These settings as ``ICS_SMS_*`` variables, for a child process (they hold the
+        secrets: pass them through the environment, never on a command line)."""
+        env = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                text = value.get_secret_value()
+            elif isinstance(value, time):
+                text = value.strftime("%H:%M:%S")
+            else:
+                text = str(value)
+            env[f"ICS_SMS_{name.upper()}"] = text
+        return env
+
     @property
     def topology(self) -> Topology:
         return Topology(namespace=self.namespace, queue_type=self.queue_type)

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from broker.admin import delete_topology
 from ics_sms.bench.amqp import PikaLink
 from ics_sms.bench.options import BenchOptions
-from ics_sms.demo.run import _environment
+from ics_sms.demo.run import child_environment as demo_environment
 from schemas.senders import Senders
 from schemas.settings import Settings
 
@@ -61,20 +61,14 @@ class RunContext:
             prefetch=options.prefetch, batch_max=options.batch_max,
             linger_ms=options.linger_ms, promo_window_start=clock_time(0),
             promo_window_end=clock_time(0), log_level="warning", connect_retry_s=10,
+            metrics_port=0,
         )
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
-    """``ICS_SMS_*`` of a service process: the demo's, plus the knobs the benchmark turns."""
-    env = _environment(settings)
-    env.update({
-        "ICS_SMS_QUEUE_TYPE": settings.queue_type.value,
-        "ICS_SMS_PREFETCH": str(settings.prefetch),
-        "ICS_SMS_BATCH_MAX": str(settings.batch_max),
-        "ICS_SMS_LINGER_MS": f"{settings.linger_ms:g}",
-        "ICS_SMS_LOG_FORMAT": "json",
-        "ICS_SMS_CONNECT_RETRY_S": f"{settings.connect_retry_s:g}",
-    })
+    """``ICS_SMS_*`` of a service process (the settings above), logging JSON lines."""
+    env = demo_environment(settings)
+    env["ICS_SMS_LOG_FORMAT"] = "json"
     return env
 
 

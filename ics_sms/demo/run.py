@@ -83,25 +83,14 @@ def _settings(options: DemoOptions, folder: Path, sandbox_url: str, public_url: 
         callback_secret=SecretStr(secrets.token_urlsafe(24)),
         redis_url="memory://" if embedded else options.redis_url,
         promo_window_start=clock_time(0), promo_window_end=clock_time(0),
-        log_level="warning", connect_retry_s=10, linger_ms=10,
+        log_level="warning", connect_retry_s=10, linger_ms=10, metrics_port=0,
     )
 
 
-def _environment(settings: Settings) -> dict[str, str]:
-    """``ICS_SMS_*`` for worker processes (secrets through the environment, not argv)."""
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a service process started by the demo or the benchmark."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICS_SMS_")}
-    env.update({
-        "ICS_SMS_BROKER_URL": settings.broker_url.get_secret_value(),
-        "ICS_SMS_NAMESPACE": settings.namespace,
-        "ICS_SMS_SENDERS_FILE": str(settings.senders_file),
-        "ICS_SMS_PUBLIC_URL": str(settings.public_url),
-        "ICS_SMS_ICS_URL": str(settings.ics_url),
-        "ICS_SMS_CALLBACK_SECRET": settings.callback_secret.get_secret_value(),
-        "ICS_SMS_REDIS_URL": settings.redis_url,
-        "ICS_SMS_PROMO_WINDOW_START": "00:00", "ICS_SMS_PROMO_WINDOW_END": "00:00",
-        "ICS_SMS_LOG_LEVEL": "warning", "ICS_SMS_LINGER_MS": "10",
-        "ICS_SMS_METRICS_PORT": "0",
-    })
+    env.update(settings.to_environment())
     return env
 
 
@@ -122,7 +111,7 @@ class _Pipeline:
             return
         for _ in range(options.workers):
             self.processes.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ics_sms", "worker", env=_environment(settings),
+                sys.executable, "-m", "ics_sms", "worker", env=child_environment(settings),
                 stdin=asyncio.subprocess.DEVNULL))
 
     async def close(self) -> None:
