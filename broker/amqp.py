@@ -374,7 +374,7 @@ class AmqpBroker(Broker):
         if channel is not None:
             channel.basic_nack(delivery.tag, requeue=requeue)
 
-    # -- tailing (added for ``ics-sms events``; proposed for the Broker interface) --------
+    # -- tailing (``ics-sms events``) ----------------------------------------------------
     async def declare_tail_queue(self, exchange: str, routing_keys: Sequence[str]) -> str:
         """Declare a server-named, exclusive, auto-delete queue bound to ``exchange`` once
         per routing key, and return its name. It lives only as long as this connection,

@@ -28,6 +28,7 @@ import click
 import orjson
 import pika
 
+from broker.admin import delete_topology
 from broker.context_store import MessageContext, open_context_store
 from broker.link_store import RedisLinkStore, ShortLink
 from schemas.messages import Encoding
@@ -165,12 +166,9 @@ def _events_and_cleanup(settings: Settings) -> int:
     try:
         channel = connection.channel()
         depth: int = channel.queue_declare(topology.events_queue, passive=True).method.message_count
-        for queue in topology.queues():
-            channel.queue_delete(queue.name)
-        for exchange in topology.exchanges():
-            channel.exchange_delete(exchange.name)
     finally:
         connection.close()
+    delete_topology(settings.broker_url.get_secret_value(), topology)
     return depth
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from producers.declare import delete_topology
+from broker.admin import delete_topology
 from producers.publisher import Producer
 from schemas.settings import redact_url
 from schemas.topology import Topology
@@ -48,7 +48,7 @@ def bench(url: str, count: int, *, max_in_flight: int = 2000) -> BenchResult:
             published = producer.publish_many(_requests(count))
             elapsed = time.perf_counter() - started
         finally:
-            delete_topology(producer.connection.default_channel, topology)
+            delete_topology(url, topology)
     return BenchResult(published, elapsed)
 
 

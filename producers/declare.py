@@ -8,7 +8,7 @@ import kombu.entity
 
 from schemas.topology import Binding, Exchange, Queue, Topology
 
-__all__ = ["declare_topology", "delete_topology", "kombu_exchange", "kombu_queue"]
+__all__ = ["declare_topology", "kombu_exchange", "kombu_queue"]
 
 # kombu is untyped: its classes are used through these Any-typed names.
 _KombuExchange: Any = kombu.entity.Exchange
@@ -40,11 +40,3 @@ def declare_topology(channel: Any, topology: Topology) -> None:
         kombu_queue(queue).queue_declare(channel=channel)
     for binding in topology.bindings():
         _bind(channel, binding)
-
-
-def delete_topology(channel: Any, topology: Topology) -> None:
-    """Delete every queue and exchange of ``topology`` (a test or benchmark namespace)."""
-    for queue in topology.queues():
-        channel.queue_delete(queue=queue.name)
-    for exchange in topology.exchanges():
-        channel.exchange_delete(exchange=exchange.name)

@@ -388,6 +388,7 @@ class _Session:
         for task in self.tasks:
             task.cancel()
         self.batches.clear()
+        self.draining.clear()
         self.immediate.clear()
 
     async def _drain(self) -> None:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
 
+from broker.admin import declare_topology
 from ics_sms.cli.publish_cmd import publish_command
 from schemas.senders import Lane, Sender, Senders, save_senders
 from schemas.settings import Settings
@@ -39,20 +40,6 @@ def env_of(settings: Settings, **extra: str) -> dict[str, str]:
 def run(settings: Settings, *args: str | Path, **extra_env: str) -> Result:
     return CliRunner().invoke(publish_command, [str(a) for a in args],
                               env=env_of(settings, **extra_env))
-
-
-def declare(url: str, topology: Topology) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        for exchange in topology.exchanges():
-            channel.exchange_declare(exchange.name, exchange.type.value, durable=True)
-        for queue in topology.queues():
-            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
-        for binding in topology.bindings():
-            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
-    finally:
-        connection.close()
 
 
 def drain(url: str, queue: str) -> list[tuple[Any, dict[str, Any]]]:
@@ -152,7 +139,7 @@ def test_plain_output_when_not_a_terminal(settings: Settings, tmp_path: Path) ->
 # -- invalid rows --------------------------------------------------------------------------
 def test_invalid_rows_abort_and_nothing_is_published(settings: Settings, rabbitmq_url: str,
                                                      topology: Topology, tmp_path: Path) -> None:
-    declare(rabbitmq_url, topology)
+    declare_topology(rabbitmq_url, topology)
     path = tmp_path / "c.csv"
     path.write_text(f"to,text\n{NUMBER},Hi\n12345,Hi\n{NUMBER},\n")
 

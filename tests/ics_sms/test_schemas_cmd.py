@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 from jsonschema import Draft202012Validator
 
@@ -19,13 +16,7 @@ from schemas.topology import Topology
 FILES = ["ReceiptEvent.schema.json", "SendRequest.schema.json", "asyncapi.json"]
 
 
-@pytest.fixture(autouse=True)
-def isolated_logging() -> Iterator[None]:
-    """Every invocation configures structlog on the runner's stderr: undo that afterwards."""
-    pika_level = logging.getLogger("pika").level
-    yield
-    structlog.reset_defaults()
-    logging.getLogger("pika").setLevel(pika_level)
+pytestmark = pytest.mark.usefixtures("isolated_logging")
 
 
 def export_cmd(directory: Path | str, **env: str) -> Result:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,11 +9,8 @@ from typing import Any
 
 import click
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
-import broker.amqp
-import broker.connect
 from ics_sms.cli.main import cli
 from schemas.senders import TokenSource, load_senders
 
@@ -22,15 +18,7 @@ TOKEN = "ics-bearer-TOKEN-do-not-print-4f2a9c"
 PUBLIC_URL = "https://hooks.example.com"
 
 
-@pytest.fixture(autouse=True)
-def isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every invocation configures structlog on the runner's stderr: undo that afterwards."""
-    for module in (broker.connect, broker.amqp):
-        monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
-    pika_level = logging.getLogger("pika").level
-    yield
-    structlog.reset_defaults()
-    logging.getLogger("pika").setLevel(pika_level)
+pytestmark = pytest.mark.usefixtures("isolated_logging")
 
 
 class Cli:

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import socket
-from collections.abc import Iterator
 
 import pika
 import pytest
-import structlog
 from click.testing import CliRunner, Result
 
-import broker.amqp
-import broker.connect
 from ics_sms.cli.main import cli
 from schemas.senders import Lane
 from schemas.settings import Settings
@@ -21,15 +16,7 @@ from schemas.topology import Topology
 PASSWORD = "hunter2-broker-pw"
 
 
-@pytest.fixture(autouse=True)
-def isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every invocation configures structlog on the runner's stderr: undo that afterwards."""
-    for module in (broker.connect, broker.amqp):
-        monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
-    pika_level = logging.getLogger("pika").level
-    yield
-    structlog.reset_defaults()
-    logging.getLogger("pika").setLevel(pika_level)
+pytestmark = pytest.mark.usefixtures("isolated_logging")
 
 
 def topology_cmd(*args: str, **env: str) -> Result:

@@ -16,6 +16,8 @@ from amqp.method_framing import frame_writer
 from amqp.serialization import dumps
 from pydantic import SecretStr
 
+from broker.admin import declare_topology
+
 # Submodules, not the package: under a bare `pytest` (not `python -m pytest`) the folder
 # tests/producers/ shadows the package itself; its submodules still resolve.
 from producers.confirms import ConfirmWindow
@@ -47,20 +49,6 @@ def request(n: int = 1, **fields: Any) -> dict[str, Any]:
 
 
 # -- helpers on the real broker (pika, independent of the code under test) ---------------
-def declare(url: str, topology: Topology) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        for exchange in topology.exchanges():
-            channel.exchange_declare(exchange.name, exchange.type.value, durable=True)
-        for queue in topology.queues():
-            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
-        for binding in topology.bindings():
-            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
-    finally:
-        connection.close()
-
-
 @dataclass
 class Got:
     properties: Any
@@ -289,7 +277,7 @@ def test_unknown_sender_goes_to_the_service_lane(
 
 def test_invalid_request_raises_before_anything_is_sent(
         amqp_settings: Settings, rabbitmq_url: str, topology: Topology) -> None:
-    declare(rabbitmq_url, topology)
+    declare_topology(rabbitmq_url, topology)
     producer = Producer(rabbitmq_url, topology, SENDERS)
     with pytest.raises(InvalidRequest, match="text: "):
         producer.publish(request(1, text="   "))

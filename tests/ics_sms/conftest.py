@@ -1,0 +1,23 @@
+"""Command-line tests invoke the CLI in process: undo the logging it configures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+import broker.amqp
+import broker.connect
+
+
+@pytest.fixture
+def isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every invocation configures structlog on the runner's stderr: undo that afterwards."""
+    for module in (broker.connect, broker.amqp):
+        monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
+    pika_level = logging.getLogger("pika").level
+    yield
+    structlog.reset_defaults()
+    logging.getLogger("pika").setLevel(pika_level)
