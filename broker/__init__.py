@@ -1,6 +1,6 @@
 """Broker access for the services: RabbitMQ through pika, or the embedded in-process broker."""
 
-from broker.base import (
+from ics_sms.broker.base import (
     Broker,
     BrokerError,
     ConnectionLost,

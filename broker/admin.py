@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pika
 
-from schemas.topology import Topology
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["declare_topology", "delete_topology"]
 
 
 def declare_topology(url: str, topology: Topology) -> None:
     """Declare every exchange, queue and binding of ``topology`` (scripts and tests; the
-    services declare through their own :class:`~broker.base.Broker`)."""
+    services declare through their own :class:`~ics_sms.broker.base.Broker`)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()

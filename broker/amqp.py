@@ -24,7 +24,7 @@ from pika.channel import Channel
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic, BasicProperties
 
-from broker.base import (
+from ics_sms.broker.base import (
     Broker,
     ConnectionLost,
     Consumer,
@@ -34,8 +34,8 @@ from broker.base import (
     PublishFailed,
     TopologyConflict,
 )
-from schemas.settings import redact_url
-from schemas.topology import Topology
+from ics_sms.schemas.settings import redact_url
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["AmqpBroker"]
 

@@ -2,7 +2,7 @@
 
 Services never touch a client library directly: they publish batches that return only
 once the broker confirmed every message, and consume :class:`Delivery` objects that are
-settled in one place (see ``workers.settle``).
+settled in one place (see ``ics_sms.workers.settle``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.topology import Topology
+from ics_sms.schemas.topology import Topology
 
 __all__ = [
     "Broker",

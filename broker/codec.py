@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 
-from broker.base import Outgoing
-from schemas.messages import SCHEMA_VERSION, ReceiptEvent, SendRequest, Status
-from schemas.senders import Lane
-from schemas.topology import Topology
+from ics_sms.broker.base import Outgoing
+from ics_sms.schemas.messages import SCHEMA_VERSION, ReceiptEvent, SendRequest, Status
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["event_message", "event_message_from_fields", "send_message"]
 

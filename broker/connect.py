@@ -6,10 +6,10 @@ import asyncio
 
 import structlog
 
-from broker.amqp import AmqpBroker
-from broker.base import Broker, ConnectionLost
-from broker.memory import MemoryBroker
-from schemas.settings import Settings
+from ics_sms.broker.amqp import AmqpBroker
+from ics_sms.broker.base import Broker, ConnectionLost
+from ics_sms.broker.memory import MemoryBroker
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["open_broker"]
 

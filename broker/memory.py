@@ -1,6 +1,6 @@
 """The embedded broker (``memory://``): RabbitMQ's semantics in one process.
 
-It gives the services what they rely on, through the same :class:`~broker.base.Broker`
+It gives the services what they rely on, through the same :class:`~ics_sms.broker.base.Broker`
 interface as RabbitMQ: publishes are confirmed once routed (unroutable ones fail),
 deliveries stay unacked until acked, a closed connection returns its unacked messages
 (``redelivered``), ``nack(requeue=True)`` redelivers, queues with ``x-message-ttl``
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from broker.base import (
+from ics_sms.broker.base import (
     Broker,
     ConnectionLost,
     Consumer,
@@ -31,7 +31,7 @@ from broker.base import (
     PublishFailed,
     TopologyConflict,
 )
-from schemas.topology import ExchangeType, Topology
+from ics_sms.schemas.topology import ExchangeType, Topology
 
 __all__ = ["MemoryBroker", "MemoryHub", "hub_for", "topic_matches"]
 

@@ -12,18 +12,18 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from broker.base import Broker
-from broker.connect import open_broker
-from broker.context_store import ContextStore, open_context_store
-from broker.link_store import LinkStore, open_link_store
-from callbacks.clicks import ClickRecorder, LinkViews
-from callbacks.link import BrokerLink, BrokerOpener
-from callbacks.publisher import ConfirmingPublisher
-from callbacks.service import ReceiptService
-from callbacks.views import ReceiptViews, json_errors
-from schemas.senders import Senders
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
+from ics_sms.broker.base import Broker
+from ics_sms.broker.connect import open_broker
+from ics_sms.callbacks.clicks import ClickRecorder, LinkViews
+from ics_sms.callbacks.link import BrokerLink, BrokerOpener
+from ics_sms.callbacks.publisher import ConfirmingPublisher
+from ics_sms.callbacks.service import ReceiptService
+from ics_sms.callbacks.views import ReceiptViews, json_errors
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.stores.context import ContextStore, open_context_store
+from ics_sms.stores.links import LinkStore, open_link_store
 
 __all__ = [
     "LINK",
@@ -43,7 +43,7 @@ SERVICE = web.AppKey("service", ReceiptService)
 STORE = web.AppKey("store", ContextStore)
 
 RECEIPTS_ROUTE = "/ics/{token}/receipts"
-"""Matches :meth:`schemas.senders.Sender.tracking_path` of every sender."""
+"""Matches :meth:`ics_sms.schemas.senders.Sender.tracking_path` of every sender."""
 
 
 def make_signer(settings: Settings) -> SmsgidSigner:

@@ -1,6 +1,6 @@
 """Receipt ingest load test: many concurrent POSTs of receipt batches to a real receiver.
 
-``python -m callbacks.bench`` starts a receiver in a child process (as ``ics-sms
+``python -m ics_sms.callbacks.bench`` starts a receiver in a child process (as ``ics-sms
 receiver`` would run) on a throwaway namespace of the broker in ``ICS_SMS_BROKER_URL``,
 fills the context store (``ICS_SMS_REDIS_URL``) for every message, posts the receipts and
 reports receipts/s accepted *and confirmed* (every 200 means the events are in the
@@ -28,13 +28,13 @@ import click
 import orjson
 import pika
 
-from broker.admin import delete_topology
-from broker.context_store import MessageContext, open_context_store
-from broker.link_store import RedisLinkStore, ShortLink
-from schemas.messages import Encoding
-from schemas.senders import Sender, Senders, SenderType, save_senders
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
+from ics_sms.broker.admin import delete_topology
+from ics_sms.schemas.messages import Encoding
+from ics_sms.schemas.senders import Sender, Senders, SenderType, save_senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.stores.context import MessageContext, open_context_store
+from ics_sms.stores.links import RedisLinkStore, ShortLink
 
 __all__ = ["BenchResult", "follow_links", "make_bodies", "post_batches"]
 

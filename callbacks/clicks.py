@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
-from broker.base import BrokerError, Outgoing
-from broker.codec import event_message
-from broker.link_store import LinkStore, LinkStoreError, ShortLink
-from callbacks.metrics import CLICKS
-from callbacks.publisher import ConfirmingPublisher
-from schemas.messages import ReceiptEvent, Status, make_event_id
-from schemas.topology import Topology
+from ics_sms.broker.base import BrokerError, Outgoing
+from ics_sms.broker.codec import event_message
+from ics_sms.callbacks.metrics import CLICKS
+from ics_sms.callbacks.publisher import ConfirmingPublisher
+from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
+from ics_sms.schemas.topology import Topology
+from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink
 
 __all__ = ["ClickRecorder", "LinkViews", "click_event"]
 

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from broker.base import Broker, BrokerError
-from schemas.topology import Topology
+from ics_sms.broker.base import Broker, BrokerError
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["BrokerLink", "BrokerOpener", "reconnect_delay"]
 

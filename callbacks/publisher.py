@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from broker.base import BrokerError, ConnectionLost, Outgoing
-from callbacks.link import BrokerLink
+from ics_sms.broker.base import BrokerError, ConnectionLost, Outgoing
+from ics_sms.callbacks.link import BrokerLink
 
 __all__ = ["ConfirmTimeout", "ConfirmingPublisher"]
 

@@ -25,17 +25,17 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from broker.context_store import MessageContext
-from schemas.errors import describe
-from schemas.ics import (
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.ics import (
     FAILURE_CODES,
     OPERATOR_STATUS_MAP,
     OperatorReceipt,
     ReceiptData,
     receipt_groups,
 )
-from schemas.messages import ReceiptEvent, Status, make_event_id
-from schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.stores.context import MessageContext
 
 __all__ = [
     "IGNORED_EVENTS",

@@ -16,11 +16,11 @@ import threading
 import structlog
 from aiohttp import web
 
-from broker.base import BrokerError
-from broker.context_store import ContextStore
-from callbacks.app import create_app
-from schemas.senders import Senders
-from schemas.settings import Settings
+from ics_sms.broker.base import BrokerError
+from ics_sms.callbacks.app import create_app
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.context import ContextStore
 
 __all__ = [
     "RunningReceiver",

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import structlog
 
-from broker.codec import event_message
-from broker.context_store import ContextStore, ContextStoreError, MessageContext
-from callbacks.publisher import ConfirmingPublisher
-from callbacks.receipts import Receipt, to_event
-from schemas.topology import Topology
+from ics_sms.broker.codec import event_message
+from ics_sms.callbacks.publisher import ConfirmingPublisher
+from ics_sms.callbacks.receipts import Receipt, to_event
+from ics_sms.schemas.topology import Topology
+from ics_sms.stores.context import ContextStore, ContextStoreError, MessageContext
 
 __all__ = ["ReceiptService"]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import structlog
 from pydantic import ValidationError
 
-from broker.base import Broker, BrokerError, ConnectionLost, Delivery
-from schemas.messages import ReceiptEvent, Status
-from schemas.topology import Topology
+from ics_sms.broker.base import Broker, BrokerError, ConnectionLost, Delivery
+from ics_sms.schemas.messages import ReceiptEvent, Status
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["ALL_EVENTS_KEY", "EventFilter", "EventSink", "tail_events"]
 

@@ -4,7 +4,7 @@ Answers (ICS_API.md): ``200 {"status", "processed", "unprocessed"}`` once the ev
 confirmed by the broker; ``400`` for a body that cannot be read, ``404`` for an unknown
 tracking URL, ``413`` for a body over the limit, ``503`` when the broker cannot confirm
 (ICS sends again later). Error answers carry a ``reason``. Tracking tokens are secrets:
-they are never logged (the access log is off, see :mod:`callbacks.serve`).
+they are never logged (the access log is off, see :mod:`ics_sms.callbacks.serve`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broker.base import BrokerError
-from callbacks.link import BrokerLink
-from callbacks.metrics import (
+from ics_sms.broker.base import BrokerError
+from ics_sms.callbacks.link import BrokerLink
+from ics_sms.callbacks.metrics import (
     PUBLISH_DURATION,
     REFUSED,
     REQUESTS,
@@ -31,10 +31,10 @@ from callbacks.metrics import (
     refusal_kind,
     route_label,
 )
-from callbacks.receipts import BodyError, ParsedReceipts, parse_groups, parse_operator
-from callbacks.service import ReceiptService
-from schemas.senders import Senders
-from schemas.smsgid import SmsgidSigner
+from ics_sms.callbacks.receipts import BodyError, ParsedReceipts, parse_groups, parse_operator
+from ics_sms.callbacks.service import ReceiptService
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.smsgid import SmsgidSigner
 
 __all__ = ["ReceiptViews", "error_response", "json_errors", "json_response"]
 

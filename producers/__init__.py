@@ -1,10 +1,10 @@
 """The producer library campaign engines embed: validated send requests onto RabbitMQ.
 
-See :class:`producers.publisher.Producer` and, for campaign files,
-:mod:`producers.campaign`.
+See :class:`ics_sms.producers.publisher.Producer` and, for campaign files,
+:mod:`ics_sms.producers.campaign`.
 """
 
-from producers.errors import (
+from ics_sms.producers.errors import (
     BrokerUnavailable,
     ConfirmTimeout,
     ConnectionLost,
@@ -13,8 +13,8 @@ from producers.errors import (
     PublishError,
     TopologyConflict,
 )
-from producers.publisher import OnProgress, Producer, RequestLike, validate_request
-from producers.retry import RetryPolicy
+from ics_sms.producers.publisher import OnProgress, Producer, RequestLike, validate_request
+from ics_sms.producers.retry import RetryPolicy
 
 __all__ = [
     "BrokerUnavailable",

@@ -1,4 +1,4 @@
-"""How fast the producer publishes with confirms: ``python -m producers.bench``.
+"""How fast the producer publishes with confirms: ``python -m ics_sms.producers.bench``.
 
 Publishes ``--count`` small send requests (validated from dicts, as a campaign engine would
 hand them over) into a throw-away namespace, prints msgs/s, then deletes the namespace.
@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from broker.admin import delete_topology
-from producers.publisher import Producer
-from schemas.settings import redact_url
-from schemas.topology import Topology
+from ics_sms.broker.admin import delete_topology
+from ics_sms.producers.publisher import Producer
+from ics_sms.schemas.settings import redact_url
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["BenchResult", "bench", "main"]
 

@@ -39,9 +39,9 @@ from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
-from producers.errors import ProducerError
-from schemas.errors import describe
-from schemas.messages import SendRequest
+from ics_sms.producers.errors import ProducerError
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.messages import SendRequest
 
 __all__ = [
     "CampaignCheck",

@@ -1,4 +1,5 @@
-"""Declare the :class:`~schemas.topology.Topology` with kombu entities, on a kombu channel."""
+"""Declare the :class:`~ics_sms.schemas.topology.Topology` with kombu entities, on a kombu
+channel."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import kombu.entity
 
-from schemas.topology import Binding, Exchange, Queue, Topology
+from ics_sms.schemas.topology import Binding, Exchange, Queue, Topology
 
 __all__ = ["declare_topology", "kombu_exchange", "kombu_queue"]
 

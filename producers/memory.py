@@ -1,7 +1,7 @@
 """The producer for the embedded broker (``memory://``): the same API, in process.
 
-Campaign engines embed :class:`~producers.publisher.Producer` against RabbitMQ; the demo
-and unit tests use this one, which routes through the :class:`~broker.memory.MemoryHub` of
+Campaign engines embed :class:`~ics_sms.producers.publisher.Producer` against RabbitMQ; the demo
+and unit tests use this one, which routes through the :class:`~ics_sms.broker.memory.MemoryHub` of
 the URL. A publish is confirmed when it returns, as on the hub itself. It must be called
 from the thread that runs the event loop of the services reading the hub.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Self
 
-from broker.codec import send_message
-from broker.memory import MemoryHub, hub_for
-from producers.publisher import OnProgress, RequestLike, validate_request
-from schemas.messages import SendRequest
-from schemas.senders import Lane, Senders
-from schemas.topology import Topology
+from ics_sms.broker.codec import send_message
+from ics_sms.broker.memory import MemoryHub, hub_for
+from ics_sms.producers.publisher import OnProgress, RequestLike, validate_request
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.senders import Lane, Senders
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["MemoryProducer"]
 

@@ -10,22 +10,22 @@
 Guarantees:
 
 - a request is validated before anything is sent; an invalid one raises
-  :class:`~producers.errors.InvalidRequest` naming field and reason;
+  :class:`~ics_sms.producers.errors.InvalidRequest` naming field and reason;
 - messages are persistent JSON (``content_type=application/json``, ``delivery_mode=2``,
   ``message_id``), published *mandatory* to the send exchange with the lane of the sender
   as routing key (unknown sender, or no senders at all: the service lane, where the worker
   turns it into a ``rejected`` event);
 - a call returns only once the broker confirmed every message; a refusal (nack), an
   unroutable message or a lost connection that cannot be re-established raises
-  :class:`~producers.errors.PublishError` with ``confirmed``, the number of requests of the
+  :class:`~ics_sms.producers.errors.PublishError` with ``confirmed``, the number of requests of the
   call (from the first) that are safely on the broker;
-- a dropped connection is re-established within the :class:`~producers.retry.RetryPolicy`
+- a dropped connection is re-established within the :class:`~ics_sms.producers.retry.RetryPolicy`
   (kombu's ``ensure``), the topology is declared again and the unconfirmed messages are
   published again (at-least-once: ``message_id`` is the idempotency key).
 
 Connection handling, retries and declarations use kombu. Publishing itself writes
-pre-encoded frames (:mod:`producers.framing`) on the py-amqp connection underneath kombu and
-keeps up to ``max_in_flight`` confirms outstanding (:mod:`producers.confirms`); kombu's own
+pre-encoded frames (:mod:`ics_sms.producers.framing`) on the py-amqp connection underneath kombu and
+keeps up to ``max_in_flight`` confirms outstanding (:mod:`ics_sms.producers.confirms`); kombu's own
 publish waits for each confirm in turn, which caps a producer at a few thousand msgs/s.
 
 A producer holds one connection and one channel; it is not thread-safe (use one per thread).
@@ -44,11 +44,11 @@ import kombu.exceptions
 import structlog
 from pydantic import SecretStr, ValidationError
 
-from broker.base import Outgoing
-from broker.codec import send_message
-from producers.confirms import ConfirmWindow
-from producers.declare import declare_topology
-from producers.errors import (
+from ics_sms.broker.base import Outgoing
+from ics_sms.broker.codec import send_message
+from ics_sms.producers.confirms import ConfirmWindow
+from ics_sms.producers.declare import declare_topology
+from ics_sms.producers.errors import (
     BrokerUnavailable,
     ConfirmTimeout,
     ConnectionLost,
@@ -57,13 +57,13 @@ from producers.errors import (
     PublishError,
     TopologyConflict,
 )
-from producers.framing import PublishFramer
-from producers.retry import RetryPolicy
-from schemas.errors import describe
-from schemas.messages import SendRequest
-from schemas.senders import Lane, Senders, load_senders
-from schemas.settings import Settings, redact_url
-from schemas.topology import Topology
+from ics_sms.producers.framing import PublishFramer
+from ics_sms.producers.retry import RetryPolicy
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.senders import Lane, Senders, load_senders
+from ics_sms.schemas.settings import Settings, redact_url
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["AMQP_SCHEMES", "OnProgress", "Producer", "RequestLike", "validate_request"]
 
@@ -156,7 +156,7 @@ class Producer:
         """A producer for ``ICS_SMS_*`` settings; reads the senders file when none is given.
 
         The retry budget is ``settings.connect_retry_s``. Raises
-        :class:`~schemas.senders.SenderError` for an unusable senders file.
+        :class:`~ics_sms.schemas.senders.SenderError` for an unusable senders file.
         """
         options.setdefault("retry", RetryPolicy.within(settings.connect_retry_s))
         return cls(

@@ -1,6 +1,6 @@
 """The contract of ics-sms: message models, ICS wire shapes, senders, topology, settings."""
 
-from schemas.messages import (
+from ics_sms.schemas.messages import (
     SCHEMA_VERSION,
     TERMINAL_STATUSES,
     Encoding,
@@ -9,9 +9,9 @@ from schemas.messages import (
     Status,
     make_event_id,
 )
-from schemas.senders import ClickTracking, Lane, Sender, SenderError, Senders, SenderType
-from schemas.settings import Settings
-from schemas.topology import Topology
+from ics_sms.schemas.senders import ClickTracking, Lane, Sender, SenderError, Senders, SenderType
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import Topology
 
 __all__ = [
     "SCHEMA_VERSION",

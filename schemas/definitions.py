@@ -1,12 +1,12 @@
-"""RabbitMQ definitions generated from :class:`~schemas.topology.Topology`.
+"""RabbitMQ definitions generated from :class:`~ics_sms.schemas.topology.Topology`.
 
 The output is the JSON that ``rabbitmqctl import_definitions``, the management API's
 ``POST /api/definitions`` and the ``load_definitions`` setting read at node boot: the
 vhost, every exchange, queue (with its arguments) and binding ics-sms uses. The copy under
 ``deploy/`` is generated, never edited by hand::
 
-    python -m schemas.definitions > deploy/rabbitmq/definitions.json
-    python -m schemas.definitions --configmap ics-sms-rabbitmq-definitions \\
+    python -m ics_sms.schemas.definitions > deploy/rabbitmq/definitions.json
+    python -m ics_sms.schemas.definitions --configmap ics-sms-rabbitmq-definitions \\
         > deploy/k8s/base/ics-sms-rabbitmq-definitions.yaml
 
 What is deliberately left out:
@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TypedDict
 
-from schemas.topology import QueueType, Topology
+from ics_sms.schemas.topology import QueueType, Topology
 
 __all__ = [
     "DEFAULT_VHOST",
@@ -154,7 +154,8 @@ def render_configmap(defs: Definitions, name: str, *, key: str = "definitions.js
     body = "".join(f"    {line}\n" if line else "\n" for line in render_json(defs).splitlines())
     return (
         "# Generated from schemas/topology.py; do not edit. Regenerate with:\n"
-        f"#   python -m schemas.definitions --configmap {name} > deploy/k8s/base/{name}.yaml\n"
+        f"#   python -m ics_sms.schemas.definitions --configmap {name} "
+        f"> deploy/k8s/base/{name}.yaml\n"
         "apiVersion: v1\n"
         "kind: ConfigMap\n"
         "metadata:\n"
@@ -170,7 +171,7 @@ def render_configmap(defs: Definitions, name: str, *, key: str = "definitions.js
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m schemas.definitions",
+        prog="python -m ics_sms.schemas.definitions",
         description="Print RabbitMQ definitions (JSON) generated from the ics-sms topology.",
     )
     parser.add_argument("--namespace", default="", help="Prefix of every name (default none).")

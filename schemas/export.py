@@ -1,6 +1,6 @@
 """Publish the contract: JSON Schema of both messages and an AsyncAPI 3.0 document.
 
-Everything is generated from the pydantic models and :class:`~schemas.topology.Topology`,
+Everything is generated from the pydantic models and :class:`~ics_sms.schemas.topology.Topology`,
 so the published contract cannot drift from the code.
 """
 
@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from schemas.messages import SCHEMA_VERSION, ReceiptEvent, SendRequest, Status
-from schemas.senders import Lane
-from schemas.topology import Exchange, Queue, Topology
+from ics_sms.schemas.messages import SCHEMA_VERSION, ReceiptEvent, SendRequest, Status
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import Exchange, Queue, Topology
 
 __all__ = ["asyncapi_document", "export", "json_schemas"]
 

@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from schemas.phone import normalize_e164
+from ics_sms.schemas.phone import normalize_e164
 
 __all__ = [
     "MAX_TEXT_CHARS",

@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.errors import describe
+from ics_sms.schemas.errors import describe
 
 __all__ = [
     "ClickTracking",

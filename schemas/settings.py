@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.topology import QueueType, Topology
+from ics_sms.schemas.topology import QueueType, Topology
 
 __all__ = ["DEFAULT_ICS_URL", "Settings", "redact_url"]
 

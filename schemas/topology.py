@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from schemas.senders import Lane
+from ics_sms.schemas.senders import Lane
 
 __all__ = [
     "DELAY_TIERS_S",

@@ -16,9 +16,9 @@ import pika
 import pytest
 from redis import Redis
 
-from broker.admin import delete_topology
-from schemas.settings import Settings
-from schemas.topology import Topology
+from ics_sms.broker.admin import delete_topology
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import Topology
 
 
 def _docker_available() -> bool:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import NamedTuple
 
-from schemas.messages import Encoding
+from ics_sms.schemas.messages import Encoding
 
 __all__ = [
     "GSM7_BASIC",

@@ -1,7 +1,7 @@
 """The ICS adapter: the only code that talks HTTP to ICS (``POST /datasend``).
 
 It turns every possible answer into a :class:`SubmitResult`: per-record acceptances and
-refusals on 200, or a batch-wide failure whose :class:`~workers.policy.Disposition` says
+refusals on 200, or a batch-wide failure whose :class:`~ics_sms.workers.policy.Disposition` says
 whether to retry, slow down, pause the sender or give up. Tokens never leave this module
 except in the ``Authorization`` header.
 """
@@ -15,14 +15,14 @@ import aiohttp
 import orjson
 from pydantic import SecretStr, ValidationError
 
-from schemas.ics import (
+from ics_sms.schemas.ics import (
     DATASEND_PATH,
     RecordResult,
     datasend_body,
     datasend_record,
     datasend_response,
 )
-from workers.policy import Disposition, classify_http_status
+from ics_sms.workers.policy import Disposition, classify_http_status
 
 __all__ = ["Batch", "IcsClient", "SubmitResult"]
 

@@ -12,15 +12,15 @@ from datetime import datetime
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from broker.base import Delivery, Outgoing
-from schemas.errors import describe
-from schemas.messages import Identifier, SendRequest, Status
-from schemas.senders import ClickTracking, Lane, Sender, Senders
-from schemas.smsgid import SmsgidSigner
-from schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
-from workers.encoding import TextInfo, analyse
-from workers.links import rewrite_links
-from workers.outcomes import Outcomes
+from ics_sms.broker.base import Delivery, Outgoing
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.messages import Identifier, SendRequest, Status
+from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
+from ics_sms.workers.encoding import TextInfo, analyse
+from ics_sms.workers.links import rewrite_links
+from ics_sms.workers.outcomes import Outcomes
 
 __all__ = ["Decision", "Job", "JobFactory", "Settle"]
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from broker.base import Outgoing
-from schemas.senders import Lane
-from schemas.topology import HEADER_PARKED, Topology
+from ics_sms.broker.base import Outgoing
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import HEADER_PARKED, Topology
 
 __all__ = ["BATCH_SIZE", "CONSUMED", "ICS_DURATION", "ICS_REQUESTS", "IN_FLIGHT",
            "count_outcomes"]

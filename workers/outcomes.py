@@ -5,11 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from broker.base import Delivery, Outgoing
-from broker.codec import event_message, event_message_from_fields
-from schemas.messages import Encoding, ReceiptEvent, SendRequest, Status, make_event_id
-from schemas.senders import Lane
-from schemas.topology import HEADER_ATTEMPT, HEADER_ERROR, HEADER_PARKED, HEADER_REASON, Topology
+from ics_sms.broker.base import Delivery, Outgoing
+from ics_sms.broker.codec import event_message, event_message_from_fields
+from ics_sms.schemas.messages import Encoding, ReceiptEvent, SendRequest, Status, make_event_id
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import (
+    HEADER_ATTEMPT,
+    HEADER_ERROR,
+    HEADER_PARKED,
+    HEADER_REASON,
+    Topology,
+)
 
 __all__ = ["Outcomes"]
 

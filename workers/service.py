@@ -17,21 +17,21 @@ from dataclasses import dataclass, field
 import aiohttp
 import structlog
 
-from broker.base import Broker, ConnectionLost, Consumer, Delivery
-from broker.connect import open_broker
-from broker.context_store import (
+from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery
+from ics_sms.broker.connect import open_broker
+from ics_sms.schemas.senders import Lane, Sender, Senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.stores.context import (
     ContextStore,
     ContextStoreError,
     MessageContext,
     open_context_store,
 )
-from broker.link_store import LinkStore, LinkStoreError, ShortLink, open_link_store
-from schemas.senders import Lane, Sender, Senders
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
-from workers.ics import IcsClient
-from workers.jobs import Job, JobFactory, Settle
-from workers.metrics import (
+from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink, open_link_store
+from ics_sms.workers.ics import IcsClient
+from ics_sms.workers.jobs import Job, JobFactory, Settle
+from ics_sms.workers.metrics import (
     BATCH_SIZE,
     CONSUMED,
     ICS_DURATION,
@@ -39,12 +39,12 @@ from workers.metrics import (
     IN_FLIGHT,
     count_outcomes,
 )
-from workers.outcomes import Outcomes
-from workers.policy import RetryPolicy
-from workers.ratelimit import TokenBucket
-from workers.settle import AckTracker, Settler
-from workers.submit import BatchOutcome, Submitter
-from workers.window import Clock, PromoWindow, system_clock
+from ics_sms.workers.outcomes import Outcomes
+from ics_sms.workers.policy import RetryPolicy
+from ics_sms.workers.ratelimit import TokenBucket
+from ics_sms.workers.settle import AckTracker, Settler
+from ics_sms.workers.submit import BatchOutcome, Submitter
+from ics_sms.workers.window import Clock, PromoWindow, system_clock
 
 __all__ = ["Worker", "WorkerStats"]
 

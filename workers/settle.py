@@ -14,7 +14,14 @@ from collections.abc import Sequence
 
 import structlog
 
-from broker.base import Broker, BrokerError, ConnectionLost, Delivery, Outgoing, PublishFailed
+from ics_sms.broker.base import (
+    Broker,
+    BrokerError,
+    ConnectionLost,
+    Delivery,
+    Outgoing,
+    PublishFailed,
+)
 
 __all__ = ["AckTracker", "Settler"]
 

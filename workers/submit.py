@@ -10,14 +10,14 @@ from datetime import datetime
 import structlog
 from pydantic import SecretStr
 
-from broker.base import Delivery, Outgoing
-from schemas.messages import Status
-from schemas.senders import ClickTracking, Sender
-from schemas.settings import Settings
-from workers.ics import IcsClient, SubmitResult
-from workers.jobs import Job
-from workers.outcomes import Outcomes
-from workers.policy import Disposition, RetryPolicy
+from ics_sms.broker.base import Delivery, Outgoing
+from ics_sms.schemas.messages import Status
+from ics_sms.schemas.senders import ClickTracking, Sender
+from ics_sms.schemas.settings import Settings
+from ics_sms.workers.ics import IcsClient, SubmitResult
+from ics_sms.workers.jobs import Job
+from ics_sms.workers.outcomes import Outcomes
+from ics_sms.workers.policy import Disposition, RetryPolicy
 
 __all__ = ["BatchOutcome", "SenderState", "Submitter"]
 

@@ -1,8 +1,8 @@
-"""Bare pika (asyncio adapter) below the :class:`~broker.base.Broker` interface.
+"""Bare pika (asyncio adapter) below the :class:`~ics_sms.broker.base.Broker` interface.
 
 The benchmark needs two things the interface does not offer: a queue's consumer count
 (to know when worker processes are attached) and the bare loops that measure the limits.
-Importing :mod:`broker.amqp` (as the rest of the benchmark does) applies its write
+Importing :mod:`ics_sms.broker.amqp` (as the rest of the benchmark does) applies its write
 coalescing to every pika connection of the process, so the bare loops run on the same
 transport as the services.
 """
@@ -17,7 +17,7 @@ import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-import broker.amqp  # noqa: F401  (the services' pika transport, see the module doc)
+import ics_sms.broker.amqp  # noqa: F401  (the services' pika transport, see the module doc)
 
 __all__ = ["PikaLink", "call"]
 

@@ -19,12 +19,12 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from broker.admin import delete_topology
 from ics_sms.bench.amqp import PikaLink
 from ics_sms.bench.options import BenchOptions
+from ics_sms.broker.admin import delete_topology
 from ics_sms.demo.run import child_environment as demo_environment
-from schemas.senders import Senders
-from schemas.settings import Settings
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["RunContext", "child_environment", "stage_scope"]
 

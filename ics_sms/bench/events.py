@@ -14,11 +14,11 @@ import asyncio
 import time
 from collections import Counter
 
-from broker.base import Broker, Consumer, Delivery
-from broker.connect import open_broker
+from ics_sms.broker.base import Broker, Consumer, Delivery
+from ics_sms.broker.connect import open_broker
 from ics_sms.demo.tracker import DemoTracker
-from schemas.messages import ReceiptEvent, Status
-from schemas.settings import Settings
+from ics_sms.schemas.messages import ReceiptEvent, Status
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["EventReader"]
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from broker.codec import send_message
+from ics_sms.broker.codec import send_message
 from ics_sms.demo.campaign import TEMPLATE_ID
 from ics_sms.sandbox import ALWAYS_DELIVERED, NEVER_RECEIPTED
-from schemas.messages import SendRequest
-from schemas.senders import Lane, Sender, Senders, SenderType
-from schemas.topology import Topology
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.senders import Lane, Sender, Senders, SenderType
+from ics_sms.schemas.topology import Topology
 
 __all__ = [
     "DELIVERED",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Self
 
-from schemas.topology import QueueType
+from ics_sms.schemas.topology import QueueType
 
 __all__ = ["DEFAULT_BROKER_URL", "BenchOptions", "Stage"]
 

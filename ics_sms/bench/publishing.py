@@ -16,9 +16,9 @@ from typing import Any
 
 from ics_sms.bench.messages import NO_RECEIPT, SERVICE, message_id, requests
 from ics_sms.demo.tracker import DemoTracker
-from producers.publisher import Producer
-from schemas.senders import Senders
-from schemas.settings import Settings
+from ics_sms.producers.publisher import Producer
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["PaceResult", "publish_all", "publish_chunks", "publish_paced", "stopper"]
 

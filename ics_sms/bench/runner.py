@@ -31,8 +31,8 @@ from ics_sms.bench.stages.latency import run_latency
 from ics_sms.bench.stages.limits import run_limits
 from ics_sms.bench.stages.publish import run_publish
 from ics_sms.bench.stages.worker import run_worker
-from schemas.senders import save_senders
-from schemas.settings import redact_url
+from ics_sms.schemas.senders import save_senders
+from ics_sms.schemas.settings import redact_url
 
 __all__ = ["BenchReport", "Progress", "run_bench"]
 

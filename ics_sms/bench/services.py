@@ -7,7 +7,7 @@ import sys
 from ics_sms.bench.context import child_environment
 from ics_sms.bench.procs import Child, Children, free_port
 from ics_sms.bench.waits import wait_http_ok
-from schemas.settings import Settings
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["start_receiver", "start_sandbox", "start_workers"]
 

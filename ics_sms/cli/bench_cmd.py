@@ -18,7 +18,7 @@ import click
 from ics_sms.bench.options import DEFAULT_BROKER_URL, BenchOptions, Stage
 from ics_sms.cli.common import CliError, load_settings
 from ics_sms.logs import configure_logging
-from schemas.topology import QueueType
+from ics_sms.schemas.topology import QueueType
 
 if TYPE_CHECKING:
     from ics_sms.bench.runner import BenchReport

@@ -7,9 +7,9 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from schemas.errors import describe
-from schemas.senders import SenderError, Senders, load_senders
-from schemas.settings import Settings
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.senders import SenderError, Senders, load_senders
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["CliError", "ErrorHandlingGroup", "load_settings", "read_senders"]
 

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from broker.base import BrokerError
+from ics_sms.broker.base import BrokerError
 from ics_sms.cli.common import CliError
 from ics_sms.demo.display import choose_display, print_summary
 from ics_sms.demo.run import DemoOptions, run_demo

@@ -11,13 +11,13 @@ import structlog
 from rich.console import Console
 from rich.text import Text
 
-from broker.base import BrokerError
-from broker.connect import open_broker
-from callbacks.serve import stop_on_signals
-from callbacks.tail import EventFilter, EventSink, tail_events
+from ics_sms.broker.base import BrokerError
+from ics_sms.broker.connect import open_broker
+from ics_sms.callbacks.serve import stop_on_signals
+from ics_sms.callbacks.tail import EventFilter, EventSink, tail_events
 from ics_sms.cli.common import CliError, load_settings
-from schemas.messages import ReceiptEvent, Status
-from schemas.settings import Settings
+from ics_sms.schemas.messages import ReceiptEvent, Status
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["event_line", "events_command"]
 

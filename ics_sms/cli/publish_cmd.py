@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ics_sms.cli.common import CliError, load_settings, read_senders
-from producers.campaign import (
+from ics_sms.producers.campaign import (
     CampaignCheck,
     CampaignDefaults,
     CampaignFileError,
@@ -38,10 +38,10 @@ from producers.campaign import (
     read_campaign,
     valid_requests,
 )
-from producers.errors import ProducerError, PublishError
-from producers.publisher import OnProgress, Producer
-from schemas.senders import Lane, Senders
-from schemas.settings import Settings
+from ics_sms.producers.errors import ProducerError, PublishError
+from ics_sms.producers.publisher import OnProgress, Producer
+from ics_sms.schemas.senders import Lane, Senders
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["publish_command"]
 

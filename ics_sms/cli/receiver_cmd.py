@@ -6,7 +6,7 @@ import asyncio
 
 import click
 
-from callbacks.serve import StartupError, run_receiver
+from ics_sms.callbacks.serve import StartupError, run_receiver
 from ics_sms.cli.common import CliError, load_settings, read_senders
 
 __all__ = ["receiver_command"]

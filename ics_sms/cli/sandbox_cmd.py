@@ -14,8 +14,8 @@ from pydantic import SecretStr, ValidationError
 from ics_sms.cli.common import CliError, load_settings, read_senders
 from ics_sms.logs import configure_logging
 from ics_sms.sandbox import SandboxConfig, start_sandbox
-from schemas.errors import describe
-from schemas.senders import SenderError, Senders
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.senders import SenderError, Senders
 
 __all__ = ["collect_accounts", "sandbox_command"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ics_sms.cli.common import CliError, load_settings
-from schemas.export import export
+from ics_sms.schemas.export import export
 
 __all__ = ["schemas_group"]
 

@@ -12,13 +12,13 @@ import click
 from pydantic import SecretStr, ValidationError
 
 from ics_sms.cli.common import CliError, load_settings, read_senders
-from schemas.errors import describe
-from schemas.phone import InvalidNumber, normalize_e164
-from schemas.senders import ClickTracking, Sender, SenderType, save_senders
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
-from workers.encoding import analyse
-from workers.ics import IcsClient, SubmitResult
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.phone import InvalidNumber, normalize_e164
+from ics_sms.schemas.senders import ClickTracking, Sender, SenderType, save_senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.workers.encoding import analyse
+from ics_sms.workers.ics import IcsClient, SubmitResult
 
 __all__ = ["senders_group"]
 

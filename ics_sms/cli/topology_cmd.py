@@ -6,10 +6,10 @@ import asyncio
 
 import click
 
-from broker.base import BrokerError, TopologyConflict
-from broker.connect import open_broker
+from ics_sms.broker.base import BrokerError, TopologyConflict
+from ics_sms.broker.connect import open_broker
 from ics_sms.cli.common import CliError, load_settings
-from schemas.settings import Settings
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["topology_command"]
 

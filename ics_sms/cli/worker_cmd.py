@@ -11,11 +11,11 @@ import click
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broker.base import BrokerError
+from ics_sms.broker.base import BrokerError
 from ics_sms.cli.common import CliError, load_settings, read_senders
-from schemas.senders import SenderError
-from schemas.settings import Settings
-from workers.service import Worker
+from ics_sms.schemas.senders import SenderError
+from ics_sms.schemas.settings import Settings
+from ics_sms.workers.service import Worker
 
 __all__ = ["run_until_signalled", "worker_command"]
 

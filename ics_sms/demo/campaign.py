@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from schemas.messages import SendRequest
+from ics_sms.schemas.messages import SendRequest
 
 __all__ = ["TEMPLATE_ID", "sample_campaign"]
 

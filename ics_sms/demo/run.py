@@ -25,23 +25,23 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from broker.admin import delete_topology
-from broker.base import Broker, Delivery
-from broker.connect import open_broker
-from broker.context_store import open_context_store
-from broker.link_store import open_link_store
-from callbacks.app import create_app
-from callbacks.serve import bind_socket
+from ics_sms.broker.admin import delete_topology
+from ics_sms.broker.base import Broker, Delivery
+from ics_sms.broker.connect import open_broker
+from ics_sms.callbacks.app import create_app
+from ics_sms.callbacks.serve import bind_socket
 from ics_sms.demo.campaign import sample_campaign
 from ics_sms.demo.display import Display
 from ics_sms.demo.tracker import DemoTracker
+from ics_sms.producers.memory import MemoryProducer
+from ics_sms.producers.publisher import Producer
 from ics_sms.sandbox import SandboxConfig, start_sandbox
-from producers.memory import MemoryProducer
-from producers.publisher import Producer
-from schemas.messages import ReceiptEvent, SendRequest
-from schemas.senders import ClickTracking, Sender, Senders, SenderType, save_senders
-from schemas.settings import Settings
-from workers.service import Worker
+from ics_sms.schemas.messages import ReceiptEvent, SendRequest
+from ics_sms.schemas.senders import ClickTracking, Sender, Senders, SenderType, save_senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.context import open_context_store
+from ics_sms.stores.links import open_link_store
+from ics_sms.workers.service import Worker
 
 __all__ = ["DemoOptions", "run_demo"]
 

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.messages import ReceiptEvent, Status
+from ics_sms.schemas.messages import ReceiptEvent, Status
 
 __all__ = ["DemoTracker", "percentiles"]
 

@@ -30,8 +30,8 @@ from ics_sms.sandbox.faults import ControlRequest, Faults, retry_after_header
 from ics_sms.sandbox.gateway import Gateway
 from ics_sms.sandbox.outcomes import SERVER_ERROR
 from ics_sms.sandbox.stats import SandboxStats
-from schemas.errors import describe
-from schemas.ics import DATASEND_PATH
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.ics import DATASEND_PATH
 
 __all__ = ["STATE", "SandboxState", "create_app"]
 

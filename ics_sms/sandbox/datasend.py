@@ -1,6 +1,6 @@
 """Reading a ``POST /datasend`` body: the request envelope and a verdict per record.
 
-The body is validated in one go with :class:`schemas.ics.DatasendRequest`. A record that
+The body is validated in one go with :class:`ics_sms.schemas.ics.DatasendRequest`. A record that
 breaks the model (bad number, empty text...) does not fail the request: like ICS, the
 sandbox refuses that record alone, so the answer keeps one entry per record, in order.
 Anything else that is wrong (not JSON, no ``user``, no records) is a 400.
@@ -17,10 +17,10 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from ics_sms.sandbox.outcomes import REFUSED, REFUSED_REASON
-from schemas.errors import describe
-from schemas.ics import DatasendRecord, DatasendRequest
-from schemas.messages import Encoding
-from workers.encoding import analyse
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.ics import DatasendRecord, DatasendRequest
+from ics_sms.schemas.messages import Encoding
+from ics_sms.workers.encoding import analyse
 
 __all__ = ["BadRequest", "Refusal", "Submission", "parse_datasend", "refusal_reason"]
 

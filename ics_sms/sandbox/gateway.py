@@ -14,8 +14,8 @@ from ics_sms.sandbox.faults import Faults
 from ics_sms.sandbox.outcomes import Fate, decide, find_url, short_url
 from ics_sms.sandbox.receipts import Receipt
 from ics_sms.sandbox.stats import SandboxStats
-from schemas.ics import DatasendRecord
-from schemas.messages import Status
+from ics_sms.schemas.ics import DatasendRecord
+from ics_sms.schemas.messages import Status
 
 __all__ = ["Gateway"]
 

@@ -12,7 +12,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from schemas.ics import FAILURE_CODES
+from ics_sms.schemas.ics import FAILURE_CODES
 
 __all__ = [
     "ALWAYS_CLICKED",

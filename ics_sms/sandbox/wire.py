@@ -1,4 +1,4 @@
-"""The JSON the sandbox writes, keyed by the aliases of the models in :mod:`schemas.ics`.
+"""The JSON the sandbox writes, keyed by the aliases of the models in :mod:`ics_sms.schemas.ics`.
 
 Answers and receipts are plain dicts (built per record on the hot path, serialised with
 orjson), but their keys come from the ICS models, so a renamed ICS field changes in
@@ -11,8 +11,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from schemas.ics import ReceiptData, ReceiptGroup, RecordResult
-from schemas.messages import Status
+from ics_sms.schemas.ics import ReceiptData, ReceiptGroup, RecordResult
+from ics_sms.schemas.messages import Status
 
 __all__ = [
     "RECEIPT_EVENTS",

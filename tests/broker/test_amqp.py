@@ -16,14 +16,14 @@ from urllib.parse import urlsplit, urlunsplit
 import pika
 import pytest
 
-from broker.amqp import AmqpBroker
-from broker.base import ConnectionLost, Delivery, Outgoing, PublishFailed, TopologyConflict
-from broker.codec import event_message
-from broker.connect import open_broker
-from schemas.messages import ReceiptEvent, Status, make_event_id
-from schemas.senders import Lane
-from schemas.settings import Settings
-from schemas.topology import HEADER_ATTEMPT, Topology
+from ics_sms.broker.amqp import AmqpBroker
+from ics_sms.broker.base import ConnectionLost, Delivery, Outgoing, PublishFailed, TopologyConflict
+from ics_sms.broker.codec import event_message
+from ics_sms.broker.connect import open_broker
+from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import HEADER_ATTEMPT, Topology
 
 TIMEOUT_S = 15.0
 

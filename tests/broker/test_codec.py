@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from broker.codec import event_message, send_message
-from schemas.messages import ReceiptEvent, SendRequest, Status, make_event_id
-from schemas.senders import Lane
-from schemas.topology import Topology
+from ics_sms.broker.codec import event_message, send_message
+from ics_sms.schemas.messages import ReceiptEvent, SendRequest, Status, make_event_id
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import Topology
 
 REQUEST = SendRequest(
     message_id="msg-1", campaign_id="c-1", to="+919812345678", text="नमस्ते 😀",

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from broker.base import ConnectionLost, Delivery, Outgoing, PublishFailed, TopologyConflict
-from broker.memory import MemoryBroker, topic_matches
-from schemas.senders import Lane
-from schemas.topology import QueueType, Topology
+from ics_sms.broker.base import ConnectionLost, Delivery, Outgoing, PublishFailed, TopologyConflict
+from ics_sms.broker.memory import MemoryBroker, topic_matches
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import QueueType, Topology
 
 TOPOLOGY = Topology()
 

@@ -16,14 +16,14 @@ import pytest
 from aiohttp.test_utils import TestServer
 from redis import Redis
 
-from broker.context_store import ContextStore, InMemoryContextStore
-from broker.link_store import InMemoryLinkStore, LinkStore
-from callbacks.app import create_app
-from callbacks.link import BrokerOpener
-from schemas.senders import Sender, Senders, SenderType
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
-from schemas.topology import Topology
+from ics_sms.callbacks.app import create_app
+from ics_sms.callbacks.link import BrokerOpener
+from ics_sms.schemas.senders import Sender, Senders, SenderType
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.topology import Topology
+from ics_sms.stores.context import ContextStore, InMemoryContextStore
+from ics_sms.stores.links import InMemoryLinkStore, LinkStore
 from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver
 from tests.faults import TcpProxy
 

@@ -11,8 +11,8 @@ import orjson
 import pika
 from aiohttp.test_utils import TestServer
 
-from schemas.messages import ReceiptEvent
-from schemas.topology import Topology
+from ics_sms.schemas.messages import ReceiptEvent
+from ics_sms.schemas.topology import Topology
 
 TS = 1764230400
 """A receipt time (2025-11-27 08:00:00 UTC)."""

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from broker.base import Broker, ConnectionLost
-from broker.memory import MemoryBroker
-from callbacks.link import BrokerLink, reconnect_delay
-from schemas.topology import Topology
+from ics_sms.broker.base import Broker, ConnectionLost
+from ics_sms.broker.memory import MemoryBroker
+from ics_sms.callbacks.link import BrokerLink, reconnect_delay
+from ics_sms.schemas.topology import Topology
 
 TOPOLOGY = Topology(namespace="unit.")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from broker.link_store import InMemoryLinkStore, ShortLink
-from schemas.messages import Status
+from ics_sms.schemas.messages import Status
+from ics_sms.stores.links import InMemoryLinkStore, ShortLink
 from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver
 
 LINK = ShortLink(code="Ab3dEf9hIj", url="https://shop.example.in/sale?x=1", message_id="m-1",

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
-from broker.memory import MemoryBroker
-from callbacks.link import BrokerLink
-from callbacks.publisher import ConfirmingPublisher, ConfirmTimeout
-from schemas.topology import Topology
+from ics_sms.broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
+from ics_sms.broker.memory import MemoryBroker
+from ics_sms.callbacks.link import BrokerLink
+from ics_sms.callbacks.publisher import ConfirmingPublisher, ConfirmTimeout
+from ics_sms.schemas.topology import Topology
 
 TOPOLOGY = Topology(namespace="unit.")
 

@@ -12,14 +12,14 @@ import pika
 import pytest
 from click.testing import CliRunner, Result
 
-from broker.codec import event_message
-from broker.connect import open_broker
-from broker.memory import MemoryBroker
-from callbacks.tail import EventFilter, tail_events
+from ics_sms.broker.codec import event_message
+from ics_sms.broker.connect import open_broker
+from ics_sms.broker.memory import MemoryBroker
+from ics_sms.callbacks.tail import EventFilter, tail_events
 from ics_sms.cli import events_cmd
-from schemas.messages import ReceiptEvent, Status, make_event_id
-from schemas.settings import Settings
-from schemas.topology import Topology
+from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import Topology
 
 AT = datetime(2025, 11, 27, 8, 0, tzinfo=UTC)
 

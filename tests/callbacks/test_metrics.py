@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.smsgid import SmsgidSigner
 from tests.callbacks.receiver_helpers import TS, EventsQueue, Receiver
 
 

@@ -8,9 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from broker.codec import event_message
-from broker.context_store import MessageContext
-from callbacks.receipts import (
+from ics_sms.broker.codec import event_message
+from ics_sms.callbacks.receipts import (
     INVALID_SMSGID,
     BodyError,
     ParsedReceipts,
@@ -19,10 +18,11 @@ from callbacks.receipts import (
     parse_operator,
     to_event,
 )
-from schemas.ics import OPERATOR_STATUS_MAP, OperatorStatus
-from schemas.messages import Encoding, ReceiptEvent, Status
-from schemas.smsgid import SmsgidSigner
-from schemas.topology import Topology
+from ics_sms.schemas.ics import OPERATOR_STATUS_MAP, OperatorStatus
+from ics_sms.schemas.messages import Encoding, ReceiptEvent, Status
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.topology import Topology
+from ics_sms.stores.context import MessageContext
 
 TS = 1764230400
 AT = datetime(2025, 11, 27, 8, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import SecretStr
 
-from broker.context_store import InMemoryContextStore, MessageContext, RedisContextStore
-from schemas.messages import Encoding, Status
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.messages import Encoding, Status
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.stores.context import InMemoryContextStore, MessageContext, RedisContextStore
 from tests.callbacks.receiver_helpers import TS, EventsQueue, Receiver, StartReceiver, delivered
 
 AT = datetime.fromtimestamp(TS, UTC)
@@ -235,7 +235,7 @@ class TestRefusals:
         def broken(*_args: object) -> None:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr("callbacks.service.to_event", broken)
+        monkeypatch.setattr("ics_sms.callbacks.service.to_event", broken)
         status, answer = await receiver.post(delivered(signer.sign("m-1")))
         assert (status, answer["reason"]) == (500, "internal error, send again later")
 

@@ -9,12 +9,12 @@ from collections.abc import Sequence
 import pytest
 from pydantic import SecretStr
 
-from broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
-from broker.memory import MemoryBroker
-from callbacks.app import LINK
-from callbacks.link import BrokerOpener
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
+from ics_sms.broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
+from ics_sms.broker.memory import MemoryBroker
+from ics_sms.callbacks.app import LINK
+from ics_sms.callbacks.link import BrokerOpener
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
 from tests.callbacks.receiver_helpers import (
     EventsQueue,
     StartReceiver,

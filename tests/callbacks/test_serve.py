@@ -11,12 +11,12 @@ import aiohttp
 import orjson
 import pytest
 
-from broker.context_store import InMemoryContextStore, MessageContext
-from broker.memory import hub_for
-from callbacks.serve import StartupError, bind_socket, start_receiver
-from schemas.senders import Sender, Senders
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
+from ics_sms.broker.memory import hub_for
+from ics_sms.callbacks.serve import StartupError, bind_socket, start_receiver
+from ics_sms.schemas.senders import Sender, Senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.stores.context import InMemoryContextStore, MessageContext
 
 
 class GatedStore(InMemoryContextStore):

@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from producers.errors import PublishError
-from producers.publisher import Producer
-from producers.retry import RetryPolicy
-from schemas.messages import SendRequest
-from schemas.senders import Senders
-from schemas.topology import Topology
+from ics_sms.producers.errors import PublishError
+from ics_sms.producers.publisher import Producer
+from ics_sms.producers.retry import RetryPolicy
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.topology import Topology
 
 __all__ = ["TEMPLATE_ID", "Campaign", "CampaignPublisher", "build_campaign"]
 

@@ -34,8 +34,8 @@ from pydantic import SecretStr
 from redis import Redis
 from redis.exceptions import RedisError
 
-from schemas.senders import ClickTracking, Lane, Sender, Senders, SenderType, save_senders
-from schemas.topology import Topology
+from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders, SenderType, save_senders
+from ics_sms.schemas.topology import Topology
 from tests.chaos.campaign import Campaign, CampaignPublisher
 from tests.chaos.ledger import Ledger
 from tests.faults import ProxyThread

@@ -3,7 +3,7 @@
 The :class:`Ledger` is a plain pika consumer in a thread of its own, connected straight to
 RabbitMQ (never through a fault proxy): it plays the analytics consumer on ``sms.events``
 and the operator on ``sms.dead``. Every event is validated against the published
-:class:`~schemas.messages.ReceiptEvent` contract. :func:`account` turns what it saw into
+:class:`~ics_sms.schemas.messages.ReceiptEvent` contract. :func:`account` turns what it saw into
 the verdict of a scenario.
 """
 
@@ -20,8 +20,8 @@ import pika
 from pika.exceptions import AMQPError
 from pydantic import ValidationError
 
-from schemas.messages import TERMINAL_STATUSES, ReceiptEvent, Status
-from schemas.topology import HEADER_REASON, Topology
+from ics_sms.schemas.messages import TERMINAL_STATUSES, ReceiptEvent, Status
+from ics_sms.schemas.topology import HEADER_REASON, Topology
 
 __all__ = ["DeadLetter", "Ledger", "Verdict", "account"]
 

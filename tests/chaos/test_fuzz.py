@@ -31,23 +31,23 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from broker.base import Delivery
-from broker.context_store import InMemoryContextStore, MessageContext
-from broker.memory import MemoryBroker
-from schemas.ics import DatasendRequest, RecordResult
-from schemas.messages import ReceiptEvent
-from schemas.senders import ClickTracking, Lane, Sender, Senders, SenderType
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
-from schemas.topology import HEADER_REASON
+from ics_sms.broker.base import Delivery
+from ics_sms.broker.memory import MemoryBroker
+from ics_sms.schemas.ics import DatasendRequest, RecordResult
+from ics_sms.schemas.messages import ReceiptEvent
+from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders, SenderType
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.topology import HEADER_REASON
+from ics_sms.stores.context import InMemoryContextStore, MessageContext
+from ics_sms.workers.ics import SubmitResult
+from ics_sms.workers.jobs import Job, Settle
+from ics_sms.workers.service import Worker, _Session
+from ics_sms.workers.submit import Submitter
 from tests.chaos.campaign import TEMPLATE_ID
 from tests.chaos.conftest import MakeStack
 from tests.chaos.harness import ENTITY_ID, FAST, FULL, http_request, profiles
 from tests.chaos.results import Row, record
-from workers.ics import SubmitResult
-from workers.jobs import Job, Settle
-from workers.service import Worker, _Session
-from workers.submit import Submitter
 
 EXAMPLES = {FAST: 100, FULL: 3_000}
 

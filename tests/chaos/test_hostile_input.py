@@ -27,9 +27,9 @@ import orjson
 import pika
 import pytest
 
-from schemas.messages import MAX_TEXT_CHARS
-from schemas.senders import Lane
-from schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.messages import MAX_TEXT_CHARS
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.smsgid import SmsgidSigner
 from tests.chaos.campaign import TEMPLATE_ID, build_campaign
 from tests.chaos.conftest import MakeStack
 from tests.chaos.harness import FAST, FULL, Stack, http_request, poll_until, profiles

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from producers.publisher import Producer
+from ics_sms.producers.publisher import Producer
 from tests.chaos.campaign import build_campaign
 from tests.chaos.conftest import MakeStack
 from tests.chaos.harness import FAST, FULL, poll_until, wait_for

@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from producers.publisher import Producer
-from schemas.senders import Lane
+from ics_sms.producers.publisher import Producer
+from ics_sms.schemas.senders import Lane
 from tests.chaos.campaign import build_campaign
 from tests.chaos.conftest import MakeStack
 from tests.chaos.harness import FAST, FULL, BrokerProbe, Service, Stack, profiles

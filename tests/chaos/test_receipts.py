@@ -22,7 +22,7 @@ import time
 import orjson
 import pytest
 
-from schemas.senders import ClickTracking
+from ics_sms.schemas.senders import ClickTracking
 from tests.chaos.campaign import build_campaign
 from tests.chaos.conftest import MakeStack
 from tests.chaos.harness import FAST, FULL, http_request, poll_until, profiles, wait_for

@@ -30,8 +30,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
-from schemas.senders import Sender, SenderType
-from schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.senders import Sender, SenderType
+from ics_sms.schemas.smsgid import SmsgidSigner
 from tests.chaos.campaign import build_campaign
 from tests.chaos.conftest import MakeStack
 from tests.chaos.harness import ENTITY_ID, FAST, FULL, Stack, free_port, profiles, wait_for

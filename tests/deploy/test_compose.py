@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from schemas.definitions import definitions
-from schemas.senders import load_senders
-from schemas.settings import Settings
+from ics_sms.schemas.definitions import definitions
+from ics_sms.schemas.senders import load_senders
+from ics_sms.schemas.settings import Settings
 from tests.deploy.manifests import DEPLOY
 
 COMPOSE_FILE = DEPLOY / "compose.yaml"

@@ -44,9 +44,8 @@ def stages() -> list[list[tuple[str, str]]]:
 
 
 def packages() -> list[str]:
-    """Top-level packages of the distribution (pyproject's packages.find include)."""
-    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    return sorted(p.rstrip("*") for p in include)
+    """The folders the distribution's packages come from (pyproject's package-dir)."""
+    return sorted(set(PYPROJECT["tool"]["setuptools"]["package-dir"].values()))
 
 
 def test_both_stages_start_from_python_3_11_slim() -> None:

@@ -19,9 +19,9 @@ import kubernetes_validate
 import pytest
 import referencing
 
-from schemas.definitions import definitions
-from schemas.senders import Senders, load_senders
-from schemas.settings import Settings
+from ics_sms.schemas.definitions import definitions
+from ics_sms.schemas.senders import Senders, load_senders
+from ics_sms.schemas.settings import Settings
 from tests.deploy.manifests import (
     DEPLOY,
     K8S,

@@ -1,6 +1,6 @@
 """deploy/ declares exactly the exchanges, queues and bindings the code declares.
 
-The code's declaration is :class:`schemas.topology.Topology`; deploy/ names queues in the
+The code's declaration is :class:`ics_sms.schemas.topology.Topology`; deploy/ names queues in the
 RabbitMQ definitions (compose and Kubernetes), the KEDA triggers, the alert rules and the
 dashboard. A queue deploy/ names that the code does not declare, or one it misses, fails
 here with its name.
@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from schemas.senders import Lane
-from schemas.topology import Topology
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import Topology
 from tests.deploy.manifests import DEPLOY, K8S, find, render
 
 CODE = Topology()

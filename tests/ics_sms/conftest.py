@@ -8,14 +8,13 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-import broker.amqp
-import broker.connect
+from ics_sms.broker import amqp, connect
 
 
 @pytest.fixture
 def isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every invocation configures structlog on the runner's stderr: undo that afterwards."""
-    for module in (broker.connect, broker.amqp):
+    for module in (connect, amqp):
         monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
     pika_level = logging.getLogger("pika").level
     yield

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner, Result
 from pydantic import SecretStr
 
-from broker.admin import declare_topology
+from ics_sms.broker.admin import declare_topology
 from ics_sms.cli.publish_cmd import publish_command
-from schemas.senders import Lane, Sender, Senders, save_senders
-from schemas.settings import Settings
-from schemas.topology import Topology
+from ics_sms.schemas.senders import Lane, Sender, Senders, save_senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import Topology
 
 NUMBER = "+919812345678"
 SENDERS = (

@@ -19,10 +19,10 @@ import urllib3
 from click.testing import CliRunner, Result
 
 from ics_sms.cli.receiver_cmd import receiver_command
-from schemas.messages import ReceiptEvent
-from schemas.senders import Sender, Senders, SenderType, save_senders
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.messages import ReceiptEvent
+from ics_sms.schemas.senders import Sender, Senders, SenderType, save_senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
 
 SENDER = Sender(name="acme-otp", type=SenderType.SERVICE_IMPLICIT, sender_id="ACMEIN",
                 username="acme", token="not-a-real-ics-token")

@@ -44,8 +44,8 @@ from ics_sms.sandbox import (
 from ics_sms.sandbox.faults import TokenBucket
 from ics_sms.sandbox.outcomes import decide
 from ics_sms.sandbox.receipts import retry_delay_s
-from schemas.ics import FAILURE_CODES, ReceiptData, datasend_response, receipt_groups
-from schemas.senders import Sender, Senders, SenderType
+from ics_sms.schemas.ics import FAILURE_CODES, ReceiptData, datasend_response, receipt_groups
+from ics_sms.schemas.senders import Sender, Senders, SenderType
 
 USER, TOKEN = "acme", "tok-acme-0123456789"
 OTHER_USER, OTHER_TOKEN = "other", "tok-other-9876543210"

@@ -10,8 +10,8 @@ from click.testing import CliRunner, Result
 from jsonschema import Draft202012Validator
 
 from ics_sms.cli.main import cli
-from schemas.export import asyncapi_document, json_schemas
-from schemas.topology import Topology
+from ics_sms.schemas.export import asyncapi_document, json_schemas
+from ics_sms.schemas.topology import Topology
 
 FILES = ["ReceiptEvent.schema.json", "SendRequest.schema.json", "asyncapi.json"]
 

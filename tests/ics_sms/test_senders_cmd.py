@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ics_sms.cli.main import cli
-from schemas.senders import TokenSource, load_senders
+from ics_sms.schemas.senders import TokenSource, load_senders
 
 TOKEN = "ics-bearer-TOKEN-do-not-print-4f2a9c"
 PUBLIC_URL = "https://hooks.example.com"

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ics_sms.cli.main import cli
-from schemas.senders import Lane
-from schemas.settings import Settings
-from schemas.topology import Topology
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import Topology
 
 PASSWORD = "hunter2-broker-pw"
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producers.campaign import (
+from ics_sms.producers.campaign import (
     CampaignDefaults,
     CampaignFileError,
     CampaignFormat,

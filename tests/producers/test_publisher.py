@@ -16,25 +16,25 @@ from amqp.method_framing import frame_writer
 from amqp.serialization import dumps
 from pydantic import SecretStr
 
-from broker.admin import declare_topology
+from ics_sms.broker.admin import declare_topology
 
 # Submodules, not the package: under a bare `pytest` (not `python -m pytest`) the folder
 # tests/producers/ shadows the package itself; its submodules still resolve.
-from producers.confirms import ConfirmWindow
-from producers.errors import (
+from ics_sms.producers.confirms import ConfirmWindow
+from ics_sms.producers.errors import (
     BrokerUnavailable,
     InvalidRequest,
     ProducerError,
     PublishError,
     TopologyConflict,
 )
-from producers.framing import PublishFramer
-from producers.publisher import Producer, validate_request
-from producers.retry import RetryPolicy
-from schemas.messages import SendRequest
-from schemas.senders import Lane, Sender, Senders, save_senders
-from schemas.settings import Settings
-from schemas.topology import Queue, QueueType, Topology
+from ics_sms.producers.framing import PublishFramer
+from ics_sms.producers.publisher import Producer, validate_request
+from ics_sms.producers.retry import RetryPolicy
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.senders import Lane, Sender, Senders, save_senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import Queue, QueueType, Topology
 
 SERVICE = Sender(name="acme-otp", type="service_implicit", sender_id="ACMEIN", username="acme",
                  token=SecretStr("service-token-123"))

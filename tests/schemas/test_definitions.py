@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from schemas.definitions import (
+from ics_sms.schemas.definitions import (
     DEFAULT_VHOST,
     definitions,
     main,
     render_configmap,
     render_json,
 )
-from schemas.topology import QueueType, Topology
+from ics_sms.schemas.topology import QueueType, Topology
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKED_IN = REPO / "deploy" / "rabbitmq" / "definitions.json"
@@ -31,14 +31,14 @@ CHECKED_IN_CONFIGMAP = REPO / "deploy" / "k8s" / "base" / f"{CONFIGMAP_NAME}.yam
 def test_the_checked_in_definitions_are_what_the_code_generates() -> None:
     assert CHECKED_IN.read_text() == render_json(definitions()), (
         "deploy/rabbitmq/definitions.json is stale; regenerate with: "
-        "python -m schemas.definitions > deploy/rabbitmq/definitions.json"
+        "python -m ics_sms.schemas.definitions > deploy/rabbitmq/definitions.json"
     )
 
 
 def test_the_checked_in_configmap_is_what_the_code_generates() -> None:
     assert CHECKED_IN_CONFIGMAP.read_text() == render_configmap(definitions(), CONFIGMAP_NAME), (
         f"{CHECKED_IN_CONFIGMAP.relative_to(REPO)} is stale; regenerate with: "
-        f"python -m schemas.definitions --configmap {CONFIGMAP_NAME} "
+        f"python -m ics_sms.schemas.definitions --configmap {CONFIGMAP_NAME} "
         f"> {CHECKED_IN_CONFIGMAP.relative_to(REPO)}"
     )
 
@@ -130,6 +130,6 @@ def test_main_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_python_dash_m_runs_main() -> None:
-    result = subprocess.run([sys.executable, "-m", "schemas.definitions"], capture_output=True,
-                            text=True, check=True, cwd=REPO, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "ics_sms.schemas.definitions"],
+                            capture_output=True, text=True, check=True, cwd=REPO, timeout=60)
     assert result.stdout == CHECKED_IN.read_text()

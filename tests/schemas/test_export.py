@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from schemas.export import asyncapi_document, export, json_schemas
-from schemas.messages import ReceiptEvent, SendRequest, Status, make_event_id
-from schemas.senders import Lane
-from schemas.topology import Topology
+from ics_sms.schemas.export import asyncapi_document, export, json_schemas
+from ics_sms.schemas.messages import ReceiptEvent, SendRequest, Status, make_event_id
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import Topology
 
 VALID_REQUEST: dict[str, Any] = {
     "message_id": "msg-0001",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.ics import (
+from ics_sms.schemas.ics import (
     DATASEND_PATH,
     FAILURE_CODES,
     MAX_RECORDS_PER_REQUEST,
@@ -21,7 +21,7 @@ from schemas.ics import (
     datasend_response,
     receipt_groups,
 )
-from schemas.messages import Status
+from ics_sms.schemas.messages import Status
 
 RECORD: dict[str, Any] = {
     "to": "919812345678", "from": "ACMEIN", "smstext": "Your OTP is 4821",

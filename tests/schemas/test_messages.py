@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.errors import describe
-from schemas.messages import (
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.messages import (
     MAX_TEXT_CHARS,
     SCHEMA_VERSION,
     TERMINAL_STATUSES,

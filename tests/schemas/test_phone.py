@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.phone import InvalidNumber, normalize_e164
+from ics_sms.schemas.phone import InvalidNumber, normalize_e164
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from schemas.errors import describe
-from schemas.senders import (
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.senders import (
     ClickTracking,
     Lane,
     Sender,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from schemas.errors import describe
-from schemas.settings import DEFAULT_ICS_URL, Settings, redact_url
-from schemas.topology import QueueType
+from ics_sms.schemas.errors import describe
+from ics_sms.schemas.settings import DEFAULT_ICS_URL, Settings, redact_url
+from ics_sms.schemas.topology import QueueType
 
 
 @pytest.fixture(autouse=True)

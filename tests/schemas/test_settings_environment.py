@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from schemas.settings import Settings
-from schemas.topology import QueueType
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import QueueType
 
 
 def test_to_environment_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.smsgid import SmsgidSigner
 
 SECRET = "callback-secret-now"
 PREVIOUS = "callback-secret-before"

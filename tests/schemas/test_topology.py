@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.senders import Lane
-from schemas.topology import (
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.topology import (
     DELAY_TIERS_S,
     Binding,
     ExchangeType,

@@ -14,15 +14,15 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from broker.base import Broker, Delivery
-from broker.codec import send_message
-from broker.connect import open_broker
-from broker.link_store import LinkStore
-from schemas.messages import ReceiptEvent, SendRequest
-from schemas.senders import Lane, Sender, Senders, SenderType
-from schemas.settings import Settings
-from workers.service import Worker
-from workers.window import Clock
+from ics_sms.broker.base import Broker, Delivery
+from ics_sms.broker.codec import send_message
+from ics_sms.broker.connect import open_broker
+from ics_sms.schemas.messages import ReceiptEvent, SendRequest
+from ics_sms.schemas.senders import Lane, Sender, Senders, SenderType
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.links import LinkStore
+from ics_sms.workers.service import Worker
+from ics_sms.workers.window import Clock
 
 SERVICE = Sender(name="otp", type=SenderType.SERVICE_IMPLICIT, sender_id="ACMEIN",
                  username="acme", token=SecretStr("tok-service-123456"),
@@ -113,7 +113,7 @@ class Pipeline:
                                    for r in requests])
 
     async def publish_raw(self, body: bytes, lane: Lane = Lane.SERVICE) -> None:
-        from broker.base import Outgoing
+        from ics_sms.broker.base import Outgoing
 
         await self.broker.publish([Outgoing(self.topology.send_exchange,
                                             self.topology.send_routing_key(lane), body)])

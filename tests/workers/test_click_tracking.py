@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from broker.link_store import InMemoryLinkStore, RedisLinkStore
-from schemas.messages import Status
-from schemas.senders import ClickTracking, Senders
-from schemas.settings import Settings
+from ics_sms.schemas.messages import Status
+from ics_sms.schemas.senders import ClickTracking, Senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.links import InMemoryLinkStore, RedisLinkStore
 from tests.workers.conftest import SERVICE, FakeIcs, Pipeline, request, running_worker
 
 TRACKED = SERVICE.model_copy(update={"name": "tracked", "click_tracking": ClickTracking.SELF,

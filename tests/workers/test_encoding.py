@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.messages import Encoding
-from workers.encoding import GSM7_BASIC, GSM7_EXTENSION, TextInfo, analyse, split
+from ics_sms.schemas.messages import Encoding
+from ics_sms.workers.encoding import GSM7_BASIC, GSM7_EXTENSION, TextInfo, analyse, split
 
 GSM = Encoding.GSM7
 UCS = Encoding.UCS2

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from schemas.ics import DatasendRequest
-from schemas.messages import Encoding, ReceiptEvent, SendRequest, Status
-from schemas.topology import Topology
-from workers.ics import IcsClient
-from workers.outcomes import Outcomes
+from ics_sms.schemas.ics import DatasendRequest
+from ics_sms.schemas.messages import Encoding, ReceiptEvent, SendRequest, Status
+from ics_sms.schemas.topology import Topology
+from ics_sms.workers.ics import IcsClient
+from ics_sms.workers.outcomes import Outcomes
 
 REQUEST = SendRequest(message_id="m-1", campaign_id="spring", to="+919812345678",
                       text="नमस्ते", dlt_template_id="1207161000000000000",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.links import CODE_LENGTH, find_urls, link_code, rewrite_links
+from ics_sms.workers.links import CODE_LENGTH, find_urls, link_code, rewrite_links
 
 SECRET = b"secret"
 BASE = "https://t.example.in"

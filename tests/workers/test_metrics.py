@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.senders import Senders, save_senders
-from schemas.settings import Settings
+from ics_sms.schemas.senders import Senders, save_senders
+from ics_sms.schemas.settings import Settings
 from tests.workers.conftest import SERVICE, FakeIcs, Pipeline, request
 
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, time
 
 import pytest
 
-from workers.policy import Disposition, RetryPolicy, classify_http_status
-from workers.ratelimit import TokenBucket
-from workers.window import PromoWindow
+from ics_sms.workers.policy import Disposition, RetryPolicy, classify_http_status
+from ics_sms.workers.ratelimit import TokenBucket
+from ics_sms.workers.window import PromoWindow
 
 
 @pytest.mark.parametrize(("status", "disposition"), [

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from schemas.messages import Encoding, Status
-from schemas.senders import Lane
-from schemas.settings import Settings
-from schemas.smsgid import SmsgidSigner
-from schemas.topology import HEADER_REASON
+from ics_sms.schemas.messages import Encoding, Status
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.topology import HEADER_REASON
 from tests.workers.conftest import (
     PROMO,
     SERVICE,

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from broker.base import Broker, Consumer, Delivery, OnDelivery, Outgoing, PublishFailed
-from schemas.topology import Topology
-from workers.settle import AckTracker, Settler
+from ics_sms.broker.base import Broker, Consumer, Delivery, OnDelivery, Outgoing, PublishFailed
+from ics_sms.schemas.topology import Topology
+from ics_sms.workers.settle import AckTracker, Settler
 
 
 class RecordingBroker(Broker):

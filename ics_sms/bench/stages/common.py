@@ -11,7 +11,7 @@ import aiohttp
 from ics_sms.bench.context import RunContext
 from ics_sms.bench.cpu import CpuMeter
 from ics_sms.bench.waits import Crashed
-from schemas.settings import Settings
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["cpu_meter", "either", "sandbox_stats", "tag_of", "task_problem", "timeout_for"]
 

@@ -26,8 +26,8 @@ from ics_sms.bench.stages.common import (
 )
 from ics_sms.bench.waits import wait_consumers, wait_until
 from ics_sms.demo.tracker import DemoTracker
-from schemas.messages import TERMINAL_STATUSES
-from schemas.senders import Lane
+from ics_sms.schemas.messages import TERMINAL_STATUSES
+from ics_sms.schemas.senders import Lane
 
 __all__ = ["run_end_to_end"]
 

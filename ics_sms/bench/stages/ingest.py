@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callbacks.bench import _fill_contexts, make_bodies, post_batches
 from ics_sms.bench.context import RunContext, stage_scope
 from ics_sms.bench.messages import SERVICE, message_id
 from ics_sms.bench.procs import Children, free_port
 from ics_sms.bench.results import Sample
 from ics_sms.bench.services import start_receiver
 from ics_sms.bench.stages.common import cpu_meter, tag_of
-from schemas.smsgid import SmsgidSigner
+from ics_sms.callbacks.bench import _fill_contexts, make_bodies, post_batches
+from ics_sms.schemas.smsgid import SmsgidSigner
 
 __all__ = ["run_ingest"]
 

@@ -26,8 +26,8 @@ from ics_sms.bench.services import start_workers
 from ics_sms.bench.stages.common import cpu_meter, tag_of, timeout_for
 from ics_sms.bench.waits import wait_consumers, wait_until
 from ics_sms.demo.tracker import percentiles
-from schemas.senders import Lane
-from schemas.settings import Settings
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["FALLBACK_RATE_PER_S", "pace_for", "run_latency"]
 

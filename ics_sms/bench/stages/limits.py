@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 from pika.spec import Basic, BasicProperties
 
-from broker.connect import open_broker
 from ics_sms.bench.amqp import PikaLink, call
 from ics_sms.bench.context import RunContext, stage_scope
 from ics_sms.bench.messages import sample_body
 from ics_sms.bench.results import Sample
 from ics_sms.bench.stages.common import cpu_meter, timeout_for
-from schemas.senders import Lane
+from ics_sms.broker.connect import open_broker
+from ics_sms.schemas.senders import Lane
 
 __all__ = ["bare_consume", "bare_publish", "run_limits"]
 

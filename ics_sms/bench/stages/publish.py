@@ -9,7 +9,7 @@ from ics_sms.bench.messages import requests
 from ics_sms.bench.publishing import publish_all, stopper
 from ics_sms.bench.results import Sample
 from ics_sms.bench.stages.common import cpu_meter, tag_of
-from schemas.senders import Lane
+from ics_sms.schemas.senders import Lane
 
 __all__ = ["run_publish"]
 

@@ -19,7 +19,7 @@ from ics_sms.bench.results import Sample
 from ics_sms.bench.services import start_workers
 from ics_sms.bench.stages.common import cpu_meter, sandbox_stats, tag_of, timeout_for
 from ics_sms.bench.waits import wait_consumers, wait_until
-from schemas.senders import Lane
+from ics_sms.schemas.senders import Lane
 
 __all__ = ["run_worker"]
 

@@ -34,8 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, Valid
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from schemas.messages import Encoding, Identifier, SendRequest
-from schemas.settings import Settings
+from ics_sms.schemas.messages import Encoding, Identifier, SendRequest
+from ics_sms.schemas.settings import Settings
 
 __all__ = [
     "DEFAULT_CONTEXT_TTL_S",

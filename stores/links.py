@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from schemas.settings import Settings
+from ics_sms.schemas.settings import Settings
 
 __all__ = [
     "DEFAULT_LINK_TTL_S",

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from broker.link_store import InMemoryLinkStore, LinkStoreError, RedisLinkStore, ShortLink
+from ics_sms.stores.links import InMemoryLinkStore, LinkStoreError, RedisLinkStore, ShortLink
 
 LINK = ShortLink(code="Ab3dEf9hIj", url="https://shop.example/x", message_id="m-1",
                  campaign_id="c", sender="s", metadata={"k": 1})

@@ -10,7 +10,9 @@ import orjson
 import pytest
 from redis import Redis
 
-from broker.context_store import (
+from ics_sms.schemas.messages import Encoding, SendRequest
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.context import (
     ContextStore,
     ContextStoreError,
     InMemoryContextStore,
@@ -18,8 +20,6 @@ from broker.context_store import (
     RedisContextStore,
     open_context_store,
 )
-from schemas.messages import Encoding, SendRequest
-from schemas.settings import Settings
 
 A = MessageContext(message_id="m-1", campaign_id="spring", sender="acme-otp",
                    metadata={"list": "vip", "tags": ["a", "b"]}, segments=2,
