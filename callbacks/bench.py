@@ -198,7 +198,7 @@ def main(receipts: int, batch: int, concurrency: int, port: int, context: bool,
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(namespace=f"bench{secrets.token_hex(3)}.",
                             senders_file=Path(tmp, "senders.toml"),
-                            callback_secret=secrets.token_urlsafe(16))
+                            callback_secret=secrets.token_urlsafe(32))
         sender = Sender(name="bench", type=SenderType.SERVICE_IMPLICIT, sender_id="BENCHX",
                         username="bench", token="bench-token-not-real")
         save_senders(settings.senders_file, Senders().add(sender))

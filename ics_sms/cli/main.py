@@ -6,7 +6,7 @@ import click
 
 from ics_sms import __version__
 from ics_sms.cli.bench_cmd import bench_command
-from ics_sms.cli.common import ErrorHandlingGroup, load_settings
+from ics_sms.cli.common import CliError, ErrorHandlingGroup, load_settings
 from ics_sms.cli.demo_cmd import demo_command
 from ics_sms.cli.events_cmd import events_command
 from ics_sms.cli.publish_cmd import publish_command
@@ -28,7 +28,13 @@ def cli() -> None:
 
     Configuration comes from ICS_SMS_* environment variables (see the README).
     """
-    settings = load_settings()
+    # The group runs before a subcommand parses its --help: an invalid environment must not
+    # stop that. Commands that need settings load them again and fail with the reason.
+    try:
+        settings = load_settings()
+    except CliError:
+        configure_logging()
+        return
     configure_logging(settings.log_level, settings.log_format)
 
 

@@ -37,7 +37,7 @@ class GatedStore(InMemoryContextStore):
 def memory_settings(tmp_path: Path) -> Settings:
     return Settings(broker_url=f"memory://serve-{uuid.uuid4().hex[:8]}",
                     namespace="serve.", senders_file=tmp_path / "senders.toml",
-                    callback_secret="serve-secret")
+                    callback_secret="serve-secret-of-at-least-32-bytes-long")
 
 
 async def test_stop_lets_a_request_in_flight_finish_and_refuses_new_ones(

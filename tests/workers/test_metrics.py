@@ -50,7 +50,7 @@ async def worker_process(worker_settings: Settings) -> AsyncIterator[str]:
            "ICS_SMS_NAMESPACE": worker_settings.namespace,
            "ICS_SMS_SENDERS_FILE": str(worker_settings.senders_file),
            "ICS_SMS_ICS_URL": str(worker_settings.ics_url),
-           "ICS_SMS_CALLBACK_SECRET": "test-callback-secret",
+           "ICS_SMS_CALLBACK_SECRET": "test-callback-secret-of-32-bytes-or-more",
            "ICS_SMS_METRICS_PORT": str(port), "ICS_SMS_LINGER_MS": "5"}
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "ics_sms", "worker",
                                                    env=env)
