@@ -19,13 +19,14 @@ import structlog
 from ics_sms.broker.base import BrokerError, ConnectionLost, Outgoing
 from ics_sms.callbacks.link import BrokerLink
 
-__all__ = ["ConfirmTimeout", "ConfirmingPublisher"]
+__all__ = ["ConfirmingPublisher", "PublishDeadlineExceeded"]
 
 log = structlog.get_logger(__name__)
 
 
-class ConfirmTimeout(BrokerError):
-    """The broker did not confirm in time; the messages may or may not be stored."""
+class PublishDeadlineExceeded(BrokerError):
+    """The messages were not confirmed within the request's deadline (queued or in flight);
+    they may or may not be stored."""
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ class ConfirmingPublisher:
             async with asyncio.timeout(self._timeout_s):
                 await item.future
         except TimeoutError:
-            raise ConfirmTimeout(f"no confirm within {self._timeout_s:g}s") from None
+            raise PublishDeadlineExceeded(f"no confirm within {self._timeout_s:g}s") from None
 
     async def _flush_forever(self) -> None:
         while True:
@@ -132,7 +133,8 @@ class ConfirmingPublisher:
             async with asyncio.timeout(self._timeout_s):
                 await broker.publish(messages)
         except TimeoutError:
-            self._fail(batch, messages, ConfirmTimeout(f"no confirm within {self._timeout_s:g}s"))
+            self._fail(batch, messages,
+                       PublishDeadlineExceeded(f"no confirm within {self._timeout_s:g}s"))
         except BrokerError as exc:
             self._fail(batch, messages, exc)
         except Exception as exc:  # a bug below us: the requests fail with 503, it is logged

@@ -11,7 +11,7 @@ import pytest
 from ics_sms.broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
 from ics_sms.broker.memory import MemoryBroker
 from ics_sms.callbacks.link import BrokerLink
-from ics_sms.callbacks.publisher import ConfirmingPublisher, ConfirmTimeout
+from ics_sms.callbacks.publisher import ConfirmingPublisher, PublishDeadlineExceeded
 from ics_sms.schemas.topology import Topology
 
 TOPOLOGY = Topology(namespace="unit.")
@@ -98,7 +98,7 @@ async def test_no_confirm_in_time_is_a_confirm_timeout(
 ) -> None:
     publisher = await started(link, timeout_s=0.05)
     broker.gate.clear()
-    with pytest.raises(ConfirmTimeout):
+    with pytest.raises(PublishDeadlineExceeded):
         await publisher.publish(messages(1))
     broker.gate.set()
     await publisher.close()
