@@ -8,6 +8,7 @@ import click
 from pydantic import ValidationError
 
 from ics_sms.schemas.errors import describe
+from ics_sms.schemas.redact import SECRETS, known_secrets
 from ics_sms.schemas.senders import SenderError, Senders, load_senders
 from ics_sms.schemas.settings import Settings
 
@@ -47,7 +48,11 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def read_senders(settings: Settings) -> Senders:
+    """The senders file; from now on their tokens and the settings' secrets are redacted
+    from every log line of this process."""
     try:
-        return load_senders(settings.senders_file)
+        senders = load_senders(settings.senders_file)
     except SenderError as exc:
         raise CliError(str(exc)) from None
+    SECRETS.add(*known_secrets(settings, senders))
+    return senders
