@@ -19,19 +19,9 @@ ICS_TOKEN = "ics-bearer-token-0042"
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    pika_level = logging.getLogger("pika").level
+def restore_logging(isolated_logging: None) -> Iterator[None]:
     yield
-    structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
-    logging.getLogger("pika").setLevel(pika_level)
-    logging.captureWarnings(False)
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def emit(capsys: pytest.CaptureFixture[str]) -> list[str]:
