@@ -33,6 +33,8 @@ from ics_sms.workers.policy import Disposition, classify_http_status
 __all__ = ["Batch", "IcsClient", "SubmitResult"]
 
 _MAX_ERROR_TEXT = 200
+_REDACTED_BYTES = 4096
+"""How much of an error body is redacted before it is cut to ``_MAX_ERROR_TEXT``."""
 _ICS_TEXT = ("error", "mid", "to", "from_")
 """The fields of a record answer that are ICS's text (and reach events and logs)."""
 
@@ -127,8 +129,9 @@ class IcsClient:
     def _interpret(status: int, payload: bytes, retry_after: str | None,
                    smsgids: list[str], clean: Callable[[str], str]) -> SubmitResult:
         if status != 200:
-            # redacted whole, then cut: a cut must not leave half a secret unrecognised
-            text = clean(payload.decode("utf-8", "replace"))[:_MAX_ERROR_TEXT].strip()
+            # redacted, then cut: a cut must not leave half a secret unrecognised
+            text = clean(payload[:_REDACTED_BYTES].decode("utf-8", "replace"))
+            text = text[:_MAX_ERROR_TEXT].strip()
             return SubmitResult(disposition=classify_http_status(status), status=status,
                                 reason=f"ICS answered HTTP {status}: {text}",
                                 retry_after_s=_retry_after(retry_after))
