@@ -20,7 +20,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from ics_sms.schemas.redact import SECRETS
 
-__all__ = ["configure_logging", "redact_event"]
+__all__ = ["configure_logging", "redact_event", "renders_json"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
@@ -125,6 +125,12 @@ def configure_logging(level: str = "info",
     )
     logging.getLogger("pika").setLevel(logging.CRITICAL if numeric > logging.DEBUG
                                        else logging.WARNING)
+
+
+def renders_json() -> bool:
+    """Whether log lines are JSON now (as :func:`configure_logging` chose)."""
+    processors = structlog.get_config()["processors"]
+    return bool(processors) and isinstance(processors[-1], structlog.processors.JSONRenderer)
 
 
 def _route_stdlib(formatter: logging.Formatter, level: int) -> None:

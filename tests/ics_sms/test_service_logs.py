@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from click.testing import CliRunner
 from pydantic import SecretStr
 
 from ics_sms.broker.codec import send_message
 from ics_sms.broker.connect import open_broker
+from ics_sms.cli.main import cli
 from ics_sms.schemas.messages import ReceiptEvent, SendRequest, Status
 from ics_sms.schemas.senders import Lane, Sender, Senders, SenderType, save_senders
 from ics_sms.schemas.settings import Settings
@@ -239,9 +241,46 @@ def test_worker_lines_are_json_without_the_password_when_the_broker_is_unreachab
     finally:
         worker.kill()
     assert code == 1
-    *logged, last = worker.lines
-    records = assert_all_json_without_secrets(logged)
+    records = assert_all_json_without_secrets(worker.lines)
     assert any(r["event"] == "broker unreachable, retrying" for r in records)
-    # the command's own one-line reason (not a log line) is the last thing it writes
-    assert last.startswith(b"Error: broker amqp://app:***@127.0.0.1:")
-    assert BROKER_PASSWORD.encode() not in last
+    # the one-line reason it exits with is a log line too (not "Error: ...")
+    last = records[-1]
+    assert (last["event"], last["level"], last["command"]) == ("cannot run", "error", "worker")
+    assert last["reason"].startswith("broker amqp://app:***@127.0.0.1:")
+    assert "unreachable after 1s" in last["reason"]
+
+
+def test_a_receiver_that_cannot_start_says_why_in_json(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        receiver = Service(env, "receiver", "--port", str(port))
+        try:
+            receiver.child.wait(60)
+            code = receiver.stop()
+        finally:
+            receiver.kill()
+    assert code == 1
+    [record] = assert_all_json_without_secrets(receiver.lines)
+    assert (record["event"], record["command"]) == ("cannot run", "receiver")
+    assert f"cannot listen on 127.0.0.1:{port}" in record["reason"]
+
+
+@pytest.mark.usefixtures("isolated_logging")
+@pytest.mark.parametrize(("fmt", "json_line"), [("json", True), ("console", False)])
+def test_only_a_service_in_json_mode_turns_its_reason_into_a_log_line(
+    env: dict[str, str], fmt: str, json_line: bool,
+) -> None:
+    unreachable = {**env, "ICS_SMS_LOG_FORMAT": fmt, "ICS_SMS_CONNECT_RETRY_S": "0",
+                   "ICS_SMS_BROKER_URL": f"amqp://app:{BROKER_PASSWORD}@127.0.0.1:9/"}
+    worker = CliRunner().invoke(cli, ["worker"], env=unreachable)
+    listing = CliRunner().invoke(cli, ["senders", "show", "nobody"], env=unreachable)
+    assert worker.exit_code == listing.exit_code == 1
+    [line] = worker.stderr.splitlines()
+    if json_line:
+        assert orjson.loads(line)["event"] == "cannot run"
+    else:
+        assert line.startswith("Error: broker amqp://app:***@127.0.0.1:9/ unreachable")
+    assert BROKER_PASSWORD not in worker.output
+    assert listing.stderr.startswith("Error: no sender named 'nobody'")  # a command, not a service
