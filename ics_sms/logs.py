@@ -9,6 +9,7 @@ tokens, URL passwords and the secrets the process knows never reach a line, whoe
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 from collections.abc import Iterable
@@ -25,7 +26,8 @@ __all__ = ["configure_logging", "redact_event", "renders_json"]
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
-_PLAIN = (int, float, bool, type(None))
+_PLAIN = (int, float, bool, type(None), datetime.date, datetime.time, datetime.timedelta)
+"""Values that cannot hold a secret: rendered as they are."""
 
 
 def _dumps(obj: object, **_kw: object) -> str:

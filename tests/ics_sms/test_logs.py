@@ -6,6 +6,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -227,3 +228,14 @@ def test_console_mode_shows_stdlib_records_readably(capsys: pytest.CaptureFixtur
     assert "Traceback" in err
     with pytest.raises(json.JSONDecodeError):
         json.loads(err.splitlines()[0])
+
+
+def test_values_that_cannot_hold_a_secret_keep_their_json_form(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("info", "json")
+    at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    structlog.get_logger("test").info("window", opens_at=at, count=3, ratio=0.5, ok=True)
+    record = json.loads(capsys.readouterr().err)
+    assert (record["opens_at"], record["count"], record["ratio"], record["ok"]) == (
+        "2026-12-01T09:30:00+00:00", 3, 0.5, True)
