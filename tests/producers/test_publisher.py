@@ -210,6 +210,18 @@ def test_invalid_request_raises_before_anything_is_sent(
     assert drain(rabbitmq_url, topology.send_queue(Lane.SERVICE)) == []
 
 
+def test_oversized_metadata_is_refused_before_anything_is_sent(
+        amqp_settings: Settings, rabbitmq_url: str, topology: Topology) -> None:
+    declare_topology(rabbitmq_url, topology)
+    producer = Producer(rabbitmq_url, topology, SENDERS)
+    with pytest.raises(InvalidRequest) as caught:
+        producer.publish(request(1, metadata={"blob": "x" * 5_000_000}))
+    [problem] = caught.value.problems
+    assert problem.startswith("metadata: is 5000011 bytes as JSON, more than 4096")
+    assert "connected=False" in repr(producer)
+    assert drain(rabbitmq_url, topology.send_queue(Lane.SERVICE)) == []
+
+
 def test_publish_many_stops_at_an_invalid_request_with_its_index(
         producer: Producer, rabbitmq_url: str, topology: Topology) -> None:
     requests = [request(0), request(1), request(2, to="not a number"), request(3)]
