@@ -7,7 +7,6 @@ from typing import Any
 
 from ics_sms.bench.results import StageResult
 from ics_sms.bench.runner import BenchReport
-from ics_sms.cli.common import CliError
 
 __all__ = ["write_plot"]
 
@@ -15,14 +14,6 @@ _TARGET_RATES = {"worker_1": 7000.0, "e2e": 3000.0, "ingest": 20000.0, "publish"
 _TARGET_P99_MS = 100.0
 _OURS = "#2f6fb0"
 _LIMIT = "#9aa5b1"
-
-
-def _figure() -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise CliError("--plot needs matplotlib: pip install matplotlib") from None
-    return Figure(figsize=(13, 6), layout="constrained")
 
 
 def _throughput(ax: Any, stages: list[StageResult]) -> None:
@@ -77,8 +68,10 @@ def _latency(ax: Any, stages: list[StageResult]) -> None:
 
 
 def write_plot(report: BenchReport, path: Path) -> None:
-    """Write the charts as a PNG."""
-    figure = _figure()
+    """Write the charts as a PNG (needs matplotlib)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 6), layout="constrained")
     rates = [s for s in report.stages.values() if not s.latency]
     latencies = [s for s in report.stages.values() if s.latency]
     left, right = figure.subplots(1, 2, width_ratios=[3, 2])

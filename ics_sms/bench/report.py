@@ -18,7 +18,7 @@ __all__ = ["LIMIT_OF", "Target", "print_report", "report_json", "targets"]
 
 LIMIT_OF = {"publish": ("limit_publish",), "e2e": ("limit_publish", "limit_consume"),
             "ingest": ("limit_publish",)}
-"""Which bare loop bounds a stage (the slower one, when two); workers: the consume loop."""
+"""Which bare loop bounds a stage (the slower one, when two); workers: the bare relay."""
 
 
 _MIN_WIDTH = 150
@@ -54,7 +54,7 @@ class Target:
 
 
 def _limits(stages: dict[str, StageResult], key: str) -> tuple[StageResult, ...]:
-    names = ("limit_consume",) if key.startswith("worker_") else LIMIT_OF.get(key, ())
+    names = ("limit_relay",) if key.startswith("worker_") else LIMIT_OF.get(key, ())
     return tuple(stages[n] for n in names if n in stages)
 
 
@@ -84,8 +84,8 @@ def targets(stages: dict[str, StageResult]) -> list[Target]:
             found.append(Target(name, goal, unit, stages[key].median, stages[key].best))
 
     rate("worker_1", "worker stage, 1 process", 7000, "msg/s")
-    if "worker_1" in stages and "limit_consume" in stages:
-        found.append(Target("worker stage, 1 process / bare consume", 0.7, "x",
+    if "worker_1" in stages and "limit_relay" in stages:
+        found.append(Target("worker stage, 1 process / bare relay", 0.7, "x",
                             ratio(stages, "worker_1", "median"),
                             ratio(stages, "worker_1", "best")))
     rate("e2e", "end to end", 3000, "msg/s")
@@ -163,7 +163,7 @@ def _detail(result: StageResult) -> str:
     return f"{accounted:,}/{counted:,} accounted"
 
 
-_CPU_ORDER = ("worker", "receiver", "bench", "broker", "sandbox")
+_CPU_ORDER = ("worker", "relay", "receiver", "bench", "broker", "sandbox")
 
 
 def _cpu(result: StageResult) -> str:

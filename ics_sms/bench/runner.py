@@ -18,8 +18,6 @@ import structlog
 
 from ics_sms.bench.amqp import PikaLink
 from ics_sms.bench.context import RunContext
-from ics_sms.bench.cpu import broker_pids
-from ics_sms.bench.machine import load_average, machine_info
 from ics_sms.bench.messages import bench_senders
 from ics_sms.bench.options import BenchOptions, Stage
 from ics_sms.bench.procs import Children
@@ -31,6 +29,7 @@ from ics_sms.bench.stages.latency import run_latency
 from ics_sms.bench.stages.limits import run_limits
 from ics_sms.bench.stages.publish import run_publish
 from ics_sms.bench.stages.worker import run_worker
+from ics_sms.bench.system import broker_pids, load_average, machine_info
 from ics_sms.schemas.senders import save_senders
 from ics_sms.schemas.settings import redact_url
 
@@ -58,6 +57,7 @@ def _stage_results(options: BenchOptions) -> dict[str, StageResult]:
     wanted: list[tuple[Stage, StageResult]] = [
         (Stage.LIMITS, StageResult("limit_publish", "limit: bare publish+confirm", "msg/s")),
         (Stage.LIMITS, StageResult("limit_consume", "limit: bare consume+ack", "msg/s")),
+        (Stage.LIMITS, StageResult("limit_relay", "limit: bare relay (1 process)", "msg/s")),
         (Stage.PUBLISH, StageResult("publish", "publish (producer)", "msg/s")),
         *[(Stage.WORKER, StageResult(f"worker_{n}", f"worker stage x{n}", "msg/s"))
           for n in options.worker_counts()],
@@ -112,6 +112,7 @@ async def _round(ctx: RunContext, stages: dict[str, StageResult], round_no: int,
     profile_dir = Path(options.profile_dir) if options.profile_dir and round_no == 1 else None
     if options.runs_stage(Stage.LIMITS):
         await _limits(ctx, stages, label, progress)
+        await record("limit_relay", partial(run_worker, ctx, 1, relay=True), options.messages)
     if options.runs_stage(Stage.PUBLISH):
         await record("publish", lambda: run_publish(ctx), options.messages)
     if options.runs_stage(Stage.WORKER):

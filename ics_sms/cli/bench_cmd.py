@@ -7,6 +7,7 @@ registering the command costs the other commands (a worker, a receiver) nothing 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import shutil
 import signal
@@ -143,6 +144,8 @@ def bench_command(broker_url: str | None, stages: tuple[str, ...], quick: bool, 
     options = _options(quick, broker_url, stages, given)
     if options.profile_dir is not None and shutil.which("py-spy") is None:
         raise CliError("--profile needs py-spy on the PATH: pip install py-spy")
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise CliError("--plot needs matplotlib: pip install matplotlib")
     report = _run(options)
     data = report_json(report)
     if as_json:

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 
 from ics_sms.bench.context import RunContext
-from ics_sms.bench.cpu import CpuMeter
+from ics_sms.bench.system import CpuMeter
 from ics_sms.bench.waits import Crashed
 from ics_sms.schemas.settings import Settings
 
