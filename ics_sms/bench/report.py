@@ -75,27 +75,24 @@ def peak(stages: dict[str, StageResult], name: str) -> float | None:
     return max(values) if values else None
 
 
+_RATE_TARGETS = (("worker_1", "worker stage, 1 process", 7000, "msg/s"),
+                 ("e2e", "end to end", 3000, "msg/s"),
+                 ("ingest", "receiver ingest", 20000, "receipts/s"),
+                 ("publish", "publish with confirms", 10000, "msg/s"))
+_LATENCY_TARGETS = (("latency", "service p99 publish → submitted"),
+                    ("latency_backlog", "service p99 while the backlog drains"))
+
+
 def targets(stages: dict[str, StageResult]) -> list[Target]:
     """The issue's targets that this run measured."""
-    found: list[Target] = []
-
-    def rate(key: str, name: str, goal: float, unit: str) -> None:
-        if key in stages:
-            found.append(Target(name, goal, unit, stages[key].median, stages[key].best))
-
-    rate("worker_1", "worker stage, 1 process", 7000, "msg/s")
+    found = [Target(name, goal, unit, stages[key].median, stages[key].best)
+             for key, name, goal, unit in _RATE_TARGETS if key in stages]
     if "worker_1" in stages and "limit_relay" in stages:
-        found.append(Target("worker stage, 1 process / bare relay", 0.7, "x",
-                            ratio(stages, "worker_1", "median"),
-                            ratio(stages, "worker_1", "best")))
-    rate("e2e", "end to end", 3000, "msg/s")
-    rate("ingest", "receiver ingest", 20000, "receipts/s")
-    rate("publish", "publish with confirms", 10000, "msg/s")
-    for key, name in (("latency", "service p99 publish → submitted"),
-                      ("latency_backlog", "service p99 while the backlog drains")):
-        if key in stages:
-            found.append(Target(name, 100, "ms", stages[key].median, stages[key].best,
-                                at_most=True))
+        found.insert(1, Target("worker stage, 1 process / bare relay", 0.7, "x",
+                               ratio(stages, "worker_1", "median"),
+                               ratio(stages, "worker_1", "best")))
+    found += [Target(name, 100, "ms", stages[key].median, stages[key].best, at_most=True)
+              for key, name in _LATENCY_TARGETS if key in stages]
     worker_rss = peak(stages, "worker_peak_rss_mb")
     if worker_rss is not None:
         found.append(Target("worker peak RSS", 150, "MiB", worker_rss, worker_rss, at_most=True))
