@@ -99,6 +99,22 @@ def targets(stages: dict[str, StageResult]) -> list[Target]:
     return found
 
 
+def _cpu_us(stage: StageResult | None, role: str) -> float | None:
+    sample = stage.median_sample() if stage is not None else None
+    value = sample.extra.get("cpu_us_per_msg", {}).get(role) if sample is not None else None
+    return float(value) if value else None
+
+
+def worker_per_relay(stages: dict[str, StageResult]) -> dict[str, float | None]:
+    """The worker stage x1 against the bare relay of the same run (medians): by rate, and
+    by CPU per message (relay µs over worker µs: robust on a shared machine)."""
+    worker, relay = _cpu_us(stages.get("worker_1"), "worker"), \
+        _cpu_us(stages.get("limit_relay"), "relay")
+    return {"rate": _round(ratio(stages, "worker_1", "median"), 3),
+            "cpu": _round(relay / worker, 3) if relay and worker else None,
+            "worker_cpu_us": worker, "relay_cpu_us": relay}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
@@ -120,6 +136,7 @@ def report_json(report: BenchReport) -> dict[str, Any]:
                   "best": _round(ratio(stages, key, "best"), 3)}
             for key in stages if _limits(stages, key)
         },
+        "worker_per_relay": worker_per_relay(stages),
         "memory_mib": {"worker_peak_rss": _round(peak(stages, "worker_peak_rss_mb")),
                        "receiver_peak_rss": _round(peak(stages, "receiver_peak_rss_mb"))},
         "targets": [t.as_json() for t in targets(stages)],
@@ -217,6 +234,12 @@ def print_report(report: BenchReport, data: dict[str, Any]) -> None:
     memory = data["memory_mib"]
     console.print(f"peak RSS: worker {_number(memory['worker_peak_rss'], 'MiB')}, "
                   f"receiver {_number(memory['receiver_peak_rss'], 'MiB')}")
+    relay = data["worker_per_relay"]
+    if relay["rate"] is not None or relay["cpu"] is not None:
+        console.print(f"worker x1 / bare relay: {_number(relay['rate'], 'x')} by rate, "
+                      f"{_number(relay['cpu'], 'x')} by CPU per message (relay "
+                      f"{_number(relay['relay_cpu_us'], 'µs')}, worker "
+                      f"{_number(relay['worker_cpu_us'], 'µs')})")
     if data["targets"]:
         console.print(_target_table(data))
     for role, path in report.profiles.items():

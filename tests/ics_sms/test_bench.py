@@ -20,7 +20,7 @@ from ics_sms.bench.amqp import PikaLink
 from ics_sms.bench.messages import sample_body
 from ics_sms.bench.profile import library_of, summarize
 from ics_sms.bench.relay import event_template, relay
-from ics_sms.bench.report import targets
+from ics_sms.bench.report import targets, worker_per_relay
 from ics_sms.bench.results import Sample, StageResult
 from ics_sms.bench.system import broker_pids
 from ics_sms.broker.connect import open_broker
@@ -59,6 +59,9 @@ def test_quick_bench_reports_every_stage(quick_run: tuple[dict[str, Any], Path])
         assert {"p50", "p95", "p99"} <= set(run["latency_ms"])
     assert set(data["ratio_to_limit"]) == {"publish", "worker_1", "worker_2", "e2e", "ingest"}
     assert {t["met"] for t in data["targets"]} <= {"met", "best run only", "not met"}
+    relay = data["worker_per_relay"]
+    assert relay["rate"] == data["ratio_to_limit"]["worker_1"]["median"] > 0
+    assert relay["cpu"] == pytest.approx(relay["relay_cpu_us"] / relay["worker_cpu_us"], 1e-2)
 
 
 def test_quick_bench_accounts_for_every_message(quick_run: tuple[dict[str, Any], Path]
@@ -129,6 +132,10 @@ def test_worker_is_held_to_the_bare_relay() -> None:
                                  rate("limit_consume", 40000))}
     ratio = {t.name: t for t in targets(stages)}["worker stage, 1 process / bare relay"]
     assert ratio.median == pytest.approx(0.4) and ratio.goal == 0.7 and ratio.met == "not met"
+    stages["worker_1"].samples[0].extra["cpu_us_per_msg"] = {"worker": 90.0}
+    stages["limit_relay"].samples[0].extra["cpu_us_per_msg"] = {"relay": 30.0}
+    assert worker_per_relay(stages) == {"rate": 0.4, "cpu": 0.333, "worker_cpu_us": 90.0,
+                                        "relay_cpu_us": 30.0}
 
 
 def test_relay_event_is_a_submitted_event_of_the_request() -> None:
