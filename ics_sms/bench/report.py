@@ -11,10 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ics_sms.bench.profile import format_summary, summarize
-from ics_sms.bench.results import StageResult
+from ics_sms.bench.results import StageResult, rounded
 from ics_sms.bench.runner import BenchReport
 
-__all__ = ["LIMIT_OF", "Target", "print_report", "report_json", "targets"]
+__all__ = ["LIMIT_OF", "P99_TARGET_MS", "RATE_TARGETS", "Target", "print_report", "report_json",
+           "targets", "worker_per_relay"]
 
 LIMIT_OF = {"publish": ("limit_publish",), "e2e": ("limit_publish", "limit_consume"),
             "ingest": ("limit_publish",)}
@@ -49,7 +50,7 @@ class Target:
     def as_json(self) -> dict[str, Any]:
         digits = 3 if self.unit == "x" else 1
         return {"name": self.name, "goal": self.goal, "unit": self.unit,
-                "median": _round(self.median, digits), "best": _round(self.best, digits),
+                "median": rounded(self.median, digits), "best": rounded(self.best, digits),
                 "met": self.met}
 
 
@@ -75,10 +76,11 @@ def peak(stages: dict[str, StageResult], name: str) -> float | None:
     return max(values) if values else None
 
 
-_RATE_TARGETS = (("worker_1", "worker stage, 1 process", 7000, "msg/s"),
+RATE_TARGETS = (("worker_1", "worker stage, 1 process", 7000, "msg/s"),
                  ("e2e", "end to end", 3000, "msg/s"),
                  ("ingest", "receiver ingest", 20000, "receipts/s"),
                  ("publish", "publish with confirms", 10000, "msg/s"))
+P99_TARGET_MS = 100.0
 _LATENCY_TARGETS = (("latency", "service p99 publish → submitted"),
                     ("latency_backlog", "service p99 while the backlog drains"))
 
@@ -86,12 +88,12 @@ _LATENCY_TARGETS = (("latency", "service p99 publish → submitted"),
 def targets(stages: dict[str, StageResult]) -> list[Target]:
     """The issue's targets that this run measured."""
     found = [Target(name, goal, unit, stages[key].median, stages[key].best)
-             for key, name, goal, unit in _RATE_TARGETS if key in stages]
+             for key, name, goal, unit in RATE_TARGETS if key in stages]
     if "worker_1" in stages and "limit_relay" in stages:
         found.insert(1, Target("worker stage, 1 process / bare relay", 0.7, "x",
                                ratio(stages, "worker_1", "median"),
                                ratio(stages, "worker_1", "best")))
-    found += [Target(name, 100, "ms", stages[key].median, stages[key].best, at_most=True)
+    found += [Target(name, P99_TARGET_MS, "ms", stages[key].median, stages[key].best, at_most=True)
               for key, name in _LATENCY_TARGETS if key in stages]
     worker_rss = peak(stages, "worker_peak_rss_mb")
     if worker_rss is not None:
@@ -110,8 +112,8 @@ def worker_per_relay(stages: dict[str, StageResult]) -> dict[str, float | None]:
     by CPU per message (relay µs over worker µs: robust on a shared machine)."""
     worker, relay = _cpu_us(stages.get("worker_1"), "worker"), \
         _cpu_us(stages.get("limit_relay"), "relay")
-    return {"rate": _round(ratio(stages, "worker_1", "median"), 3),
-            "cpu": _round(relay / worker, 3) if relay and worker else None,
+    return {"rate": rounded(ratio(stages, "worker_1", "median"), 3),
+            "cpu": rounded(relay / worker, 3) if relay and worker else None,
             "worker_cpu_us": worker, "relay_cpu_us": relay}
 
 
@@ -132,13 +134,13 @@ def report_json(report: BenchReport) -> dict[str, Any]:
                     if k != "broker_url"},
         "stages": {key: result.as_json() for key, result in stages.items()},
         "ratio_to_limit": {
-            key: {"median": _round(ratio(stages, key, "median"), 3),
-                  "best": _round(ratio(stages, key, "best"), 3)}
+            key: {"median": rounded(ratio(stages, key, "median"), 3),
+                  "best": rounded(ratio(stages, key, "best"), 3)}
             for key in stages if _limits(stages, key)
         },
         "worker_per_relay": worker_per_relay(stages),
-        "memory_mib": {"worker_peak_rss": _round(peak(stages, "worker_peak_rss_mb")),
-                       "receiver_peak_rss": _round(peak(stages, "receiver_peak_rss_mb"))},
+        "memory_mib": {"worker_peak_rss": rounded(peak(stages, "worker_peak_rss_mb")),
+                       "receiver_peak_rss": rounded(peak(stages, "receiver_peak_rss_mb"))},
         "targets": [t.as_json() for t in targets(stages)],
         "profiles": {role: _profile(path) for role, path in report.profiles.items()},
         "accounted_for_every_message": bool(stages) and all(
@@ -152,10 +154,6 @@ def _profile(path: str) -> dict[str, Any]:
             return {"path": path, **summarize(lines).as_json()}
     except OSError as exc:
         return {"path": path, "error": str(exc)}
-
-
-def _round(value: float | None, digits: int = 1) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def _number(value: float | None, unit: str = "") -> str:

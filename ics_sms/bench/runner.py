@@ -103,15 +103,23 @@ async def _round(ctx: RunContext, stages: dict[str, StageResult], round_no: int,
     options = ctx.options
     label = f"[{round_no}/{options.runs}]"
 
-    async def record(key: str, run: Callable[[], Awaitable[Sample]], count: int) -> Sample:
-        sample = await _guarded(run, count)
+    def note(key: str, sample: Sample) -> Sample:
         stages[key].samples.append(sample)
         progress(f"{label} {_describe(stages[key], sample)}")
         return sample
 
+    async def record(key: str, run: Callable[[], Awaitable[Sample]], count: int) -> Sample:
+        return note(key, await _guarded(run, count))
+
     profile_dir = Path(options.profile_dir) if options.profile_dir and round_no == 1 else None
     if options.runs_stage(Stage.LIMITS):
-        await _limits(ctx, stages, label, progress)
+        try:
+            published, consumed = await run_limits(ctx)
+        except Exception as exc:  # recorded as failed runs; the other stages still run
+            log.warning("bench stage failed", stage="limits", error=repr(exc))
+            published = consumed = _failed(options.messages, exc)
+        note("limit_publish", published)
+        note("limit_consume", consumed)
         await record("limit_relay", partial(run_worker, ctx, 1, relay=True), options.messages)
     if options.runs_stage(Stage.PUBLISH):
         await record("publish", lambda: run_publish(ctx), options.messages)
@@ -132,19 +140,6 @@ async def _round(ctx: RunContext, stages: dict[str, StageResult], round_no: int,
     if options.runs_stage(Stage.LATENCY):
         await record("latency", lambda: run_latency(ctx, backlog=False), 0)
         await record("latency_backlog", lambda: run_latency(ctx, backlog=True), options.backlog)
-
-
-async def _limits(ctx: RunContext, stages: dict[str, StageResult], label: str,
-                  progress: Progress) -> None:
-    try:
-        published, consumed = await run_limits(ctx)
-    except Exception as exc:  # recorded as a failed run; the other stages still run
-        log.warning("bench stage failed", stage="limits", error=repr(exc))
-        published = _failed(ctx.options.messages, exc)
-        consumed = _failed(ctx.options.messages, exc)
-    for key, sample in (("limit_publish", published), ("limit_consume", consumed)):
-        stages[key].samples.append(sample)
-        progress(f"{label} {_describe(stages[key], sample)}")
 
 
 async def _guarded(run: Callable[[], Awaitable[Sample]], count: int) -> Sample:
