@@ -22,7 +22,7 @@ from ics_sms.bench.profile import library_of, summarize
 from ics_sms.bench.relay import event_template, relay
 from ics_sms.bench.report import targets, worker_per_relay
 from ics_sms.bench.results import Sample, StageResult
-from ics_sms.bench.system import broker_pids
+from ics_sms.bench.system import CpuMeter, broker_pids
 from ics_sms.broker.connect import open_broker
 from ics_sms.cli.bench_cmd import bench_command
 from ics_sms.schemas.messages import ReceiptEvent, Status
@@ -177,3 +177,16 @@ async def test_relay_turns_each_request_into_one_confirmed_event_and_acks_it(
 def test_broker_pids_are_local_listeners_only(rabbitmq_url: str) -> None:
     assert broker_pids("amqp://guest:guest@203.0.113.9:5672/") == []
     assert all(psutil.pid_exists(pid) for pid in broker_pids(rabbitmq_url))
+
+
+def test_cpu_meter_counts_the_cpu_of_each_role() -> None:
+    me = psutil.Process()
+    gone = psutil.Popen(["true"])
+    gone.wait()
+    meter = CpuMeter({"bench": [me.pid], "gone": [gone.pid]})
+    meter.start()
+    before = sum(me.cpu_times()[:2])
+    while sum(me.cpu_times()[:2]) == before:  # spin until the kernel charged us a tick
+        pass
+    per_message = meter.stop(count=2)
+    assert per_message["bench"] > 0 and per_message["gone"] == 0
