@@ -68,7 +68,7 @@ class PikaLink:
                 opened.set_exception(ConnectionError(f"cannot connect: {exc!r}"))
 
         CONNECTION(params, on_open_callback=opened.set_result,
-                          on_open_error_callback=on_error, custom_ioloop=loop)
+                   on_open_error_callback=on_error, custom_ioloop=loop)
         async with asyncio.timeout(_RPC_TIMEOUT_S):
             connection = await opened
         return cls(connection, await open_channel(connection))

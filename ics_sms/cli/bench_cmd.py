@@ -132,11 +132,11 @@ def bench_command(broker_url: str | None, stages: tuple[str, ...], quick: bool, 
                   json_out: Path | None, plot: Path | None, **given: Any) -> None:
     """Measure every stage on RabbitMQ with the ICS sandbox answering at once.
 
-    Stages: the limits of broker and client (bare pika loops), publishing through the
-    producer, the worker stage (1..N processes), end to end, receipt ingest, and
-    service-lane latency (steady, and while a promotional backlog drains). Each run uses
-    a namespace of its own and deletes it; exits non-zero unless every message of every
-    run was accounted for.
+    Stages: the limits of broker and client (bare pika loops, and the bare relay: the
+    ceiling of a worker process), publishing through the producer, the worker stage
+    (1..N processes), end to end, receipt ingest, and service-lane latency (steady, and
+    while a promotional backlog drains). Each run uses a namespace of its own and deletes
+    it; exits non-zero unless every message of every run was accounted for.
     """
     from ics_sms.bench.report import print_report, report_json
 
