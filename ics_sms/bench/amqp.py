@@ -16,11 +16,11 @@ import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-import ics_sms.broker.amqp  # noqa: F401  (the services' pika transport, see the module doc)
+from ics_sms.broker.transport import CoalescingConnection
 
 __all__ = ["CONNECTION", "PikaLink", "call", "open_channel"]
 
-CONNECTION: type[AsyncioConnection] = AsyncioConnection
+CONNECTION: type[AsyncioConnection] = CoalescingConnection
 """The one place that chooses the pika connection class of the bench."""
 
 _RPC_TIMEOUT_S = 30.0
