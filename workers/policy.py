@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
+from ics_sms.backoff import backoff
+
 __all__ = ["Disposition", "RetryPolicy", "classify_http_status"]
 
 
@@ -31,7 +33,7 @@ def classify_http_status(status: int) -> Disposition:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Capped exponential backoff with full jitter; ``max_attempts`` bounds every path."""
+    """Capped exponential backoff with jitter; ``max_attempts`` bounds every path."""
 
     max_attempts: int = 10
     base_s: float = 1.0
@@ -39,9 +41,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** max(attempt - 1, 0))
-        jitter: float = (rng or random).uniform(0.5, 1.0)
-        return ceiling * jitter
+        return backoff(attempt, base_s=self.base_s, cap_s=self.cap_s, rng=rng)
 
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.max_attempts

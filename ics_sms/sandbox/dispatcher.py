@@ -19,8 +19,9 @@ import aiohttp
 import orjson
 import structlog
 
+from ics_sms.backoff import backoff
 from ics_sms.sandbox.config import SandboxConfig
-from ics_sms.sandbox.receipts import Receipt, ReceiptQueue, retry_delay_s
+from ics_sms.sandbox.receipts import Receipt, ReceiptQueue
 from ics_sms.sandbox.stats import SandboxStats
 from ics_sms.sandbox.wire import group_receipts
 
@@ -193,8 +194,8 @@ class ReceiptDispatcher:
         for receipt in batch:
             receipt.attempts += 1
             if receipt.attempts < config.receipt_max_attempts:
-                delay = retry_delay_s(receipt.attempts, config.receipt_retry_base_ms / 1000,
-                                      config.receipt_retry_cap_ms / 1000, self._rng)
+                delay = backoff(receipt.attempts, base_s=config.receipt_retry_base_ms / 1000,
+                                cap_s=config.receipt_retry_cap_ms / 1000, rng=self._rng)
                 again.append((delay, receipt))
         given_up = len(batch) - len(again)
         self._stats.receipts_retried += len(again)

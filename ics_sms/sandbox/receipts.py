@@ -1,15 +1,14 @@
-"""Receipts waiting for their time, and the retry schedule of a receipt POST that failed."""
+"""Receipts waiting for their time (a failed POST is queued again after a backoff)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import random
 from dataclasses import dataclass
 
 from ics_sms.sandbox.wire import ReceiptBody
 
-__all__ = ["Receipt", "ReceiptQueue", "retry_delay_s"]
+__all__ = ["Receipt", "ReceiptQueue"]
 
 
 @dataclass(slots=True)
@@ -58,12 +57,3 @@ class ReceiptQueue:
         self._heap.clear()
         return dropped
 
-
-def retry_delay_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Wait before POST number ``attempt + 1``: exponential from ``base_s``, capped, jittered.
-
-    The jitter keeps between half and all of the exponential step, so receipts for a
-    receiver that comes back are not all retried in the same instant.
-    """
-    step = min(cap_s, base_s * 2.0 ** max(attempt - 1, 0))
-    return step * (0.5 + rng.random() / 2)
