@@ -18,7 +18,7 @@ import aiohttp
 import structlog
 
 from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery
-from ics_sms.broker.connect import open_broker
+from ics_sms.broker.connect import connect_once, connect_with_backoff
 from ics_sms.schemas.senders import Lane, Sender, Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
@@ -51,6 +51,7 @@ __all__ = ["Worker", "WorkerStats"]
 log = structlog.get_logger(__name__)
 
 BrokerFactory = Callable[[Settings], Awaitable[Broker]]
+"""One attempt to open the settings' broker; raises :class:`ConnectionLost` when it cannot."""
 _WINDOW_POLL_S = 5.0
 _DRAIN_TIMEOUT_S = 30.0
 
@@ -67,7 +68,7 @@ class WorkerStats:
 
 
 async def _default_broker(settings: Settings) -> Broker:
-    return await open_broker(settings, name="ics-sms worker")
+    return await connect_once(settings, name="ics-sms worker")
 
 
 class Worker:
@@ -112,7 +113,9 @@ class Worker:
                 self.contexts, self.links:
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
-            broker = await self._broker_factory(self.settings)
+            broker = await connect_with_backoff(
+                self._open_broker, broker=self.settings.broker_url_redacted,
+                retry_s=self.settings.connect_retry_s)
             while True:
                 try:
                     await _Session(self, broker, self._submitter).serve(stop)
@@ -123,19 +126,15 @@ class Worker:
                 if stop.is_set():
                     return
                 self.ready.clear()
-                fresh = await self._reconnect(stop)
+                fresh = await connect_with_backoff(
+                    self._open_broker, broker=self.settings.broker_url_redacted, stop=stop)
                 if fresh is None:
                     return
                 broker = fresh
                 self.stats.reconnects += 1
 
-    async def _reconnect(self, stop: asyncio.Event) -> Broker | None:
-        while not stop.is_set():
-            try:
-                return await self._broker_factory(self.settings)
-            except ConnectionLost as exc:
-                log.error("broker still unreachable", error=str(exc))
-        return None
+    async def _open_broker(self) -> Broker:
+        return await self._broker_factory(self.settings)
 
 
 class _Session:
