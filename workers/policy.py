@@ -8,7 +8,7 @@ from enum import Enum
 
 from ics_sms.backoff import backoff
 
-__all__ = ["Disposition", "RetryPolicy", "classify_http_status"]
+__all__ = ["AttemptPolicy", "Disposition", "classify_http_status"]
 
 
 class Disposition(Enum):
@@ -32,8 +32,12 @@ def classify_http_status(status: int) -> Disposition:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Capped exponential backoff with jitter; ``max_attempts`` bounds every path."""
+class AttemptPolicy:
+    """How many ICS attempts a message gets and how long it waits between them.
+
+    Capped exponential backoff with jitter; ``max_attempts`` bounds every path. (The
+    producer's :class:`~ics_sms.producers.retry.RetryPolicy` is about reconnecting.)
+    """
 
     max_attempts: int = 10
     base_s: float = 1.0

@@ -40,7 +40,7 @@ from ics_sms.workers.metrics import (
     count_outcomes,
 )
 from ics_sms.workers.outcomes import Outcomes
-from ics_sms.workers.policy import RetryPolicy
+from ics_sms.workers.policy import AttemptPolicy
 from ics_sms.workers.ratelimit import TokenBucket
 from ics_sms.workers.settle import AckTracker, Settler
 from ics_sms.workers.submit import BatchOutcome, Submitter
@@ -91,7 +91,7 @@ class Worker:
         self.buckets = {sender.name: TokenBucket(sender.rate_per_s) for sender in senders}
         self.window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
                                      settings.promo_timezone)
-        self.policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s,
+        self.policy = AttemptPolicy(settings.max_attempts, settings.backoff_base_s,
                                   settings.backoff_cap_s)
         self.outcomes = Outcomes(settings.topology)
         self.contexts = context_store or open_context_store(settings)

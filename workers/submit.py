@@ -17,7 +17,7 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.workers.ics import IcsClient, SubmitResult
 from ics_sms.workers.jobs import Job
 from ics_sms.workers.outcomes import Outcomes
-from ics_sms.workers.policy import Disposition, RetryPolicy
+from ics_sms.workers.policy import AttemptPolicy, Disposition
 
 __all__ = ["BatchOutcome", "SenderState", "Submitter"]
 
@@ -45,7 +45,7 @@ class Submitter:
     """Calls ICS for a batch and maps the answer to events, retries and dead letters."""
 
     def __init__(self, settings: Settings, ics: IcsClient, outcomes: Outcomes,
-                 policy: RetryPolicy, rng: random.Random | None = None) -> None:
+                 policy: AttemptPolicy, rng: random.Random | None = None) -> None:
         self._settings = settings
         self._ics = ics
         self._out = outcomes

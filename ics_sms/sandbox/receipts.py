@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from ics_sms.sandbox.wire import ReceiptBody
 
-__all__ = ["Receipt", "ReceiptQueue"]
+__all__ = ["PendingReceipt", "ReceiptQueue"]
 
 
 @dataclass(slots=True)
-class Receipt:
+class PendingReceipt:
     """One receipt for one message, bound for ``url``; ``attempts`` counts POSTs so far."""
 
     url: str
@@ -27,7 +27,7 @@ class ReceiptQueue:
     __slots__ = ("_heap", "_order")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Receipt]] = []
+        self._heap: list[tuple[float, int, PendingReceipt]] = []
         self._order = itertools.count()
 
     def __len__(self) -> int:
@@ -36,7 +36,7 @@ class ReceiptQueue:
     def __repr__(self) -> str:
         return f"<ReceiptQueue waiting={len(self._heap)} next_due={self.next_due()}>"
 
-    def push(self, due: float, receipt: Receipt) -> bool:
+    def push(self, due: float, receipt: PendingReceipt) -> bool:
         """Queue ``receipt``; True when it is now the first one due."""
         heapq.heappush(self._heap, (due, next(self._order), receipt))
         return self._heap[0][2] is receipt
@@ -44,9 +44,9 @@ class ReceiptQueue:
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[Receipt]:
+    def pop_due(self, now: float) -> list[PendingReceipt]:
         """Every receipt due at ``now``, earliest first."""
-        due: list[Receipt] = []
+        due: list[PendingReceipt] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             due.append(heapq.heappop(heap)[2])

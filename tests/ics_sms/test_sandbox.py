@@ -41,7 +41,7 @@ from ics_sms.sandbox import (
     running_sandbox,
     start_sandbox,
 )
-from ics_sms.sandbox.faults import TokenBucket
+from ics_sms.sandbox.faults import ThrottleBucket
 from ics_sms.sandbox.outcomes import decide
 from ics_sms.schemas.ics import FAILURE_CODES, ReceiptData, datasend_response, receipt_groups
 from ics_sms.schemas.senders import Sender, Senders, SenderType
@@ -593,7 +593,7 @@ def test_every_failure_code_has_its_test_number(code: str) -> None:
 
 
 def test_token_bucket_admits_the_rate_and_tells_the_wait() -> None:
-    bucket = TokenBucket(rate_per_s=10, now=0.0)
+    bucket = ThrottleBucket(rate_per_s=10, now=0.0)
     assert bucket.take(10, now=0.0) == 0
     assert bucket.take(5, now=0.0) == pytest.approx(0.5)
     assert bucket.take(5, now=0.5) == 0

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time
 
 import pytest
 
-from ics_sms.workers.policy import Disposition, RetryPolicy, classify_http_status
+from ics_sms.workers.policy import AttemptPolicy, Disposition, classify_http_status
 from ics_sms.workers.ratelimit import TokenBucket
 from ics_sms.workers.window import PromoWindow
 
@@ -31,7 +31,7 @@ def test_what_is_transient(status: int, disposition: Disposition) -> None:
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    policy = RetryPolicy(max_attempts=10, base_s=1.0, cap_s=30.0)
+    policy = AttemptPolicy(max_attempts=10, base_s=1.0, cap_s=30.0)
     rng = random.Random(7)
     for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (20, 30)]:
         delays = [policy.backoff(attempt, rng) for _ in range(200)]
@@ -41,7 +41,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 
 def test_every_retry_path_ends() -> None:
-    policy = RetryPolicy(max_attempts=3)
+    policy = AttemptPolicy(max_attempts=3)
     assert [policy.exhausted(a) for a in (1, 2, 3, 4)] == [False, False, True, True]
 
 
