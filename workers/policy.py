@@ -8,7 +8,10 @@ from enum import Enum
 
 from ics_sms.backoff import backoff
 
-__all__ = ["AttemptPolicy", "Disposition", "classify_http_status"]
+__all__ = ["MAX_PARKS", "AttemptPolicy", "Disposition", "classify_http_status"]
+
+MAX_PARKS = 1440
+"""A message parked this often (paused sender, throttling) fails instead of cycling on."""
 
 
 class Disposition(Enum):

@@ -149,6 +149,7 @@ class _Session:
         self.tracker = AckTracker(broker)
         self.settler = Settler(broker, self.tracker)
         self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes,
+                               max_attempts=worker.policy.max_attempts,
                                link_secret=settings.callback_secret.get_secret_value().encode(),
                                link_base_url=str(settings.public_url))
         self.batches: dict[str, list[Job]] = {}

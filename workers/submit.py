@@ -17,14 +17,11 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.workers.ics import IcsClient, SubmitResult
 from ics_sms.workers.jobs import Job
 from ics_sms.workers.outcomes import Outcomes
-from ics_sms.workers.policy import AttemptPolicy, Disposition
+from ics_sms.workers.policy import MAX_PARKS, AttemptPolicy, Disposition
 
 __all__ = ["BatchOutcome", "SenderState", "Submitter"]
 
 log = structlog.get_logger(__name__)
-
-MAX_PARKS = 1440
-"""A message parked this often (paused sender, throttling) fails instead of cycling on."""
 
 BatchOutcome = list[tuple[Delivery, Sequence[Outgoing]]]
 
