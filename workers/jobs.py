@@ -80,6 +80,10 @@ class JobFactory:
         self._signer = signer
         self._out = outcomes
 
+    def __repr__(self) -> str:
+        return (f"<JobFactory senders={len(self._senders)} "
+                f"max_attempts={self._max_attempts}>")
+
     def decide(self, delivery: Delivery, now: datetime) -> Decision:
         try:
             request = SendRequest.model_validate_json(delivery.body)

@@ -34,6 +34,9 @@ class SenderState:
     def __init__(self) -> None:
         self.paused_until = 0.0
 
+    def __repr__(self) -> str:
+        return f"<SenderState paused_for={self.paused_for():.1f}s>"
+
     def paused_for(self) -> float:
         return max(self.paused_until - time.monotonic(), 0.0)
 
@@ -49,6 +52,10 @@ class Submitter:
         self._policy = policy
         self._rng = rng or random.Random()
         self.states: dict[str, SenderState] = {}
+
+    def __repr__(self) -> str:
+        paused = sorted(name for name, state in self.states.items() if state.paused_for())
+        return f"<Submitter {self._policy!r} paused={paused}>"
 
     def state(self, sender: Sender) -> SenderState:
         return self.states.setdefault(sender.name, SenderState())

@@ -51,3 +51,10 @@ def test_the_attempt_header_is_clamped_to_the_policy(claimed: object, attempt: i
 def test_the_parked_header_is_clamped_too(claimed: object, parked: int) -> None:
     headers = {} if claimed is None else {HEADER_PARKED: claimed}
     assert job_with(headers).parked == parked
+
+
+def test_the_factory_shows_its_bounds() -> None:
+    factory = JobFactory(TOPOLOGY, Senders(default=SERVICE.name, senders={SERVICE.name: SERVICE}),
+                         SmsgidSigner("s" * 32), Outcomes(TOPOLOGY), max_attempts=0,
+                         link_secret=b"k" * 32, link_base_url="https://l.example/")
+    assert repr(factory) == "<JobFactory senders=1 max_attempts=1>"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, time
+from time import monotonic
 
 import pytest
 
 from ics_sms.workers.policy import AttemptPolicy, Disposition, classify_http_status
 from ics_sms.workers.ratelimit import TokenBucket
+from ics_sms.workers.submit import SenderState
 from ics_sms.workers.window import PromoWindow
 
 
@@ -85,3 +87,11 @@ def test_throttling_blocks_the_sender() -> None:
     bucket = TokenBucket(rate_per_s=1000)
     bucket.block_for(2.0)
     assert bucket.delay_for(1) == pytest.approx(2.0, abs=0.05)
+
+
+def test_a_sender_state_shows_its_pause() -> None:
+    state = SenderState()
+    assert repr(state) == "<SenderState paused_for=0.0s>"
+    state.paused_until = monotonic() + 60
+    assert repr(state).startswith("<SenderState paused_for=")
+    assert repr(state) != "<SenderState paused_for=0.0s>"
