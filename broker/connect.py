@@ -1,8 +1,9 @@
 """Open the broker named by the settings; the one loop that retries an unreachable broker.
 
 Every service reaches the broker through :func:`connect_with_backoff`: the worker at start
-and after a lost connection, the receiver's :class:`~ics_sms.callbacks.connection.
-BrokerConnection`, and the command line tools through :func:`open_broker`.
+and after a lost connection, the receiver's
+:class:`~ics_sms.callbacks.connection.BrokerConnection`, and the command line tools
+through :func:`open_broker`.
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ class Worker:
         self.window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
                                      settings.promo_timezone)
         self.policy = AttemptPolicy(settings.max_attempts, settings.backoff_base_s,
-                                  settings.backoff_cap_s)
+                                    settings.backoff_cap_s)
         self.outcomes = Outcomes(settings.topology)
         self.contexts = context_store or open_context_store(settings)
         self.links = link_store or open_link_store(settings)
