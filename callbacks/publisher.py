@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import structlog
 
 from ics_sms.broker.base import BrokerError, ConnectionLost, Outgoing
-from ics_sms.callbacks.link import BrokerLink
+from ics_sms.callbacks.connection import BrokerConnection
 
 __all__ = ["ConfirmingPublisher", "PublishDeadlineExceeded"]
 
@@ -50,9 +50,9 @@ def _settle(items: list[_Waiting], error: BaseException | None) -> None:
 class ConfirmingPublisher:
     """Publishes the messages of many requests in shared confirm windows."""
 
-    def __init__(self, link: BrokerLink, *, timeout_s: float = 10.0, max_windows: int = 2,
-                 max_window_messages: int = 10_000) -> None:
-        self._link = link
+    def __init__(self, connection: BrokerConnection, *, timeout_s: float = 10.0,
+                 max_windows: int = 2, max_window_messages: int = 10_000) -> None:
+        self._connection = connection
         self._timeout_s = timeout_s
         self._max_window_messages = max_window_messages
         self._slots = asyncio.Semaphore(max_windows)
@@ -88,8 +88,8 @@ class ConfirmingPublisher:
             return
         if self._flusher is None:
             raise ConnectionLost("the publisher is not running")
-        if not self._link.ready:
-            raise ConnectionLost(f"broker unavailable: {self._link.reason}")
+        if not self._connection.ready:
+            raise ConnectionLost(f"broker unavailable: {self._connection.reason}")
         item = _Waiting(messages, asyncio.get_running_loop().create_future())
         self._waiting.append(item)
         self._wake.set()
@@ -127,9 +127,9 @@ class ConfirmingPublisher:
     async def _send(self, batch: list[_Waiting]) -> None:
         messages = [message for item in batch for message in item.messages]
         try:
-            broker = self._link.broker
+            broker = self._connection.broker
             if broker is None:
-                raise ConnectionLost(f"broker unavailable: {self._link.reason}")
+                raise ConnectionLost(f"broker unavailable: {self._connection.reason}")
             async with asyncio.timeout(self._timeout_s):
                 await broker.publish(messages)
         except TimeoutError:
