@@ -1,9 +1,11 @@
 """RabbitMQ through pika's asyncio adapter: confirms in windows, manual acks, no blocking.
 
-One connection per broker object with two channels: one in confirm mode for publishing,
-one for consuming. Batches of publishes wait for the broker's (multiple) acks together, so
-many confirms are in flight at once. A lost connection fails every pending publish with
-:class:`ConnectionLost` and voids the delivery tags of its generation.
+One connection per broker object (a :class:`~ics_sms.broker.transport.CoalescingConnection`)
+with a channel in confirm mode for publishing and one channel per consumer. Each ``publish``
+call is a window of delivery tags that waits for the broker's (multiple) acks together, so
+many confirms are in flight at once; :class:`~ics_sms.broker.confirms.ConfirmTracker` counts
+them. A lost connection fails every pending publish with :class:`ConnectionLost` and voids
+the delivery tags of its generation.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from typing import Any
 
 import pika
 import structlog
-from pika.adapters.asyncio_connection import AsyncioConnection
-from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport
 from pika.channel import Channel
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic, BasicProperties
@@ -34,6 +34,8 @@ from ics_sms.broker.base import (
     PublishFailed,
     TopologyConflict,
 )
+from ics_sms.broker.confirms import ConfirmTracker
+from ics_sms.broker.transport import CoalescingConnection
 from ics_sms.schemas.settings import redact_url
 from ics_sms.schemas.topology import Topology
 
@@ -41,44 +43,16 @@ __all__ = ["AmqpBroker"]
 
 log = structlog.get_logger(__name__)
 
-_COALESCE_BYTES = 1 << 20
-
-
-def _coalescing_produce(self: Any) -> None:
-    """pika sends every frame with its own ``send()`` (three per message); join what is
-    buffered (up to 1 MiB) into one write. Same contract as pika's ``_produce``."""
-    buffers = self._tx_buffers
-    while buffers:
-        if len(buffers) > 1 and len(buffers[0]) < _COALESCE_BYTES:
-            joined = [buffers.popleft()]
-            size = len(joined[0])
-            while buffers and size < _COALESCE_BYTES:
-                size += len(buffers[0])
-                joined.append(buffers.popleft())
-            buffers.appendleft(b"".join(joined))
-        sent = self._sigint_safe_send(self._sock, buffers[0])
-        chunk = buffers.popleft()
-        if sent < len(chunk):
-            buffers.appendleft(chunk[sent:])
-        self._tx_buffered_byte_count -= sent
-
-
-_AsyncPlaintextTransport._produce = _coalescing_produce
-
 _generations = itertools.count(1)
 _PRECONDITION_FAILED = 406
 
 
 @dataclass(slots=True)
 class _Window:
-    """Publishes awaiting confirmation, sequence numbers ``first..last``."""
+    """One ``publish`` call: its delivery tags and the future it awaits."""
 
-    first: int
-    last: int
+    tags: range
     future: asyncio.Future[None]
-    messages: Sequence[Outgoing]
-    remaining: int = 0
-    failed: str | None = None
 
 
 class _AmqpConsumer(Consumer):
@@ -112,7 +86,7 @@ class AmqpBroker(Broker):
         self._url = url
         self._params = pika.URLParameters(url)
         self._params.client_properties = {"connection_name": connection_name}
-        self._connection: AsyncioConnection | None = None
+        self._connection: CoalescingConnection | None = None
         self._closed: asyncio.Future[None] | None = None
         self._rpc_waiters: set[asyncio.Future[Any]] = set()
         self._reset()
@@ -121,18 +95,15 @@ class AmqpBroker(Broker):
         """Fresh state for a (re)connection: new delivery tags, new confirm numbering."""
         self._publisher: Channel | None = None
         self._consumers: dict[int, Channel] = {}
-        self._pending: deque[_Window] = deque()
-        self._floor = 0
-        self._singles: set[int] = set()
-        self._returns: deque[str] = deque()
-        self._published = 0
+        self._windows: deque[_Window] = deque()
+        self._confirms: ConfirmTracker[Outgoing] = ConfirmTracker()
         self.generation = next(_generations)
 
     def __repr__(self) -> str:
         state = "open" if self._closed is not None and not self._closed.done() else "closed"
         return (f"<AmqpBroker {redact_url(self._url)} {state} gen={self.generation} "
-                f"published={self._published} confirmed={self._floor} "
-                f"windows={len(self._pending)}>")
+                f"published={self._confirms.next_tag - 1} unconfirmed={len(self._confirms)} "
+                f"windows={len(self._windows)}>")
 
     # -- connection lifecycle ----------------------------------------------------------
     @property
@@ -146,17 +117,17 @@ class AmqpBroker(Broker):
             raise RuntimeError("already connected")
         self._reset()
         loop = asyncio.get_running_loop()
-        opened: asyncio.Future[AsyncioConnection] = loop.create_future()
+        opened: asyncio.Future[CoalescingConnection] = loop.create_future()
         self._closed = loop.create_future()
 
-        def on_open(connection: AsyncioConnection) -> None:
+        def on_open(connection: CoalescingConnection) -> None:
             _resolve(opened, connection)
 
-        def on_open_error(_connection: AsyncioConnection, exc: BaseException) -> None:
+        def on_open_error(_connection: CoalescingConnection, exc: BaseException) -> None:
             reason = str(exc) or f"{type(exc).__name__}{exc.args!r}"
             _fail(opened, ConnectionLost(f"cannot connect to {redact_url(self._url)}: {reason}"))
 
-        self._connection = AsyncioConnection(
+        self._connection = CoalescingConnection(
             self._params, on_open_callback=on_open, on_open_error_callback=on_open_error,
             on_close_callback=self._on_connection_closed, custom_ioloop=loop,
         )
@@ -184,7 +155,8 @@ class AmqpBroker(Broker):
         with contextlib.suppress(ConnectionLost):
             await asyncio.shield(self._closed)
 
-    def _on_connection_closed(self, _connection: AsyncioConnection, reason: BaseException) -> None:
+    def _on_connection_closed(self, _connection: CoalescingConnection,
+                              reason: BaseException) -> None:
         error = ConnectionLost(f"connection to {redact_url(self._url)} closed: {reason}")
         self._fail_everything(error)
         if self._closed is not None and not self._closed.done():
@@ -206,8 +178,8 @@ class AmqpBroker(Broker):
             connection.close(reply_text="channel lost")
 
     def _fail_everything(self, error: Exception) -> None:
-        while self._pending:
-            _fail(self._pending.popleft().future, error)
+        while self._windows:
+            _fail(self._windows.popleft().future, error)
         for waiter in list(self._rpc_waiters):
             _fail(waiter, error)
 
@@ -257,7 +229,7 @@ class AmqpBroker(Broker):
         channel = self._publisher
         if channel is None or not channel.is_open:
             raise ConnectionLost("publisher channel is not open")
-        first = self._published + 1
+        written = 0
         try:
             for message in messages:
                 properties = BasicProperties(
@@ -266,70 +238,37 @@ class AmqpBroker(Broker):
                 )
                 channel.basic_publish(message.exchange, message.routing_key, message.body,
                                       properties, mandatory=True)
-                self._published += 1
+                written += 1
         except pika.exceptions.AMQPError as exc:
+            self._confirms.sent(messages[:written])  # they took delivery tags
             raise ConnectionLost(f"publish failed: {exc!r}") from None
-        window = _Window(first, self._published, asyncio.get_running_loop().create_future(),
-                         messages, remaining=self._published - first + 1)
-        self._pending.append(window)
+        window = _Window(self._confirms.sent(messages),
+                         asyncio.get_running_loop().create_future())
+        self._windows.append(window)
         await window.future
 
     def _on_confirm(self, frame: Any) -> None:
-        """Count acks/nacks into windows; confirms may be multiple and arrive out of order."""
+        """Settle the windows the ack/nack completes (multiple, or single out of order)."""
         method = frame.method
-        failure = "broker refused (nack) a message" if isinstance(method, Basic.Nack) else None
-        if self._returns:
-            failure = self._returns.popleft()
-        if method.multiple:
-            self._confirm_range(method.delivery_tag or self._published, failure)
+        if isinstance(method, Basic.Nack):
+            self._confirms.on_nack(method.delivery_tag, method.multiple)
         else:
-            self._confirm_one(method.delivery_tag, failure)
-        if any(w.remaining == 0 for w in self._pending):
-            for window in [w for w in self._pending if w.remaining == 0]:
-                self._pending.remove(window)
-                if window.failed:
-                    _fail(window.future, PublishFailed(window.failed))
-                else:
-                    _resolve(window.future)
-
-    def _confirm_range(self, upto: int, failure: str | None) -> None:
-        lo = self._floor + 1
-        for window in self._pending:
-            if window.first > upto:
-                break
-            a, b = max(window.first, lo), min(window.last, upto)
-            if a > b:
-                continue
-            already = sum(1 for tag in self._singles if a <= tag <= b)
-            window.remaining -= b - a + 1 - already
-            window.failed = window.failed or failure
-        self._singles = {tag for tag in self._singles if tag > upto}
-        self._floor = max(self._floor, upto)
-
-    def _confirm_one(self, tag: int, failure: str | None) -> None:
-        if tag <= self._floor or tag in self._singles:
-            return
-        self._singles.add(tag)
-        for window in self._pending:
-            if window.first <= tag <= window.last:
-                window.remaining -= 1
-                window.failed = window.failed or failure
-                return
+            self._confirms.on_ack(method.delivery_tag, method.multiple)
+        for window in [w for w in self._windows if self._confirms.is_settled(w.tags)]:
+            self._windows.remove(window)
+            failure = self._confirms.release(window.tags)
+            if failure is None:
+                _resolve(window.future)
+            else:
+                _fail(window.future, PublishFailed(failure))
 
     def _on_return(self, _channel: Channel, method: Basic.Return, props: BasicProperties,
                    _body: bytes) -> None:
-        """Fail the window that holds the returned message (matched by message id);
-        when it cannot be told apart, every pending window (a retry beats a loss)."""
+        """Mark the returned message failed; its window fails once it is confirmed."""
         reason = (f"unroutable: exchange {method.exchange!r} routing key "
                   f"{method.routing_key!r} ({method.reply_text})")
         log.error("broker returned a message", reason=reason)
-        holders = [w for w in self._pending if props.message_id is not None and any(
-            m.message_id == props.message_id and m.routing_key == method.routing_key
-            for m in w.messages)]
-        if len(holders) == 1:
-            holders[0].failed = reason
-        else:  # RabbitMQ acks a returned message right after returning it
-            self._returns.append(reason)
+        self._confirms.on_return(props.message_id, method.routing_key, reason)
 
     # -- consuming -----------------------------------------------------------------------
     async def consume(self, queue: str, prefetch: int, on_delivery: OnDelivery) -> Consumer:

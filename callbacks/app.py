@@ -13,9 +13,9 @@ import structlog
 from aiohttp import web
 
 from ics_sms.broker.base import Broker
-from ics_sms.broker.connect import open_broker
+from ics_sms.broker.connect import connect_once
 from ics_sms.callbacks.clicks import ClickRecorder, LinkViews
-from ics_sms.callbacks.link import BrokerLink, BrokerOpener
+from ics_sms.callbacks.connection import BrokerConnection, BrokerOpener
 from ics_sms.callbacks.publisher import ConfirmingPublisher
 from ics_sms.callbacks.service import ReceiptService
 from ics_sms.callbacks.views import ReceiptViews, json_errors
@@ -26,7 +26,7 @@ from ics_sms.stores.context import ContextStore, open_context_store
 from ics_sms.stores.links import LinkStore, open_link_store
 
 __all__ = [
-    "LINK",
+    "CONNECTION",
     "PUBLISHER",
     "RECEIPTS_ROUTE",
     "SERVICE",
@@ -37,7 +37,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-LINK = web.AppKey("link", BrokerLink)
+CONNECTION = web.AppKey("connection", BrokerConnection)
 PUBLISHER = web.AppKey("publisher", ConfirmingPublisher)
 SERVICE = web.AppKey("service", ReceiptService)
 STORE = web.AppKey("store", ContextStore)
@@ -54,8 +54,8 @@ def make_signer(settings: Settings) -> SmsgidSigner:
 
 
 def _default_opener(settings: Settings) -> BrokerOpener:
-    async def opener(retry_s: float) -> Broker:
-        return await open_broker(settings, name="ics-sms receiver", retry_s=retry_s)
+    async def opener() -> Broker:
+        return await connect_once(settings, name="ics-sms receiver")
 
     return opener
 
@@ -72,17 +72,18 @@ def create_app(
     """The receiver. It owns (and closes) ``context_store``, by default the settings' one."""
     signer = make_signer(settings)
     store = context_store if context_store is not None else open_context_store(settings)
-    link = BrokerLink(broker_opener or _default_opener(settings), settings.topology)
-    publisher = ConfirmingPublisher(link, timeout_s=publish_timeout_s)
+    connection = BrokerConnection(broker_opener or _default_opener(settings), settings.topology,
+                                  broker=settings.broker_url_redacted)
+    publisher = ConfirmingPublisher(connection, timeout_s=publish_timeout_s)
     service = ReceiptService(settings.topology, store, publisher)
-    views = ReceiptViews(senders, signer, service, link)
+    views = ReceiptViews(senders, signer, service, connection)
     links = link_store if link_store is not None else open_link_store(settings)
     recorder = ClickRecorder(publisher)
     link_views = LinkViews(links, recorder, settings.topology)
 
     app = web.Application(client_max_size=settings.receiver_max_body_bytes,
                           middlewares=[json_errors(settings.receiver_max_body_bytes)])
-    app[LINK] = link
+    app[CONNECTION] = connection
     app[PUBLISHER] = publisher
     app[SERVICE] = service
     app[STORE] = store
@@ -93,9 +94,9 @@ def create_app(
     app.router.add_route("GET", "/readyz", views.readyz)
 
     async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
-        await app[LINK].start(settings.connect_retry_s)
+        await app[CONNECTION].start(settings.connect_retry_s)
         yield
-        await app[LINK].close()
+        await app[CONNECTION].close()
 
     async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
         await app[PUBLISHER].start()

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import structlog
 from aiohttp import web
 
+from ics_sms.backoff import backoff
 from ics_sms.broker.base import BrokerError, Outgoing
 from ics_sms.broker.codec import event_message
 from ics_sms.callbacks.metrics import CLICKS
@@ -30,6 +31,8 @@ log = structlog.get_logger(__name__)
 _NOT_FOUND = ("<!doctype html><title>Link not found</title><h1>This link is unknown or has "
               "expired.</h1>")
 _MAX_USER_AGENT = 512
+_RETRY_BASE_S = 0.5
+_RETRY_CAP_S = 10.0
 
 
 def click_event(topology: Topology, link: ShortLink, count: int, user_agent: str | None,
@@ -68,16 +71,17 @@ class ClickRecorder:
             await asyncio.wait_for(asyncio.shield(task), self._wait_s)
 
     async def _deliver(self, message: Outgoing) -> None:
-        delay = 0.5
+        attempt = 0
         while True:
             try:
                 await self._publisher.publish([message])
                 return
             except BrokerError as exc:
+                attempt += 1
+                delay = backoff(attempt, base_s=_RETRY_BASE_S, cap_s=_RETRY_CAP_S)
                 log.warning("click event not confirmed yet; retrying", error=str(exc),
-                            retry_in_s=delay)
+                            retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def close(self, timeout_s: float = 10.0) -> None:
         if not self._pending:

@@ -17,15 +17,16 @@ from dataclasses import dataclass
 import structlog
 
 from ics_sms.broker.base import BrokerError, ConnectionLost, Outgoing
-from ics_sms.callbacks.link import BrokerLink
+from ics_sms.callbacks.connection import BrokerConnection
 
-__all__ = ["ConfirmTimeout", "ConfirmingPublisher"]
+__all__ = ["ConfirmingPublisher", "PublishDeadlineExceeded"]
 
 log = structlog.get_logger(__name__)
 
 
-class ConfirmTimeout(BrokerError):
-    """The broker did not confirm in time; the messages may or may not be stored."""
+class PublishDeadlineExceeded(BrokerError):
+    """The messages were not confirmed within the request's deadline (queued or in flight);
+    they may or may not be stored."""
 
 
 @dataclass(slots=True)
@@ -49,9 +50,9 @@ def _settle(items: list[_Waiting], error: BaseException | None) -> None:
 class ConfirmingPublisher:
     """Publishes the messages of many requests in shared confirm windows."""
 
-    def __init__(self, link: BrokerLink, *, timeout_s: float = 10.0, max_windows: int = 2,
-                 max_window_messages: int = 10_000) -> None:
-        self._link = link
+    def __init__(self, connection: BrokerConnection, *, timeout_s: float = 10.0,
+                 max_windows: int = 2, max_window_messages: int = 10_000) -> None:
+        self._connection = connection
         self._timeout_s = timeout_s
         self._max_window_messages = max_window_messages
         self._slots = asyncio.Semaphore(max_windows)
@@ -87,8 +88,8 @@ class ConfirmingPublisher:
             return
         if self._flusher is None:
             raise ConnectionLost("the publisher is not running")
-        if not self._link.ready:
-            raise ConnectionLost(f"broker unavailable: {self._link.reason}")
+        if not self._connection.ready:
+            raise ConnectionLost(f"broker unavailable: {self._connection.reason}")
         item = _Waiting(messages, asyncio.get_running_loop().create_future())
         self._waiting.append(item)
         self._wake.set()
@@ -96,7 +97,7 @@ class ConfirmingPublisher:
             async with asyncio.timeout(self._timeout_s):
                 await item.future
         except TimeoutError:
-            raise ConfirmTimeout(f"no confirm within {self._timeout_s:g}s") from None
+            raise PublishDeadlineExceeded(f"no confirm within {self._timeout_s:g}s") from None
 
     async def _flush_forever(self) -> None:
         while True:
@@ -126,13 +127,14 @@ class ConfirmingPublisher:
     async def _send(self, batch: list[_Waiting]) -> None:
         messages = [message for item in batch for message in item.messages]
         try:
-            broker = self._link.broker
+            broker = self._connection.broker
             if broker is None:
-                raise ConnectionLost(f"broker unavailable: {self._link.reason}")
+                raise ConnectionLost(f"broker unavailable: {self._connection.reason}")
             async with asyncio.timeout(self._timeout_s):
                 await broker.publish(messages)
         except TimeoutError:
-            self._fail(batch, messages, ConfirmTimeout(f"no confirm within {self._timeout_s:g}s"))
+            self._fail(batch, messages,
+                       PublishDeadlineExceeded(f"no confirm within {self._timeout_s:g}s"))
         except BrokerError as exc:
             self._fail(batch, messages, exc)
         except Exception as exc:  # a bug below us: the requests fail with 503, it is logged

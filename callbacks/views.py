@@ -21,7 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestPayloadError
 
 from ics_sms.broker.base import BrokerError
-from ics_sms.callbacks.link import BrokerLink
+from ics_sms.callbacks.connection import BrokerConnection
 from ics_sms.callbacks.metrics import (
     PUBLISH_DURATION,
     REFUSED,
@@ -97,14 +97,14 @@ class ReceiptViews:
     """The receiver's endpoints, bound to what they need."""
 
     def __init__(self, senders: Senders, signer: SmsgidSigner, service: ReceiptService,
-                 link: BrokerLink) -> None:
+                 connection: BrokerConnection) -> None:
         self._senders = senders
         self._signer = signer
         self._service = service
-        self._link = link
+        self._connection = connection
 
     def __repr__(self) -> str:
-        return f"<ReceiptViews senders={len(self._senders)} link={self._link!r}>"
+        return f"<ReceiptViews senders={len(self._senders)} connection={self._connection!r}>"
 
     async def receipts(self, request: web.Request) -> web.Response:
         """``GET|POST /ics/{token}/receipts``: one sender's receipts."""
@@ -171,6 +171,6 @@ class ReceiptViews:
 
     async def readyz(self, _request: web.Request) -> web.Response:
         """The broker connection is usable: receipts would be accepted."""
-        if self._link.ready:
+        if self._connection.ready:
             return json_response({"status": "ready"})
-        return json_response({"status": "unavailable", "reason": self._link.reason}, 503)
+        return json_response({"status": "unavailable", "reason": self._connection.reason}, 503)

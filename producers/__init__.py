@@ -1,17 +1,18 @@
 """The producer library campaign engines embed: validated send requests onto RabbitMQ.
 
-See :class:`ics_sms.producers.publisher.Producer` and, for campaign files,
-:mod:`ics_sms.producers.campaign`.
+See :class:`ics_sms.producers.publisher.Producer`, its errors in
+:mod:`ics_sms.producers.errors` (all rooted at :class:`ProducerError`) and, for campaign
+files, :mod:`ics_sms.producers.campaign`.
 """
 
 from ics_sms.producers.errors import (
     BrokerUnavailable,
     ConfirmTimeout,
-    ConnectionLost,
     InvalidRequest,
     ProducerError,
     PublishError,
-    TopologyConflict,
+    PublishInterrupted,
+    TopologyMismatch,
 )
 from ics_sms.producers.publisher import OnProgress, Producer, RequestLike, validate_request
 from ics_sms.producers.retry import RetryPolicy
@@ -19,14 +20,14 @@ from ics_sms.producers.retry import RetryPolicy
 __all__ = [
     "BrokerUnavailable",
     "ConfirmTimeout",
-    "ConnectionLost",
     "InvalidRequest",
     "OnProgress",
     "Producer",
     "ProducerError",
     "PublishError",
+    "PublishInterrupted",
     "RequestLike",
     "RetryPolicy",
-    "TopologyConflict",
+    "TopologyMismatch",
     "validate_request",
 ]

@@ -1,9 +1,21 @@
 """What can go wrong when publishing, as exceptions a campaign engine can act on.
 
-Every error is one line saying why. Publishing errors carry ``confirmed``: how many
-requests of the call, counted from the first, the broker confirmed before it stopped
-(the ones after it are *not* reported as published; publishing them again is safe
-because ``message_id`` is the idempotency key).
+Every error is one line saying why, and every one is a :class:`ProducerError`::
+
+    ProducerError
+    ├── InvalidRequest       a send request failed validation (``index``, ``confirmed``)
+    ├── BrokerUnavailable    no connection within the retry budget
+    ├── TopologyMismatch     the broker holds our exchanges/queues with other arguments
+    └── PublishError         the broker did not confirm everything (``confirmed``)
+        ├── PublishInterrupted   the connection dropped and stayed down
+        └── ConfirmTimeout       no confirm for ``confirm_timeout_s``
+
+Publishing errors carry ``confirmed``: how many requests of the call, counted from the
+first, the broker confirmed before it stopped (the ones after it are *not* reported as
+published; publishing them again is safe because ``message_id`` is the idempotency key).
+
+These are the producer's own names: the services' broker layer has its own errors
+(:mod:`ics_sms.broker.base`, rooted at ``BrokerError``), which never reach a producer caller.
 """
 
 from __future__ import annotations
@@ -13,11 +25,11 @@ from collections.abc import Sequence
 __all__ = [
     "BrokerUnavailable",
     "ConfirmTimeout",
-    "ConnectionLost",
     "InvalidRequest",
     "ProducerError",
     "PublishError",
-    "TopologyConflict",
+    "PublishInterrupted",
+    "TopologyMismatch",
 ]
 
 
@@ -37,8 +49,9 @@ class InvalidRequest(ProducerError, ValueError):
         super().__init__(f"{where}: " + "; ".join(self.problems))
 
 
-class TopologyConflict(ProducerError):
-    """An exchange or queue on the broker was declared with other arguments than ours."""
+class TopologyMismatch(ProducerError):
+    """The broker holds an exchange or queue of the namespace with other arguments than the
+    producer declares (raised by ``connect``; delete it or choose another namespace)."""
 
 
 class BrokerUnavailable(ProducerError):
@@ -54,8 +67,9 @@ class PublishError(ProducerError):
         super().__init__(f"{reason} ({confirmed} confirmed before it)")
 
 
-class ConnectionLost(PublishError):
-    """The connection dropped and could not be re-established within the retry budget."""
+class PublishInterrupted(PublishError):
+    """The connection dropped during the call and could not be re-established within the
+    retry budget."""
 
 
 class ConfirmTimeout(PublishError):

@@ -25,7 +25,7 @@ Guarantees:
 
 Connection handling, retries and declarations use kombu. Publishing itself writes
 pre-encoded frames (:mod:`ics_sms.producers.framing`) on the py-amqp connection underneath kombu and
-keeps up to ``max_in_flight`` confirms outstanding (:mod:`ics_sms.producers.confirms`); kombu's own
+keeps up to ``max_in_flight`` confirms outstanding (:mod:`ics_sms.broker.confirms`); kombu's own
 publish waits for each confirm in turn, which caps a producer at a few thousand msgs/s.
 
 A producer holds one connection and one channel; it is not thread-safe (use one per thread).
@@ -46,16 +46,16 @@ from pydantic import SecretStr, ValidationError
 
 from ics_sms.broker.base import Outgoing
 from ics_sms.broker.codec import send_message
-from ics_sms.producers.confirms import ConfirmWindow
+from ics_sms.broker.confirms import ConfirmTracker
 from ics_sms.producers.declare import declare_topology
 from ics_sms.producers.errors import (
     BrokerUnavailable,
     ConfirmTimeout,
-    ConnectionLost,
     InvalidRequest,
     ProducerError,
     PublishError,
-    TopologyConflict,
+    PublishInterrupted,
+    TopologyMismatch,
 )
 from ics_sms.producers.framing import PublishFramer
 from ics_sms.producers.retry import RetryPolicy
@@ -139,7 +139,7 @@ class Producer:
         self._framer: PublishFramer | None = None
         self._needs_setup = True
         self._connected = False
-        self._window: ConfirmWindow[Outgoing] = ConfirmWindow()
+        self._window: ConfirmTracker[Outgoing] = ConfirmTracker()
         self._unsent: list[Outgoing] = []
         self._call_confirmed = 0
         self._on_progress: OnProgress | None = None
@@ -277,7 +277,7 @@ class Producer:
             operation(limit)
         except (kombu.exceptions.OperationalError, *self._conn.recoverable_connection_errors,
                 *self._conn.connection_errors, *self._conn.channel_errors) as exc:
-            raise ConnectionLost(
+            raise PublishInterrupted(
                 f"lost the connection to the broker at {self._url_redacted} and could not "
                 f"re-establish it: {_reason(exc)}", confirmed=self._call_confirmed,
             ) from None
@@ -319,7 +319,7 @@ class Producer:
             try:
                 declare_topology(channel, self._topology)
             except amqp.exceptions.PreconditionFailed as exc:
-                raise TopologyConflict(
+                raise TopologyMismatch(
                     f"the broker holds an exchange or queue that conflicts with ics-sms: "
                     f"{exc}; delete it or choose another namespace"
                 ) from None
@@ -378,7 +378,7 @@ class Producer:
         message_id = message.properties.get("message_id")
         reason = (f"message {message_id} is unroutable: exchange {exchange!r} has no queue "
                   f"for routing key {routing_key!r} ({getattr(exc, 'reply_text', exc)})")
-        self._window.on_return(message_id, reason)
+        self._window.on_return(message_id, routing_key, reason)
 
     def _on_connection_error(self, exc: BaseException, interval: float) -> None:
         log.warning("producer.connection_error", broker=self._url_redacted,

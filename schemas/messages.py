@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -25,6 +26,8 @@ from pydantic import (
 from ics_sms.schemas.phone import normalize_e164
 
 __all__ = [
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_KEYS",
     "MAX_TEXT_CHARS",
     "SCHEMA_VERSION",
     "TERMINAL_STATUSES",
@@ -39,6 +42,10 @@ __all__ = [
 SCHEMA_VERSION: Literal[1] = 1
 MAX_TEXT_CHARS = 2000
 MAX_METADATA_KEYS = 50
+MAX_METADATA_BYTES = 4096
+"""Bound of ``metadata`` as compact JSON (UTF-8). It is copied into every event of the
+message and kept in the context store until the last receipt: 4 KiB holds 50 short keys with
+ids and labels, and keeps a million messages awaiting receipts within a few GiB of Redis."""
 
 Identifier = Annotated[
     str,
@@ -112,7 +119,9 @@ class SendRequest(_Wire):
         default=None, description="After this instant the message is not sent (status expired)."
     )
     metadata: dict[str, JsonValue] = Field(
-        default_factory=dict, description="Opaque; echoed in every event of this message."
+        default_factory=dict,
+        description=f"Opaque; echoed in every event of this message. At most "
+                    f"{MAX_METADATA_KEYS} keys and {MAX_METADATA_BYTES} bytes as compact JSON.",
     )
 
     @field_validator("metadata")
@@ -121,6 +130,12 @@ class SendRequest(_Wire):
         if len(value) > MAX_METADATA_KEYS:
             raise ValueError(f"may hold at most {MAX_METADATA_KEYS} keys")
         _check_integers(value)
+        size = len(orjson.dumps(value))
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"is {size} bytes as JSON, more than {MAX_METADATA_BYTES}: it is copied into "
+                f"every event of the message; keep ids there and look details up downstream"
+            )
         return value
 
     def expired(self, now: datetime) -> bool:

@@ -19,6 +19,9 @@ __all__ = [
     "BROKER_SCHEMES",
     "DEFAULT_ICS_URL",
     "MIN_CALLBACK_SECRET_BYTES",
+    "LogFormat",
+    "LogLevel",
+    "LogSettings",
     "Settings",
     "redact_url",
 ]
@@ -44,6 +47,20 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class LogSettings(BaseSettings):
+    """Only how to log: what a command can still honour when the rest of the environment
+    is invalid (to say so in the format the operator asked for)."""
+
+    model_config = SettingsConfigDict(env_prefix="ICS_SMS_", extra="ignore", frozen=True)
+
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
 
 
 def _redact_or_placeholder(url: str) -> str:
@@ -86,8 +103,8 @@ class Settings(BaseSettings):
     link_ttl_s: int = Field(default=15 * 24 * 3600, ge=60,
                             description="How long a self-tracked short link works.")
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
 
     prefetch: int = Field(default=2000, ge=1, le=65535)
     batch_max: int = Field(default=1000, ge=1, le=1000)

@@ -31,11 +31,10 @@ from typing import Any
 import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ics_sms.schemas.messages import Encoding, Identifier, SendRequest
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
     "DEFAULT_CONTEXT_TTL_S",
@@ -55,8 +54,8 @@ DEFAULT_CONTEXT_TTL_S = 15 * 24 * 3600
 MEMORY_URL = "memory://"
 
 
-class ContextStoreError(Exception):
-    """The store could not be reached or refused the operation."""
+class ContextStoreError(StoreError):
+    """The context store could not be reached or refused the operation."""
 
 
 class MessageContext(BaseModel):
@@ -188,28 +187,16 @@ return #KEYS
 (Single Redis; on Redis Cluster the keys of a batch would need one hash slot.)"""
 
 
-class RedisContextStore(ContextStore):
-    """Contexts in Redis: ``SET key value EX ttl`` pipelined, read back with one ``MGET``."""
+class RedisContextStore(RedisStore, ContextStore):
+    """Contexts in Redis: every ``SET key value EX ttl`` of a batch in one script call,
+    read back with one ``MGET``."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = "ics-sms:ctx:",
-        ttl_s: int = DEFAULT_CONTEXT_TTL_S,
-        timeout_s: float = 1.0,
-    ) -> None:
-        """A store on its own connection pool to ``url``; ``timeout_s`` bounds every command."""
-        if ttl_s < 1:
-            raise ValueError("ttl_s must be at least 1 second")
-        self._client = Redis.from_url(url, socket_timeout=timeout_s,
-                                      socket_connect_timeout=timeout_s)
-        self._prefix = prefix
-        self._ttl_s = ttl_s
+    error = ContextStoreError
+
+    def __init__(self, url: str, *, prefix: str = "ics-sms:ctx:",
+                 ttl_s: int = DEFAULT_CONTEXT_TTL_S, timeout_s: float = 1.0) -> None:
+        super().__init__(url, prefix=prefix, ttl_s=ttl_s, timeout_s=timeout_s)
         self._put_script = self._client.register_script(_PUT_LUA)
-
-    def __repr__(self) -> str:
-        return f"<RedisContextStore prefix={self._prefix!r} ttl_s={self._ttl_s}>"
 
     def key(self, message_id: str) -> str:
         return self._prefix + message_id
@@ -219,26 +206,19 @@ class RedisContextStore(ContextStore):
             return
         keys = [self.key(context.message_id) for context in contexts]
         values = [context.to_value() for context in contexts]
-        try:
+        with self.failing_as("store message contexts"):
             await self._put_script(keys=keys, args=[self._ttl_s, *values])
-        except (RedisError, OSError) as exc:
-            raise ContextStoreError(f"cannot store message contexts: {exc}") from None
 
     async def get_many(self, message_ids: Iterable[str]) -> dict[str, MessageContext]:
         ids = list(dict.fromkeys(message_ids))
         if not ids:
             return {}
-        try:
+        with self.failing_as("read message contexts"):
             values = await self._client.mget([self.key(i) for i in ids])
-        except (RedisError, OSError) as exc:
-            raise ContextStoreError(f"cannot read message contexts: {exc}") from None
         present = [(i, v if isinstance(v, bytes) else str(v).encode())
                    for i, v in zip(ids, values, strict=True) if v is not None]
         decoded = _decode_all(present)
         return decoded if decoded is not None else _decode_each(present)
-
-    async def close(self) -> None:
-        await self._client.connection_pool.disconnect()
 
 
 _contexts: TypeAdapter[list[MessageContext]] = TypeAdapter(list[MessageContext])

@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 
 import orjson
 from pydantic import BaseModel, ConfigDict, JsonValue
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
     "DEFAULT_LINK_TTL_S",
@@ -33,7 +32,7 @@ __all__ = [
 DEFAULT_LINK_TTL_S = 15 * 24 * 3600
 
 
-class LinkStoreError(Exception):
+class LinkStoreError(StoreError):
     """The link store could not be reached."""
 
 
@@ -105,43 +104,34 @@ return {link, count}
 """Resolve and count a click in one round trip (only existing links are counted)."""
 
 
-class RedisLinkStore(LinkStore):
+class RedisLinkStore(RedisStore, LinkStore):
+    """Links as ``SET ... EX`` (pipelined); a click is resolved and counted by one script."""
+
+    error = LinkStoreError
+
     def __init__(self, url: str, *, prefix: str = "ics-sms:", ttl_s: int = DEFAULT_LINK_TTL_S,
                  timeout_s: float = 1.0) -> None:
-        self._client: Redis = Redis.from_url(url, socket_timeout=timeout_s,
-                                             socket_connect_timeout=timeout_s)
-        self._prefix = prefix
-        self._ttl_s = ttl_s
+        super().__init__(url, prefix=prefix, ttl_s=ttl_s, timeout_s=timeout_s)
         self._click_script = self._client.register_script(_CLICK_LUA)
-
-    def __repr__(self) -> str:
-        return f"<RedisLinkStore prefix={self._prefix!r} ttl_s={self._ttl_s}>"
 
     async def put_many(self, links: Sequence[ShortLink]) -> None:
         if not links:
             return
-        try:
+        with self.failing_as("store short links"):
             async with self._client.pipeline(transaction=False) as pipe:
                 for link in links:
                     value = orjson.dumps(link.model_dump(mode="json"))
                     pipe.set(f"{self._prefix}link:{link.code}", value, ex=self._ttl_s)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise LinkStoreError(f"cannot store short links: {exc}") from None
 
     async def click(self, code: str) -> tuple[ShortLink, int] | None:
         keys = [f"{self._prefix}link:{code}", f"{self._prefix}clicks:{code}"]
-        try:
+        with self.failing_as("read short links"):
             found = await self._click_script(keys=keys, args=[self._ttl_s])
-        except (RedisError, OSError) as exc:
-            raise LinkStoreError(f"cannot read short links: {exc}") from None
         if found is None:
             return None
         value, count = found
         return ShortLink.model_validate_json(value), int(count)
-
-    async def close(self) -> None:
-        await self._client.aclose()
 
 
 def open_link_store(settings: Settings) -> LinkStore:

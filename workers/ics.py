@@ -4,11 +4,16 @@ It turns every possible answer into a :class:`SubmitResult`: per-record acceptan
 refusals on 200, or a batch-wide failure whose :class:`~ics_sms.workers.policy.Disposition` says
 whether to retry, slow down, pause the sender or give up. Tokens never leave this module
 except in the ``Authorization`` header.
+
+Everything taken from ICS (error text, record answers) is redacted here, where it enters:
+an ICS that echoes the ``Authorization`` header or the ``dlrurl`` must not put the sender's
+token or tracking token into logs, events, dead letters or retry copies.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -23,19 +28,26 @@ from ics_sms.schemas.ics import (
     datasend_record,
     datasend_response,
 )
+from ics_sms.schemas.redact import SECRETS, tracking_tokens
 from ics_sms.workers.policy import Disposition, classify_http_status
 
 __all__ = ["Batch", "IcsClient", "SubmitResult"]
 
 _MAX_ERROR_TEXT = 200
+_REDACTED_BYTES = 4096
+"""How much of an error body is redacted before it is cut to ``_MAX_ERROR_TEXT``."""
+_ICS_TEXT = ("error", "mid", "to", "from_")
+"""The fields of a record answer that are ICS's text (and reach events and logs)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A datasend body ready to send, and the smsgids of its records in order."""
+    """A datasend body ready to send, the smsgids of its records in order, and what ICS
+    must not be quoted with (the tracking token of its ``dlrurl``)."""
 
     body: bytes
     smsgids: list[str]
+    secrets: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -92,7 +104,8 @@ class IcsClient:
     def build(user: str, records: list[dict[str, str]], *, dlrurl: str,
               urlshortening: bool) -> Batch:
         return Batch(datasend_body(user, records, dlrurl=dlrurl, urlshortening=urlshortening),
-                     [record["smsgid"] for record in records])
+                     [record["smsgid"] for record in records],
+                     secrets=tuple(tracking_tokens(dlrurl)))
 
     @staticmethod
     def record(to_e164: str, sender_id: str, text: str, smsgid: str, peid: str | None,
@@ -112,7 +125,8 @@ class IcsClient:
                                           timeout=self._timeout) as response:
                 payload = await response.read()
                 result = self._interpret(response.status, payload,
-                                         response.headers.get("Retry-After"), batch.smsgids)
+                                         response.headers.get("Retry-After"), batch.smsgids,
+                                         _redactor(batch, token))
         except TimeoutError:
             result = SubmitResult(disposition=Disposition.RETRY,
                                   reason=f"ICS timed out at {self._where}")
@@ -124,9 +138,11 @@ class IcsClient:
 
     @staticmethod
     def _interpret(status: int, payload: bytes, retry_after: str | None,
-                   smsgids: list[str]) -> SubmitResult:
+                   smsgids: list[str], clean: Callable[[str], str]) -> SubmitResult:
         if status != 200:
-            text = payload[:_MAX_ERROR_TEXT].decode("utf-8", "replace").strip()
+            # redacted, then cut: a cut must not leave half a secret unrecognised
+            text = clean(payload[:_REDACTED_BYTES].decode("utf-8", "replace"))
+            text = text[:_MAX_ERROR_TEXT].strip()
             return SubmitResult(disposition=classify_http_status(status), status=status,
                                 reason=f"ICS answered HTTP {status}: {text}",
                                 retry_after_s=_retry_after(retry_after))
@@ -141,5 +157,21 @@ class IcsClient:
             if smsgid is None and index < len(smsgids):
                 smsgid = smsgids[index]  # no echo: answers come in request order
             if smsgid is not None:
-                results[smsgid] = answer
+                results[smsgid] = _cleaned(answer, clean)
         return SubmitResult(results=results, status=status)
+
+
+def _redactor(batch: Batch, token: SecretStr) -> Callable[[str], str]:
+    """Redaction of ICS text for one call: the process's known secrets, this call's token
+    and tracking token, and every pattern of :mod:`ics_sms.schemas.redact`."""
+    return SECRETS.extended(token.get_secret_value(), *batch.secrets)
+
+
+def _cleaned(answer: RecordResult, clean: Callable[[str], str]) -> RecordResult:
+    """``answer`` with every text ICS wrote redacted (the smsgid is ours, matched only)."""
+    changes = {}
+    for name in _ICS_TEXT:
+        value = getattr(answer, name)
+        if isinstance(value, str) and (redacted := clean(value)) != value:
+            changes[name] = redacted
+    return answer.model_copy(update=changes) if changes else answer

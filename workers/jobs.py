@@ -21,6 +21,7 @@ from ics_sms.schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
 from ics_sms.workers.encoding import TextInfo, analyse
 from ics_sms.workers.links import rewrite_links
 from ics_sms.workers.outcomes import Outcomes
+from ics_sms.workers.policy import MAX_PARKS
 
 __all__ = ["Decision", "Job", "JobFactory", "Settle"]
 
@@ -55,22 +56,33 @@ class Settle:
 Decision = Job | Settle
 
 
-def _header_int(delivery: Delivery, name: str, default: int) -> int:
-    value = delivery.headers.get(name, default)
-    return value if isinstance(value, int) and value >= 0 else default
+def _header_count(delivery: Delivery, name: str, low: int, high: int) -> int:
+    """A count from a message header, never trusted beyond ``low..high``: anyone can publish
+    a send request, so an absent, forged or corrupt value (a bool, a string, a float, a
+    negative or huge number) reads as ``low`` or is clamped into the range."""
+    value = delivery.headers.get(name)
+    if type(value) is not int:
+        return low
+    return low if value < low else high if value > high else value
 
 
 class JobFactory:
     """Parses and checks deliveries against the senders and India's DLT rules."""
 
     def __init__(self, topology: Topology, senders: Senders, signer: SmsgidSigner,
-                 outcomes: Outcomes, *, link_secret: bytes, link_base_url: str) -> None:
+                 outcomes: Outcomes, *, max_attempts: int, link_secret: bytes,
+                 link_base_url: str) -> None:
         self._lane_of_queue = {topology.send_queue(lane): lane for lane in Lane}
+        self._max_attempts = max(max_attempts, 1)
         self._link_secret = link_secret
         self._link_base_url = link_base_url
         self._senders = senders
         self._signer = signer
         self._out = outcomes
+
+    def __repr__(self) -> str:
+        return (f"<JobFactory senders={len(self._senders)} "
+                f"max_attempts={self._max_attempts}>")
 
     def decide(self, delivery: Delivery, now: datetime) -> Decision:
         try:
@@ -78,7 +90,7 @@ class JobFactory:
         except ValidationError as exc:
             return self._unparseable(delivery, "; ".join(describe(exc)), now)
         sender = self._senders.get(request.sender)
-        attempt = _header_int(delivery, HEADER_ATTEMPT, 1) or 1
+        attempt = _header_count(delivery, HEADER_ATTEMPT, 1, self._max_attempts)
         if sender is None:
             name = request.sender or "(default)"
             reason = (f"unknown sender {name!r}" if request.sender
@@ -101,7 +113,8 @@ class JobFactory:
             rewritten = rewrite_links(text, request.message_id, self._link_secret,
                                       self._link_base_url)
             text, links = rewritten.text, rewritten.links
-        return Job(delivery, request, sender, attempt, _header_int(delivery, HEADER_PARKED, 0),
+        return Job(delivery, request, sender, attempt,
+                   _header_count(delivery, HEADER_PARKED, 0, MAX_PARKS),
                    self._signer.sign(request.message_id), analyse(text), text, links)
 
     @staticmethod

@@ -6,7 +6,12 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Disposition", "RetryPolicy", "classify_http_status"]
+from ics_sms.backoff import backoff
+
+__all__ = ["MAX_PARKS", "AttemptPolicy", "Disposition", "classify_http_status"]
+
+MAX_PARKS = 1440
+"""A message parked this often (paused sender, throttling) fails instead of cycling on."""
 
 
 class Disposition(Enum):
@@ -30,8 +35,12 @@ def classify_http_status(status: int) -> Disposition:
 
 
 @dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Capped exponential backoff with full jitter; ``max_attempts`` bounds every path."""
+class AttemptPolicy:
+    """How many ICS attempts a message gets and how long it waits between them.
+
+    Capped exponential backoff with jitter; ``max_attempts`` bounds every path. (The
+    producer's :class:`~ics_sms.producers.retry.RetryPolicy` is about reconnecting.)
+    """
 
     max_attempts: int = 10
     base_s: float = 1.0
@@ -39,9 +48,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** max(attempt - 1, 0))
-        jitter: float = (rng or random).uniform(0.5, 1.0)
-        return ceiling * jitter
+        return backoff(attempt, base_s=self.base_s, cap_s=self.cap_s, rng=rng)
 
     def exhausted(self, attempt: int) -> bool:
         return attempt >= self.max_attempts

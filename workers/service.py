@@ -1,10 +1,11 @@
 """The worker: consume send requests, batch per sender, submit to ICS, settle.
 
 One :class:`Worker` per process. For each broker connection it runs a :class:`_Session`
-that owns the consumers, the per-sender batches and the in-flight submissions; when the
-connection drops the session is discarded (the broker requeues what was unacked) and a new
-one starts. Service and promotional lanes have their own consumers and their own limits
-on batches in flight, so service traffic never waits behind a promotional backlog.
+that owns the consumers, the in-flight submissions and a
+:class:`~ics_sms.workers.batching.Batcher` for the per-sender batches; when the connection
+drops the session is discarded (the broker requeues what was unacked) and a new one starts.
+Service and promotional lanes have their own consumers and their own limits on batches in
+flight, so service traffic never waits behind a promotional backlog.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import aiohttp
 import structlog
 
 from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery
-from ics_sms.broker.connect import open_broker
+from ics_sms.broker.connect import connect_once, connect_with_backoff
 from ics_sms.schemas.senders import Lane, Sender, Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
@@ -29,6 +30,7 @@ from ics_sms.stores.context import (
     open_context_store,
 )
 from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink, open_link_store
+from ics_sms.workers.batching import Batcher
 from ics_sms.workers.ics import IcsClient
 from ics_sms.workers.jobs import Job, JobFactory, Settle
 from ics_sms.workers.metrics import (
@@ -40,7 +42,7 @@ from ics_sms.workers.metrics import (
     count_outcomes,
 )
 from ics_sms.workers.outcomes import Outcomes
-from ics_sms.workers.policy import RetryPolicy
+from ics_sms.workers.policy import AttemptPolicy
 from ics_sms.workers.ratelimit import TokenBucket
 from ics_sms.workers.settle import AckTracker, Settler
 from ics_sms.workers.submit import BatchOutcome, Submitter
@@ -51,6 +53,7 @@ __all__ = ["Worker", "WorkerStats"]
 log = structlog.get_logger(__name__)
 
 BrokerFactory = Callable[[Settings], Awaitable[Broker]]
+"""One attempt to open the settings' broker; raises :class:`ConnectionLost` when it cannot."""
 _WINDOW_POLL_S = 5.0
 _DRAIN_TIMEOUT_S = 30.0
 
@@ -67,7 +70,7 @@ class WorkerStats:
 
 
 async def _default_broker(settings: Settings) -> Broker:
-    return await open_broker(settings, name="ics-sms worker")
+    return await connect_once(settings, name="ics-sms worker")
 
 
 class Worker:
@@ -91,8 +94,8 @@ class Worker:
                         for sender in senders}
         self.window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
                                      settings.promo_timezone)
-        self.policy = RetryPolicy(settings.max_attempts, settings.backoff_base_s,
-                                  settings.backoff_cap_s)
+        self.policy = AttemptPolicy(settings.max_attempts, settings.backoff_base_s,
+                                    settings.backoff_cap_s)
         self.outcomes = Outcomes(settings.topology)
         self.contexts = context_store or open_context_store(settings)
         self.links = link_store or open_link_store(settings)
@@ -113,7 +116,9 @@ class Worker:
                 self.contexts, self.links:
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
-            broker = await self._broker_factory(self.settings)
+            broker = await connect_with_backoff(
+                self._open_broker, broker=self.settings.broker_url_redacted,
+                retry_s=self.settings.connect_retry_s)
             while True:
                 try:
                     await _Session(self, broker, self._submitter).serve(stop)
@@ -124,19 +129,15 @@ class Worker:
                 if stop.is_set():
                     return
                 self.ready.clear()
-                fresh = await self._reconnect(stop)
+                fresh = await connect_with_backoff(
+                    self._open_broker, broker=self.settings.broker_url_redacted, stop=stop)
                 if fresh is None:
                     return
                 broker = fresh
                 self.stats.reconnects += 1
 
-    async def _reconnect(self, stop: asyncio.Event) -> Broker | None:
-        while not stop.is_set():
-            try:
-                return await self._broker_factory(self.settings)
-            except ConnectionLost as exc:
-                log.error("broker still unreachable", error=str(exc))
-        return None
+    async def _open_broker(self) -> Broker:
+        return await self._broker_factory(self.settings)
 
 
 class _Session:
@@ -151,23 +152,29 @@ class _Session:
         self.tracker = AckTracker(broker)
         self.settler = Settler(broker, self.tracker)
         self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes,
+                               max_attempts=worker.policy.max_attempts,
                                link_secret=settings.callback_secret.get_secret_value().encode(),
                                link_base_url=str(settings.public_url))
-        self.batches: dict[str, list[Job]] = {}
-        self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.draining: set[str] = set()
         self.immediate: list[Settle] = []
         self.immediate_scheduled = False
         self.tasks: set[asyncio.Task[None]] = set()
         # A promotional backlog gets a smaller share of this process (prefetch and batches
         # in flight), so service messages are not stuck behind it in the event loop.
-        self.slots = {Lane.SERVICE: asyncio.Semaphore(settings.batches_in_flight),
-                      Lane.PROMOTIONAL: asyncio.Semaphore(max(1, settings.batches_in_flight // 2))}
+        self.batcher: Batcher[Job] = Batcher(
+            self._send_batch, self._spawn, batch_max=settings.batch_max,
+            linger_s=settings.linger_ms / 1000,
+            slots={Lane.SERVICE: settings.batches_in_flight,
+                   Lane.PROMOTIONAL: max(1, settings.batches_in_flight // 2)})
         self.prefetch = {Lane.SERVICE: settings.prefetch,
                          Lane.PROMOTIONAL: max(1, min(settings.prefetch, settings.batch_max))}
         self.consumers: dict[Lane, Consumer] = {}
         self.consumed = {self.topology.send_queue(lane): CONSUMED.labels(lane.value)
                          for lane in Lane}
+
+    def __repr__(self) -> str:
+        lanes = ",".join(lane.value for lane in self.consumers) or "none"
+        return (f"<_Session consuming={lanes} {self.batcher!r} tasks={len(self.tasks)} "
+                f"settling={len(self.immediate)} unacked={len(self.tracker)}>")
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.broker.declare(self.topology)
@@ -242,7 +249,7 @@ class _Session:
             items = self.submitter.park([decision], paused, "sender paused: credentials", now)
             self._settle_soon(Settle(delivery, items[0][1]))
             return
-        self._add(decision)
+        self.batcher.add(decision)
 
     def _settle_soon(self, settle: Settle) -> None:
         self.immediate.append(settle)
@@ -261,51 +268,19 @@ class _Session:
         if items:
             self._spawn(self._settle(items))
 
-    # -- batching per sender ------------------------------------------------------------
-    def _add(self, job: Job) -> None:
-        name = job.sender.name
-        batch = self.batches.setdefault(name, [])
-        batch.append(job)
-        if len(batch) >= self.worker.settings.batch_max:
-            self._flush(name)
-        elif len(batch) == 1:
-            delay = self.worker.settings.linger_ms / 1000
-            self.timers[name] = asyncio.get_running_loop().call_later(delay, self._flush, name)
-
-    def _flush(self, name: str) -> None:
-        """The batch is due: submit it as soon as a slot of its lane is free."""
-        timer = self.timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
-        if name in self.batches and name not in self.draining:
-            self.draining.add(name)
-            self._spawn(self._send_when_free(self.batches[name][0].sender))
-
-    async def _send_when_free(self, sender: Sender) -> None:
-        """Take the slot first, then everything gathered meanwhile (up to ICS's limit):
-        a busy lane sends full batches instead of queueing small ones."""
-        async with self.slots[sender.lane]:
-            self.draining.discard(sender.name)
-            timer = self.timers.pop(sender.name, None)
-            if timer is not None:
-                timer.cancel()
-            jobs = self.batches.pop(sender.name, [])
-            limit = self.worker.settings.batch_max
-            if len(jobs) > limit:
-                self.batches[sender.name] = jobs[limit:]
-                jobs = jobs[:limit]
-                self._flush(sender.name)
-            if jobs:
-                try:
-                    await self._submit(sender, jobs)
-                except (asyncio.CancelledError, ConnectionLost):
-                    raise
-                except Exception as exc:  # a bug: settle rather than hold deliveries forever
-                    log.exception("batch failed unexpectedly; dead-lettering it",
-                                  sender=sender.name, messages=len(jobs))
-                    error = f"{type(exc).__name__}: {exc}"
-                    await self._settle([(job.delivery, [self.worker.outcomes.dead_copy(
-                        job.delivery, "worker_error", error)]) for job in jobs], sender.name)
+    # -- batches (gathered per sender by the batcher) -----------------------------------
+    async def _send_batch(self, sender: Sender, jobs: list[Job]) -> None:
+        """Submit a due batch (the batcher holds a slot of the sender's lane)."""
+        try:
+            await self._submit(sender, jobs)
+        except (asyncio.CancelledError, ConnectionLost):
+            raise
+        except Exception as exc:  # a bug: settle rather than hold deliveries forever
+            log.exception("batch failed unexpectedly; dead-lettering it",
+                          sender=sender.name, messages=len(jobs))
+            error = f"{type(exc).__name__}: {exc}"
+            await self._settle([(job.delivery, [self.worker.outcomes.dead_copy(
+                job.delivery, "worker_error", error)]) for job in jobs], sender.name)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -384,12 +359,9 @@ class _Session:
     # -- endings ------------------------------------------------------------------------
     def _abandon(self) -> None:
         """The connection is gone: drop everything; the broker requeued it all."""
-        for timer in self.timers.values():
-            timer.cancel()
+        self.batcher.clear()
         for task in self.tasks:
             task.cancel()
-        self.batches.clear()
-        self.draining.clear()
         self.immediate.clear()
 
     async def _drain(self) -> None:
@@ -397,8 +369,7 @@ class _Session:
         for lane in list(self.consumers):
             with contextlib.suppress(ConnectionLost):
                 await self._stop(lane)
-        for name in list(self.batches):
-            self._flush(name)
+        self.batcher.flush_all()
         if self.immediate:
             self._flush_immediate()
         if self.tasks:

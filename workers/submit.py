@@ -17,14 +17,11 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.workers.ics import IcsClient, SubmitResult
 from ics_sms.workers.jobs import Job
 from ics_sms.workers.outcomes import Outcomes
-from ics_sms.workers.policy import Disposition, RetryPolicy
+from ics_sms.workers.policy import MAX_PARKS, AttemptPolicy, Disposition
 
 __all__ = ["BatchOutcome", "SenderState", "Submitter"]
 
 log = structlog.get_logger(__name__)
-
-MAX_PARKS = 1440
-"""A message parked this often (paused sender, throttling) fails instead of cycling on."""
 
 BatchOutcome = list[tuple[Delivery, Sequence[Outgoing]]]
 
@@ -37,6 +34,9 @@ class SenderState:
     def __init__(self) -> None:
         self.paused_until = 0.0
 
+    def __repr__(self) -> str:
+        return f"<SenderState paused_for={self.paused_for():.1f}s>"
+
     def paused_for(self) -> float:
         return max(self.paused_until - time.monotonic(), 0.0)
 
@@ -45,13 +45,17 @@ class Submitter:
     """Calls ICS for a batch and maps the answer to events, retries and dead letters."""
 
     def __init__(self, settings: Settings, ics: IcsClient, outcomes: Outcomes,
-                 policy: RetryPolicy, rng: random.Random | None = None) -> None:
+                 policy: AttemptPolicy, rng: random.Random | None = None) -> None:
         self._settings = settings
         self._ics = ics
         self._out = outcomes
         self._policy = policy
         self._rng = rng or random.Random()
         self.states: dict[str, SenderState] = {}
+
+    def __repr__(self) -> str:
+        paused = sorted(name for name, state in self.states.items() if state.paused_for())
+        return f"<Submitter {self._policy!r} paused={paused}>"
 
     def state(self, sender: Sender) -> SenderState:
         return self.states.setdefault(sender.name, SenderState())

@@ -1,10 +1,9 @@
 """Bare pika (asyncio adapter) below the :class:`~ics_sms.broker.base.Broker` interface.
 
 The benchmark needs two things the interface does not offer: a queue's consumer count
-(to know when worker processes are attached) and the bare loops that measure the limits.
-Importing :mod:`ics_sms.broker.amqp` (as the rest of the benchmark does) applies its write
-coalescing to every pika connection of the process, so the bare loops run on the same
-transport as the services.
+(to know when worker processes are attached) and the bare loops that measure the limits
+(the relay included). They all connect with :data:`CONNECTION`, the services' transport
+(write coalescing), so the limits are those of the same client the services use.
 """
 
 from __future__ import annotations
@@ -17,9 +16,12 @@ import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-import ics_sms.broker.amqp  # noqa: F401  (the services' pika transport, see the module doc)
+from ics_sms.broker.transport import CoalescingConnection
 
-__all__ = ["PikaLink", "call"]
+__all__ = ["CONNECTION", "PikaLink", "call", "open_channel"]
+
+CONNECTION: type[AsyncioConnection] = CoalescingConnection
+"""The one place that chooses the pika connection class of the bench."""
 
 _RPC_TIMEOUT_S = 30.0
 
@@ -36,6 +38,12 @@ async def call(start: Callable[[Callable[[Any], None]], None],
     start(done)
     async with asyncio.timeout(timeout_s):
         return await future
+
+
+async def open_channel(connection: AsyncioConnection) -> Channel:
+    """A new channel on ``connection``."""
+    channel: Channel = await call(lambda done: connection.channel(on_open_callback=done))
+    return channel
 
 
 class PikaLink:
@@ -59,12 +67,11 @@ class PikaLink:
             if not opened.done():
                 opened.set_exception(ConnectionError(f"cannot connect: {exc!r}"))
 
-        AsyncioConnection(params, on_open_callback=opened.set_result,
-                          on_open_error_callback=on_error, custom_ioloop=loop)
+        CONNECTION(params, on_open_callback=opened.set_result,
+                   on_open_error_callback=on_error, custom_ioloop=loop)
         async with asyncio.timeout(_RPC_TIMEOUT_S):
             connection = await opened
-        channel = await call(lambda done: connection.channel(on_open_callback=done))
-        return cls(connection, channel)
+        return cls(connection, await open_channel(connection))
 
     @property
     def server_version(self) -> str:

@@ -7,6 +7,7 @@ its message contexts in Redis, when it ends, however it ends.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,6 @@ from redis.exceptions import RedisError
 from ics_sms.bench.amqp import PikaLink
 from ics_sms.bench.options import BenchOptions
 from ics_sms.broker.admin import delete_topology
-from ics_sms.demo.run import child_environment as demo_environment
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.settings import Settings
 
@@ -66,10 +66,10 @@ class RunContext:
 
 
 def child_environment(settings: Settings) -> dict[str, str]:
-    """``ICS_SMS_*`` of a service process (the settings above), logging JSON lines."""
-    env = demo_environment(settings)
-    env["ICS_SMS_LOG_FORMAT"] = "json"
-    return env
+    """The environment of a service process: ours less any ``ICS_SMS_*``, plus the
+    settings above, logging JSON lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICS_SMS_")}
+    return {**env, **settings.to_environment(), "ICS_SMS_LOG_FORMAT": "json"}
 
 
 @asynccontextmanager

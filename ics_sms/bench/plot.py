@@ -5,24 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ics_sms.bench.report import P99_TARGET_MS, RATE_TARGETS
 from ics_sms.bench.results import StageResult
 from ics_sms.bench.runner import BenchReport
-from ics_sms.cli.common import CliError
 
 __all__ = ["write_plot"]
 
-_TARGET_RATES = {"worker_1": 7000.0, "e2e": 3000.0, "ingest": 20000.0, "publish": 10000.0}
-_TARGET_P99_MS = 100.0
+_GOALS = {key: goal for key, _name, goal, _unit in RATE_TARGETS}
 _OURS = "#2f6fb0"
 _LIMIT = "#9aa5b1"
-
-
-def _figure() -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise CliError("--plot needs matplotlib: pip install matplotlib") from None
-    return Figure(figsize=(13, 6), layout="constrained")
 
 
 def _throughput(ax: Any, stages: list[StageResult]) -> None:
@@ -36,7 +27,7 @@ def _throughput(ax: Any, stages: list[StageResult]) -> None:
     ax.scatter([s.best or 0.0 for s in stages], rows, color="black", marker="|", s=200,
                label="best", zorder=3)
     for row, stage in zip(rows, stages, strict=True):
-        goal = _TARGET_RATES.get(stage.key)
+        goal = _GOALS.get(stage.key)
         if goal is not None:
             ax.scatter([goal], [row], color="#d9534f", marker="x", s=60, zorder=4,
                        label="target" if stage.key == "worker_1" else None)
@@ -63,9 +54,9 @@ def _latency(ax: Any, stages: list[StageResult]) -> None:
         ax.bar(xs, values, width, label=stage.title)
         for x, value in zip(xs, values, strict=True):
             ax.annotate(f"{value:,.0f}", (x, value), ha="center", va="bottom", fontsize=8)
-    ax.axhline(_TARGET_P99_MS, color="#d9534f", linestyle="--", label="p99 target")
+    ax.axhline(P99_TARGET_MS, color="#d9534f", linestyle="--", label="p99 target")
     top = ax.get_ylim()[1]
-    if top > 10 * _TARGET_P99_MS:
+    if top > 10 * P99_TARGET_MS:
         ax.set_yscale("log")
         ax.set_ylim(top=top * 4)
     else:
@@ -77,8 +68,10 @@ def _latency(ax: Any, stages: list[StageResult]) -> None:
 
 
 def write_plot(report: BenchReport, path: Path) -> None:
-    """Write the charts as a PNG."""
-    figure = _figure()
+    """Write the charts as a PNG (needs matplotlib)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 6), layout="constrained")
     rates = [s for s in report.stages.values() if not s.latency]
     latencies = [s for s in report.stages.values() if s.latency]
     left, right = figure.subplots(1, 2, width_ratios=[3, 2])

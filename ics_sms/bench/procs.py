@@ -21,7 +21,9 @@ from typing import Self
 
 import structlog
 
-__all__ = ["Child", "Children", "free_port", "peak_rss_mb", "terminate_leftovers"]
+from ics_sms.bench.system import peak_rss_mb
+
+__all__ = ["Child", "Children", "free_port", "terminate_leftovers"]
 
 log = structlog.get_logger(__name__)
 
@@ -35,18 +37,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set size of a running process (``VmHWM``), in MiB; None if unknown."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
 
 
 @dataclass(slots=True)

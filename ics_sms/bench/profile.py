@@ -19,7 +19,8 @@ from typing import Any
 
 __all__ = ["ProfileSummary", "format_summary", "library_of", "summarize"]
 
-OUR_PACKAGES = frozenset({"schemas", "producers", "workers", "callbacks", "broker", "ics_sms"})
+OUR_PACKAGES = frozenset({"schemas", "producers", "workers", "callbacks", "broker", "stores",
+                          "ics_sms"})
 _WRAPPERS = ("ics_sms/cli/", "ics_sms/__main__")
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 

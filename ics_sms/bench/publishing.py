@@ -20,7 +20,7 @@ from ics_sms.producers.publisher import Producer
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.settings import Settings
 
-__all__ = ["PaceResult", "publish_all", "publish_chunks", "publish_paced", "stopper"]
+__all__ = ["PaceResult", "publish_all", "publish_paced", "stopper"]
 
 _CHUNK = 1000
 
@@ -50,32 +50,21 @@ def _until(stop: threading.Event, items: Iterable[dict[str, Any]]
 
 
 def publish_all(settings: Settings, senders: Senders, items: Iterable[dict[str, Any]], *,
-                max_in_flight: int, stop: threading.Event) -> tuple[int, float]:
-    """Publish everything in one ``publish_many``; (confirmed, seconds), connect excluded."""
+                max_in_flight: int, stop: threading.Event, tracker: DemoTracker | None = None
+                ) -> tuple[int, float]:
+    """Publish everything; (confirmed, seconds), connect excluded. With ``tracker``, in
+    chunks, each message's publish instant noted in it first; ``stop`` ends it early."""
     with _producer(settings, senders, max_in_flight) as producer:
         started = time.perf_counter()
-        confirmed = producer.publish_many(_until(stop, items))
+        if tracker is None:
+            confirmed = producer.publish_many(_until(stop, items))
+        else:
+            confirmed = 0
+            iterator = _until(stop, items)
+            while chunk := list(itertools.islice(iterator, _CHUNK)):
+                tracker.published([item["message_id"] for item in chunk])
+                confirmed += producer.publish_many(chunk)
         return confirmed, time.perf_counter() - started
-
-
-def _chunks(items: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, _CHUNK)):
-        yield chunk
-
-
-def publish_chunks(settings: Settings, senders: Senders, items: Iterable[dict[str, Any]],
-                   tracker: DemoTracker, *, max_in_flight: int, stop: threading.Event) -> int:
-    """Publish in chunks, noting each message's publish instant in ``tracker`` first;
-    ``stop`` ends it between two chunks (the run was interrupted)."""
-    confirmed = 0
-    with _producer(settings, senders, max_in_flight) as producer:
-        for chunk in _chunks(items):
-            if stop.is_set():
-                break
-            tracker.published([item["message_id"] for item in chunk])
-            confirmed += producer.publish_many(chunk)
-    return confirmed
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Sample", "StageResult"]
+__all__ = ["Sample", "StageResult", "rounded"]
 
 
 @dataclass(slots=True)
@@ -94,12 +94,12 @@ class StageResult:
             "title": self.title,
             "unit": self.unit,
             "metric": "p99_ms" if self.latency else "rate_per_s",
-            "best": _round(self.best),
-            "median": _round(self.median),
+            "best": rounded(self.best),
+            "median": rounded(self.median),
             "complete": self.complete,
             "runs": [s.as_json() for s in self.samples],
         }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
+def rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)

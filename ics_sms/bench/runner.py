@@ -18,8 +18,6 @@ import structlog
 
 from ics_sms.bench.amqp import PikaLink
 from ics_sms.bench.context import RunContext
-from ics_sms.bench.cpu import broker_pids
-from ics_sms.bench.machine import load_average, machine_info
 from ics_sms.bench.messages import bench_senders
 from ics_sms.bench.options import BenchOptions, Stage
 from ics_sms.bench.procs import Children
@@ -31,6 +29,7 @@ from ics_sms.bench.stages.latency import run_latency
 from ics_sms.bench.stages.limits import run_limits
 from ics_sms.bench.stages.publish import run_publish
 from ics_sms.bench.stages.worker import run_worker
+from ics_sms.bench.system import broker_pids, load_average, machine_info
 from ics_sms.schemas.senders import save_senders
 from ics_sms.schemas.settings import redact_url
 
@@ -58,6 +57,7 @@ def _stage_results(options: BenchOptions) -> dict[str, StageResult]:
     wanted: list[tuple[Stage, StageResult]] = [
         (Stage.LIMITS, StageResult("limit_publish", "limit: bare publish+confirm", "msg/s")),
         (Stage.LIMITS, StageResult("limit_consume", "limit: bare consume+ack", "msg/s")),
+        (Stage.LIMITS, StageResult("limit_relay", "limit: bare relay (1 process)", "msg/s")),
         (Stage.PUBLISH, StageResult("publish", "publish (producer)", "msg/s")),
         *[(Stage.WORKER, StageResult(f"worker_{n}", f"worker stage x{n}", "msg/s"))
           for n in options.worker_counts()],
@@ -103,15 +103,24 @@ async def _round(ctx: RunContext, stages: dict[str, StageResult], round_no: int,
     options = ctx.options
     label = f"[{round_no}/{options.runs}]"
 
-    async def record(key: str, run: Callable[[], Awaitable[Sample]], count: int) -> Sample:
-        sample = await _guarded(run, count)
+    def note(key: str, sample: Sample) -> Sample:
         stages[key].samples.append(sample)
         progress(f"{label} {_describe(stages[key], sample)}")
         return sample
 
+    async def record(key: str, run: Callable[[], Awaitable[Sample]], count: int) -> Sample:
+        return note(key, await _guarded(run, count))
+
     profile_dir = Path(options.profile_dir) if options.profile_dir and round_no == 1 else None
     if options.runs_stage(Stage.LIMITS):
-        await _limits(ctx, stages, label, progress)
+        try:
+            published, consumed = await run_limits(ctx)
+        except Exception as exc:  # recorded as failed runs; the other stages still run
+            log.warning("bench stage failed", stage="limits", error=repr(exc))
+            published = consumed = _failed(options.messages, exc)
+        note("limit_publish", published)
+        note("limit_consume", consumed)
+        await record("limit_relay", partial(run_worker, ctx, 1, relay=True), options.messages)
     if options.runs_stage(Stage.PUBLISH):
         await record("publish", lambda: run_publish(ctx), options.messages)
     if options.runs_stage(Stage.WORKER):
@@ -131,19 +140,6 @@ async def _round(ctx: RunContext, stages: dict[str, StageResult], round_no: int,
     if options.runs_stage(Stage.LATENCY):
         await record("latency", lambda: run_latency(ctx, backlog=False), 0)
         await record("latency_backlog", lambda: run_latency(ctx, backlog=True), options.backlog)
-
-
-async def _limits(ctx: RunContext, stages: dict[str, StageResult], label: str,
-                  progress: Progress) -> None:
-    try:
-        published, consumed = await run_limits(ctx)
-    except Exception as exc:  # recorded as a failed run; the other stages still run
-        log.warning("bench stage failed", stage="limits", error=repr(exc))
-        published = _failed(ctx.options.messages, exc)
-        consumed = _failed(ctx.options.messages, exc)
-    for key, sample in (("limit_publish", published), ("limit_consume", consumed)):
-        stages[key].samples.append(sample)
-        progress(f"{label} {_describe(stages[key], sample)}")
 
 
 async def _guarded(run: Callable[[], Awaitable[Sample]], count: int) -> Sample:

@@ -9,7 +9,7 @@ from ics_sms.bench.procs import Child, Children, free_port
 from ics_sms.bench.waits import wait_http_ok
 from ics_sms.schemas.settings import Settings
 
-__all__ = ["start_receiver", "start_sandbox", "start_workers"]
+__all__ = ["start_receiver", "start_relay", "start_sandbox", "start_workers"]
 
 _START_TIMEOUT_S = 60.0
 
@@ -19,6 +19,12 @@ async def start_workers(children: Children, settings: Settings, count: int) -> l
     env = child_environment(settings)
     return [await children.spawn("worker", [sys.executable, "-m", "ics_sms", "worker"], env)
             for _ in range(count)]
+
+
+async def start_relay(children: Children, settings: Settings) -> Child:
+    """The bare relay (:mod:`ics_sms.bench.relay`) in a process of its own; not waited for."""
+    return await children.spawn("relay", [sys.executable, "-m", "ics_sms.bench.relay"],
+                                child_environment(settings))
 
 
 async def start_receiver(children: Children, settings: Settings, port: int) -> Child:

@@ -7,6 +7,7 @@ registering the command costs the other commands (a worker, a receiver) nothing 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import shutil
 import signal
@@ -131,11 +132,11 @@ def bench_command(broker_url: str | None, stages: tuple[str, ...], quick: bool, 
                   json_out: Path | None, plot: Path | None, **given: Any) -> None:
     """Measure every stage on RabbitMQ with the ICS sandbox answering at once.
 
-    Stages: the limits of broker and client (bare pika loops), publishing through the
-    producer, the worker stage (1..N processes), end to end, receipt ingest, and
-    service-lane latency (steady, and while a promotional backlog drains). Each run uses
-    a namespace of its own and deletes it; exits non-zero unless every message of every
-    run was accounted for.
+    Stages: the limits of broker and client (bare pika loops, and the bare relay: the
+    ceiling of a worker process), publishing through the producer, the worker stage
+    (1..N processes), end to end, receipt ingest, and service-lane latency (steady, and
+    while a promotional backlog drains). Each run uses a namespace of its own and deletes
+    it; exits non-zero unless every message of every run was accounted for.
     """
     from ics_sms.bench.report import print_report, report_json
 
@@ -143,6 +144,8 @@ def bench_command(broker_url: str | None, stages: tuple[str, ...], quick: bool, 
     options = _options(quick, broker_url, stages, given)
     if options.profile_dir is not None and shutil.which("py-spy") is None:
         raise CliError("--profile needs py-spy on the PATH: pip install py-spy")
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise CliError("--plot needs matplotlib: pip install matplotlib")
     report = _run(options)
     data = report_json(report)
     if as_json:

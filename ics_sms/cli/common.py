@@ -5,20 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 import click
+import structlog
 from pydantic import ValidationError
 
+from ics_sms.logs import renders_json
 from ics_sms.schemas.errors import describe
+from ics_sms.schemas.redact import SECRETS, known_secrets
 from ics_sms.schemas.senders import SenderError, Senders, load_senders
 from ics_sms.schemas.settings import Settings
 
-__all__ = ["CliError", "ErrorHandlingGroup", "load_settings", "read_senders"]
+__all__ = ["SERVICES", "CliError", "ErrorHandlingGroup", "load_settings", "read_senders"]
+
+
+SERVICES = frozenset({"worker", "receiver"})
+"""Long-running commands: their stderr is a log stream, so in JSON mode their one-line
+reason is a JSON log line too."""
 
 
 class CliError(click.ClickException):
     """A command could not do its job; the message is one line saying why."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        ctx = click.get_current_context(silent=True)
+        self.command = ctx.info_name if ctx is not None else None
+
     def format_message(self) -> str:
         return self.message
+
+    def show(self, file: Any = None) -> None:
+        if file is None and self.command in SERVICES and renders_json():
+            structlog.get_logger("ics_sms.cli").error("cannot run", command=self.command,
+                                                      reason=self.format_message())
+        else:
+            super().show(file)
 
 
 class ErrorHandlingGroup(click.Group):
@@ -47,7 +67,11 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def read_senders(settings: Settings) -> Senders:
+    """The senders file; from now on their tokens and the settings' secrets are redacted
+    from every log line of this process."""
     try:
-        return load_senders(settings.senders_file)
+        senders = load_senders(settings.senders_file)
     except SenderError as exc:
         raise CliError(str(exc)) from None
+    SECRETS.add(*known_secrets(settings, senders))
+    return senders

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from pydantic import ValidationError
 
 from ics_sms import __version__
 from ics_sms.cli.bench_cmd import bench_command
@@ -17,6 +18,7 @@ from ics_sms.cli.senders_cmd import senders_group
 from ics_sms.cli.topology_cmd import topology_command
 from ics_sms.cli.worker_cmd import worker_command
 from ics_sms.logs import configure_logging
+from ics_sms.schemas.settings import LogSettings
 
 __all__ = ["cli", "main"]
 
@@ -33,7 +35,11 @@ def cli() -> None:
     try:
         settings = load_settings()
     except CliError:
-        configure_logging()
+        try:
+            logging_only = LogSettings()
+        except ValidationError:
+            logging_only = LogSettings.model_construct()
+        configure_logging(logging_only.log_level, logging_only.log_format)
         return
     configure_logging(settings.log_level, settings.log_format)
 

@@ -19,8 +19,9 @@ import aiohttp
 import orjson
 import structlog
 
+from ics_sms.backoff import backoff
 from ics_sms.sandbox.config import SandboxConfig
-from ics_sms.sandbox.receipts import Receipt, ReceiptQueue, retry_delay_s
+from ics_sms.sandbox.receipts import PendingReceipt, ReceiptQueue
 from ics_sms.sandbox.stats import SandboxStats
 from ics_sms.sandbox.wire import group_receipts
 
@@ -98,7 +99,7 @@ class ReceiptDispatcher:
             await self._settled.wait()
 
     # -- scheduling ----------------------------------------------------------------------
-    def schedule(self, receipts: list[tuple[float, Receipt]]) -> None:
+    def schedule(self, receipts: list[tuple[float, PendingReceipt]]) -> None:
         """Queue ``(delay_s, receipt)`` pairs: each is posted once its delay has passed."""
         if not receipts:
             return
@@ -109,7 +110,7 @@ class ReceiptDispatcher:
         """Look at the queue again now (e.g. after receipts were un-paused)."""
         self._wake.set()
 
-    def _push(self, receipts: list[tuple[float, Receipt]]) -> None:
+    def _push(self, receipts: list[tuple[float, PendingReceipt]]) -> None:
         now = asyncio.get_running_loop().time()
         self._idle.clear()
         first = False
@@ -140,7 +141,7 @@ class ReceiptDispatcher:
             else:
                 await self._wake.wait()
 
-    def _dispatch(self, receipts: list[Receipt]) -> None:
+    def _dispatch(self, receipts: list[PendingReceipt]) -> None:
         size = self._config.receipt_batch_size
         receipts.sort(key=attrgetter("url"))
         for url, group in groupby(receipts, key=attrgetter("url")):
@@ -148,7 +149,7 @@ class ReceiptDispatcher:
             for start in range(0, len(batch), size):
                 self._spawn(url, batch[start : start + size])
 
-    def _spawn(self, url: str, batch: list[Receipt]) -> None:
+    def _spawn(self, url: str, batch: list[PendingReceipt]) -> None:
         self._in_flight += len(batch)
         task = asyncio.create_task(self._post(url, batch))
         self._posts.add(task)
@@ -156,7 +157,7 @@ class ReceiptDispatcher:
         task.add_done_callback(_report_crash)
 
     # -- posting -------------------------------------------------------------------------
-    async def _post(self, url: str, batch: list[Receipt]) -> None:
+    async def _post(self, url: str, batch: list[PendingReceipt]) -> None:
         try:
             async with self._slots:
                 status = await self._send(url, batch)
@@ -165,7 +166,7 @@ class ReceiptDispatcher:
             self._in_flight -= len(batch)
             self._check_idle()
 
-    async def _send(self, url: str, batch: list[Receipt]) -> int | str:
+    async def _send(self, url: str, batch: list[PendingReceipt]) -> int | str:
         """The HTTP status of the POST, or the name of the error that prevented it."""
         assert self._session is not None, "start() was not awaited"
         body = orjson.dumps(group_receipts((r.event, r.data) for r in batch))
@@ -176,7 +177,7 @@ class ReceiptDispatcher:
         except (aiohttp.ClientError, TimeoutError) as exc:
             return type(exc).__name__
 
-    def _settle(self, url: str, batch: list[Receipt], status: int | str) -> None:
+    def _settle(self, url: str, batch: list[PendingReceipt], status: int | str) -> None:
         self._settled.set()
         self._stats.receipt_posts += 1
         if isinstance(status, int) and status < 300:
@@ -187,14 +188,14 @@ class ReceiptDispatcher:
             self._stats.receipts_rejected += len(batch)
             log.warning("sandbox.receipts_rejected", url=url, status=status, receipts=len(batch))
 
-    def _retry(self, url: str, batch: list[Receipt], status: int | str) -> None:
+    def _retry(self, url: str, batch: list[PendingReceipt], status: int | str) -> None:
         config = self._config
-        again: list[tuple[float, Receipt]] = []
+        again: list[tuple[float, PendingReceipt]] = []
         for receipt in batch:
             receipt.attempts += 1
             if receipt.attempts < config.receipt_max_attempts:
-                delay = retry_delay_s(receipt.attempts, config.receipt_retry_base_ms / 1000,
-                                      config.receipt_retry_cap_ms / 1000, self._rng)
+                delay = backoff(receipt.attempts, base_s=config.receipt_retry_base_ms / 1000,
+                                cap_s=config.receipt_retry_cap_ms / 1000, rng=self._rng)
                 again.append((delay, receipt))
         given_up = len(batch) - len(again)
         self._stats.receipts_retried += len(again)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ics_sms.sandbox.config import SandboxConfig
 
-__all__ = ["ControlRequest", "Faults", "TokenBucket", "retry_after_header"]
+__all__ = ["ControlRequest", "Faults", "ThrottleBucket", "retry_after_header"]
 
 
 class ControlRequest(BaseModel):
@@ -34,7 +34,7 @@ class ControlRequest(BaseModel):
     receipts_paused: bool | None = None
 
 
-class TokenBucket:
+class ThrottleBucket:
     """Admits ``rate_per_s`` records per second on average, bursts of one second.
 
     A request larger than the burst passes when the bucket is full (and leaves it in
@@ -50,7 +50,7 @@ class TokenBucket:
         self._updated = now
 
     def __repr__(self) -> str:
-        return f"<TokenBucket rate_per_s={self._rate:g} tokens={self._tokens:.1f}>"
+        return f"<ThrottleBucket rate_per_s={self._rate:g} tokens={self._tokens:.1f}>"
 
     def take(self, count: int, now: float) -> float:
         """0 when ``count`` records pass now, else the seconds to wait before retrying."""
@@ -74,7 +74,7 @@ class Faults:
         self.click_ratio = config.click_ratio
         self.receipts_paused = False
         self._throttle_per_s = config.throttle_per_s
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[str, ThrottleBucket] = {}
         self._planned_outage = (config.outage_at_s, config.outage_s)
         self._outage = (math.inf, math.inf)
         seed = None if config.seed is None else f"{config.seed}/faults"
@@ -107,7 +107,7 @@ class Faults:
             return 0.0
         bucket = self._buckets.get(user)
         if bucket is None:
-            bucket = self._buckets[user] = TokenBucket(self._throttle_per_s, now)
+            bucket = self._buckets[user] = ThrottleBucket(self._throttle_per_s, now)
         return bucket.take(records, now)
 
     def apply(self, change: ControlRequest, now: float) -> None:

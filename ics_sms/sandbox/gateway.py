@@ -12,7 +12,7 @@ from ics_sms.sandbox.datasend import Refusal, Submission, refusal_reason
 from ics_sms.sandbox.dispatcher import ReceiptDispatcher
 from ics_sms.sandbox.faults import Faults
 from ics_sms.sandbox.outcomes import Fate, decide, find_url, short_url
-from ics_sms.sandbox.receipts import Receipt
+from ics_sms.sandbox.receipts import PendingReceipt
 from ics_sms.sandbox.stats import SandboxStats
 from ics_sms.schemas.ics import DatasendRecord
 from ics_sms.schemas.messages import Status
@@ -105,11 +105,11 @@ class Gateway:
     def _add(self, plan: _Plan, event: str, data: wire.ReceiptBody, delay_s: float) -> None:
         """Plan a receipt; sometimes twice, as ICS may send a receipt again."""
         assert plan.url is not None
-        plan.receipts.append((delay_s, Receipt(plan.url, event, data)))
+        plan.receipts.append((delay_s, PendingReceipt(plan.url, event, data)))
         ratio = self._config.duplicate_receipt_ratio
         if ratio and self._rng.random() < ratio:
             again_s = delay_s + self._receipt_delay_s()
-            plan.receipts.append((again_s, Receipt(plan.url, event, data)))
+            plan.receipts.append((again_s, PendingReceipt(plan.url, event, data)))
 
     def _receipt_delay_s(self) -> float:
         jitter_ms = self._config.receipt_jitter_ms
@@ -123,4 +123,4 @@ class _Plan:
 
     url: str | None
     wall_s: float
-    receipts: list[tuple[float, Receipt]] = field(default_factory=list)
+    receipts: list[tuple[float, PendingReceipt]] = field(default_factory=list)

@@ -1,19 +1,18 @@
-"""Receipts waiting for their time, and the retry schedule of a receipt POST that failed."""
+"""Receipts waiting for their time (a failed POST is queued again after a backoff)."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import random
 from dataclasses import dataclass
 
 from ics_sms.sandbox.wire import ReceiptBody
 
-__all__ = ["Receipt", "ReceiptQueue", "retry_delay_s"]
+__all__ = ["PendingReceipt", "ReceiptQueue"]
 
 
 @dataclass(slots=True)
-class Receipt:
+class PendingReceipt:
     """One receipt for one message, bound for ``url``; ``attempts`` counts POSTs so far."""
 
     url: str
@@ -28,7 +27,7 @@ class ReceiptQueue:
     __slots__ = ("_heap", "_order")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Receipt]] = []
+        self._heap: list[tuple[float, int, PendingReceipt]] = []
         self._order = itertools.count()
 
     def __len__(self) -> int:
@@ -37,7 +36,7 @@ class ReceiptQueue:
     def __repr__(self) -> str:
         return f"<ReceiptQueue waiting={len(self._heap)} next_due={self.next_due()}>"
 
-    def push(self, due: float, receipt: Receipt) -> bool:
+    def push(self, due: float, receipt: PendingReceipt) -> bool:
         """Queue ``receipt``; True when it is now the first one due."""
         heapq.heappush(self._heap, (due, next(self._order), receipt))
         return self._heap[0][2] is receipt
@@ -45,9 +44,9 @@ class ReceiptQueue:
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[Receipt]:
+    def pop_due(self, now: float) -> list[PendingReceipt]:
         """Every receipt due at ``now``, earliest first."""
-        due: list[Receipt] = []
+        due: list[PendingReceipt] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
             due.append(heapq.heappop(heap)[2])
@@ -58,12 +57,3 @@ class ReceiptQueue:
         self._heap.clear()
         return dropped
 
-
-def retry_delay_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Wait before POST number ``attempt + 1``: exponential from ``base_s``, capped, jittered.
-
-    The jitter keeps between half and all of the exponential step, so receipts for a
-    receiver that comes back are not all retried in the same instant.
-    """
-    step = min(cap_s, base_s * 2.0 ** max(attempt - 1, 0))
-    return step * (0.5 + rng.random() / 2)

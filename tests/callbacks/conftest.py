@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from redis import Redis
 
 from ics_sms.callbacks.app import create_app
-from ics_sms.callbacks.link import BrokerOpener
+from ics_sms.callbacks.connection import BrokerOpener
 from ics_sms.schemas.senders import Sender, Senders, SenderType
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner

@@ -10,8 +10,8 @@ import pytest
 
 from ics_sms.broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
 from ics_sms.broker.memory import MemoryBroker
-from ics_sms.callbacks.link import BrokerLink
-from ics_sms.callbacks.publisher import ConfirmingPublisher, ConfirmTimeout
+from ics_sms.callbacks.connection import BrokerConnection
+from ics_sms.callbacks.publisher import ConfirmingPublisher, PublishDeadlineExceeded
 from ics_sms.schemas.topology import Topology
 
 TOPOLOGY = Topology(namespace="unit.")
@@ -47,27 +47,27 @@ async def broker() -> GatedBroker:
 
 
 @pytest.fixture
-async def link(broker: GatedBroker) -> AsyncIterator[BrokerLink]:
-    async def opener(_retry_s: float) -> Broker:
+async def connection(broker: GatedBroker) -> AsyncIterator[BrokerConnection]:
+    async def opener() -> Broker:
         await broker.connect()
         return broker
 
-    link = BrokerLink(opener, TOPOLOGY)
-    await link.start(0)
-    yield link
-    await link.close()
+    connection = BrokerConnection(opener, TOPOLOGY)
+    await connection.start(0)
+    yield connection
+    await connection.close()
 
 
-async def started(link: BrokerLink, **options: float) -> ConfirmingPublisher:
-    publisher = ConfirmingPublisher(link, **options)  # type: ignore[arg-type]
+async def started(connection: BrokerConnection, **options: float) -> ConfirmingPublisher:
+    publisher = ConfirmingPublisher(connection, **options)  # type: ignore[arg-type]
     await publisher.start()
     return publisher
 
 
 async def test_requests_waiting_for_a_window_share_the_next_one(
-    link: BrokerLink, broker: GatedBroker
+    connection: BrokerConnection, broker: GatedBroker
 ) -> None:
-    publisher = await started(link, max_windows=1)
+    publisher = await started(connection, max_windows=1)
     broker.gate.clear()
     first = asyncio.create_task(publisher.publish(messages(3)))
     await broker.called.wait()
@@ -82,9 +82,9 @@ async def test_requests_waiting_for_a_window_share_the_next_one(
 
 
 async def test_a_refused_window_fails_every_request_in_it(
-    link: BrokerLink, broker: GatedBroker
+    connection: BrokerConnection, broker: GatedBroker
 ) -> None:
-    publisher = await started(link)
+    publisher = await started(connection)
     broker.refuse = True
     results = await asyncio.gather(publisher.publish(messages(1)),
                                    publisher.publish(messages(2)), return_exceptions=True)
@@ -94,20 +94,20 @@ async def test_a_refused_window_fails_every_request_in_it(
 
 
 async def test_no_confirm_in_time_is_a_confirm_timeout(
-    link: BrokerLink, broker: GatedBroker
+    connection: BrokerConnection, broker: GatedBroker
 ) -> None:
-    publisher = await started(link, timeout_s=0.05)
+    publisher = await started(connection, timeout_s=0.05)
     broker.gate.clear()
-    with pytest.raises(ConfirmTimeout):
+    with pytest.raises(PublishDeadlineExceeded):
         await publisher.publish(messages(1))
     broker.gate.set()
     await publisher.close()
 
 
 async def test_a_request_that_gave_up_before_its_window_is_not_sent(
-    link: BrokerLink, broker: GatedBroker
+    connection: BrokerConnection, broker: GatedBroker
 ) -> None:
-    publisher = await started(link, max_windows=1)
+    publisher = await started(connection, max_windows=1)
     broker.gate.clear()
     blocking = asyncio.create_task(publisher.publish(messages(1)))
     await broker.called.wait()
@@ -122,24 +122,26 @@ async def test_a_request_that_gave_up_before_its_window_is_not_sent(
 
 
 async def test_without_a_broker_connection_requests_fail_at_once(
-    link: BrokerLink, broker: GatedBroker
+    connection: BrokerConnection, broker: GatedBroker
 ) -> None:
-    publisher = await started(link)
+    publisher = await started(connection)
     broker.crash()
     with pytest.raises(ConnectionLost, match="broker unavailable"):
         await publisher.publish(messages(1))
     await publisher.close()
 
 
-async def test_empty_publish_needs_nothing(link: BrokerLink, broker: GatedBroker) -> None:
-    publisher = await started(link)
+async def test_empty_publish_needs_nothing(
+    connection: BrokerConnection, broker: GatedBroker
+) -> None:
+    publisher = await started(connection)
     await publisher.publish([])
     assert broker.calls == []
     await publisher.close()
 
 
-async def test_repr_shows_the_state(link: BrokerLink) -> None:
-    publisher = await started(link)
+async def test_repr_shows_the_state(connection: BrokerConnection) -> None:
+    publisher = await started(connection)
     await publisher.publish(messages(2))
     assert repr(publisher).startswith("<ConfirmingPublisher waiting=0 windows=")
     assert repr(publisher).endswith(" published=2 failed=0>")

@@ -11,8 +11,8 @@ from pydantic import SecretStr
 
 from ics_sms.broker.base import Broker, ConnectionLost, Outgoing, PublishFailed
 from ics_sms.broker.memory import MemoryBroker
-from ics_sms.callbacks.app import LINK
-from ics_sms.callbacks.link import BrokerOpener
+from ics_sms.callbacks.app import CONNECTION
+from ics_sms.callbacks.connection import BrokerOpener
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from tests.callbacks.receiver_helpers import (
@@ -31,10 +31,10 @@ async def test_broker_lost_gives_503_then_the_receiver_reconnects_and_accepts_th
     settings = amqp_settings.model_copy(update={
         "broker_url": SecretStr(via_proxy(rabbitmq_url, proxy.port))})
     receiver = await start_receiver(settings)
-    link = receiver.app[LINK]
+    connection = receiver.app[CONNECTION]
     assert (await receiver.post(delivered(signer.sign("m-before"))))[0] == 200
 
-    lost = link.broker
+    lost = connection.broker
     assert lost is not None
     await proxy.cut()
     await asyncio.wait([lost.closed], timeout=15)
@@ -48,11 +48,11 @@ async def test_broker_lost_gives_503_then_the_receiver_reconnects_and_accepts_th
     assert (await receiver.request("GET", "/healthz"))[0] == 200
 
     await proxy.restore()
-    await asyncio.wait_for(link.wait_ready(), timeout=15)
+    await asyncio.wait_for(connection.wait_ready(), timeout=15)
     assert (await receiver.request("GET", "/readyz")) == (200, {"status": "ready"})
     assert (await receiver.post(retried))[0] == 200  # ICS sends the refused batch again
     assert [e.message_id for e in events_queue.events()] == ["m-before", "m-during"]
-    assert link.reconnects == 1
+    assert connection.reconnects == 1
 
 
 async def test_unreachable_broker_at_start_fails_the_start(
@@ -83,7 +83,7 @@ class SilentBroker(MemoryBroker):
 def opener_of(kind: type[MemoryBroker]) -> BrokerOpener:
     url = f"memory://outage-{uuid.uuid4().hex[:8]}"
 
-    async def opener(_retry_s: float) -> Broker:
+    async def opener() -> Broker:
         broker = kind(url)
         await broker.connect()
         return broker

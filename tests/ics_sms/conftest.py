@@ -17,6 +17,13 @@ def isolated_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for module in (connect, amqp):
         monkeypatch.setattr(module, "log", structlog.get_logger(module.__name__))
     pika_level = logging.getLogger("pika").level
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     structlog.reset_defaults()
     logging.getLogger("pika").setLevel(pika_level)
+    logging.captureWarnings(False)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -6,19 +6,31 @@ here is about timing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from click.testing import CliRunner
+from pika.spec import BasicProperties
 
+from ics_sms.bench.amqp import PikaLink
+from ics_sms.bench.messages import sample_body
 from ics_sms.bench.profile import library_of, summarize
+from ics_sms.bench.relay import event_template, relay
+from ics_sms.bench.report import targets, worker_per_relay
 from ics_sms.bench.results import Sample, StageResult
+from ics_sms.bench.system import CpuMeter, broker_pids
+from ics_sms.broker.connect import open_broker
 from ics_sms.cli.bench_cmd import bench_command
+from ics_sms.schemas.messages import ReceiptEvent, Status
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.settings import Settings
 
-RATE_STAGES = {"limit_publish", "limit_consume", "publish", "worker_1", "worker_2", "e2e",
-               "ingest"}
+RATE_STAGES = {"limit_publish", "limit_consume", "limit_relay", "publish", "worker_1",
+               "worker_2", "e2e", "ingest"}
 LATENCY_STAGES = {"latency", "latency_backlog"}
 
 
@@ -47,6 +59,9 @@ def test_quick_bench_reports_every_stage(quick_run: tuple[dict[str, Any], Path])
         assert {"p50", "p95", "p99"} <= set(run["latency_ms"])
     assert set(data["ratio_to_limit"]) == {"publish", "worker_1", "worker_2", "e2e", "ingest"}
     assert {t["met"] for t in data["targets"]} <= {"met", "best run only", "not met"}
+    relay = data["worker_per_relay"]
+    assert relay["rate"] == data["ratio_to_limit"]["worker_1"]["median"] > 0
+    assert relay["cpu"] == pytest.approx(relay["relay_cpu_us"] / relay["worker_cpu_us"], 1e-2)
 
 
 def test_quick_bench_accounts_for_every_message(quick_run: tuple[dict[str, Any], Path]
@@ -106,3 +121,72 @@ def test_profile_summary_splits_own_and_inclusive_time() -> None:
     assert summary.by_our_caller[("_submit (workers/service.py)", "pydantic")] == 3
     assert library_of("/x/site-packages/pika/frame.py") == "pika"
     assert library_of("workers/jobs.py") == "ours:workers"
+
+
+def test_worker_is_held_to_the_bare_relay() -> None:
+    def rate(key: str, per_s: float) -> StageResult:
+        return StageResult(key, key, "msg/s", samples=[
+            Sample(count=int(per_s), accounted=int(per_s), elapsed_s=1.0)])
+
+    stages = {s.key: s for s in (rate("worker_1", 4000), rate("limit_relay", 10000),
+                                 rate("limit_consume", 40000))}
+    ratio = {t.name: t for t in targets(stages)}["worker stage, 1 process / bare relay"]
+    assert ratio.median == pytest.approx(0.4) and ratio.goal == 0.7 and ratio.met == "not met"
+    stages["worker_1"].samples[0].extra["cpu_us_per_msg"] = {"worker": 90.0}
+    stages["limit_relay"].samples[0].extra["cpu_us_per_msg"] = {"relay": 30.0}
+    assert worker_per_relay(stages) == {"rate": 0.4, "cpu": 0.333, "worker_cpu_us": 90.0,
+                                        "relay_cpu_us": 30.0}
+
+
+def test_relay_event_is_a_submitted_event_of_the_request() -> None:
+    parts = event_template(Settings(namespace="bench-x."))
+    event = ReceiptEvent.model_validate_json(b"camp-7".join(parts))
+    assert event.message_id == "camp-7" and event.status is Status.SUBMITTED
+    assert event.event_id == "camp-7-submitted"
+
+
+async def test_relay_turns_each_request_into_one_confirmed_event_and_acks_it(
+        amqp_settings: Settings) -> None:
+    topology = amqp_settings.topology
+    broker = await open_broker(amqp_settings, name="test declare")
+    try:
+        await broker.declare(topology)
+    finally:
+        await broker.close()
+    link = await PikaLink.open(amqp_settings.broker_url.get_secret_value(), "test relay")
+    send_queue = topology.send_queue(Lane.SERVICE)
+    try:
+        for n in range(50):
+            link.channel.basic_publish(
+                topology.send_exchange, topology.send_routing_key(Lane.SERVICE),
+                sample_body(topology), BasicProperties(delivery_mode=2, message_id=f"m-{n}"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(relay(amqp_settings, stop))
+        async with asyncio.timeout(60):
+            while (await link.counts(topology.events_queue))[0] < 50:
+                assert not task.done(), task
+                await asyncio.sleep(0.01)  # polls the queue depth
+        stop.set()
+        await task
+        assert await link.counts(topology.events_queue) == (50, 0)
+        assert await link.counts(send_queue) == (0, 0)  # every request acked
+    finally:
+        await link.close()
+
+
+def test_broker_pids_are_local_listeners_only(rabbitmq_url: str) -> None:
+    assert broker_pids("amqp://guest:guest@203.0.113.9:5672/") == []
+    assert all(psutil.pid_exists(pid) for pid in broker_pids(rabbitmq_url))
+
+
+def test_cpu_meter_counts_the_cpu_of_each_role() -> None:
+    me = psutil.Process()
+    gone = psutil.Popen(["true"])
+    gone.wait()
+    meter = CpuMeter({"bench": [me.pid], "gone": [gone.pid]})
+    meter.start()
+    before = sum(me.cpu_times()[:2])
+    while sum(me.cpu_times()[:2]) == before:  # spin until the kernel charged us a tick
+        pass
+    per_message = meter.stop(count=2)
+    assert per_message["bench"] > 0 and per_message["gone"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,10 +40,15 @@ def invoke(*args: str, **env: str) -> Result:
 
 
 def one_line_error(result: Result) -> str:
+    """The reason: an ``Error:`` line, or a services' JSON log line when logs are JSON."""
     assert result.exit_code == 1, result.output
     assert isinstance(result.exception, SystemExit), f"crashed: {result.exception!r}"
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    if lines[0].startswith("{"):
+        record = json.loads(lines[0])
+        assert record["event"] == "cannot run", record
+        return str(record["reason"])
     assert lines[0].startswith("Error: ")
     return lines[0].removeprefix("Error: ")
 
@@ -76,6 +82,14 @@ def test_an_unsupported_broker_url_is_one_line(args: tuple[str, ...], tmp_path: 
     assert reason.startswith("invalid configuration: ICS_SMS_BROKER_URL: scheme rabbitmq:// "
                              "is not supported"), reason
     assert "broker-pw" not in result.output
+
+
+@pytest.mark.parametrize(("log_format", "json_line"), [("json", True), ("console", False)])
+def test_a_broken_environment_still_logs_as_asked(log_format: str, json_line: bool) -> None:
+    result = invoke("worker", ICS_SMS_BROKER_URL="rabbitmq://foo",
+                    ICS_SMS_LOG_FORMAT=log_format)
+    assert "ICS_SMS_BROKER_URL: scheme rabbitmq://" in one_line_error(result)
+    assert result.stderr.startswith("{") is json_line
 
 
 @pytest.mark.parametrize(

@@ -41,9 +41,8 @@ from ics_sms.sandbox import (
     running_sandbox,
     start_sandbox,
 )
-from ics_sms.sandbox.faults import TokenBucket
+from ics_sms.sandbox.faults import ThrottleBucket
 from ics_sms.sandbox.outcomes import decide
-from ics_sms.sandbox.receipts import retry_delay_s
 from ics_sms.schemas.ics import FAILURE_CODES, ReceiptData, datasend_response, receipt_groups
 from ics_sms.schemas.senders import Sender, Senders, SenderType
 
@@ -593,16 +592,8 @@ def test_every_failure_code_has_its_test_number(code: str) -> None:
     assert (fate.code, fate.description) == (code, FAILURE_CODES[code])
 
 
-def test_retry_delay_grows_and_is_capped() -> None:
-    rng = random.Random(1)
-    delays = [retry_delay_s(attempt, 0.5, 30, rng) for attempt in range(1, 12)]
-    assert 0.25 <= delays[0] <= 0.5
-    assert 2 <= delays[3] <= 4
-    assert all(15 <= d <= 30 for d in delays[8:])
-
-
 def test_token_bucket_admits_the_rate_and_tells_the_wait() -> None:
-    bucket = TokenBucket(rate_per_s=10, now=0.0)
+    bucket = ThrottleBucket(rate_per_s=10, now=0.0)
     assert bucket.take(10, now=0.0) == 0
     assert bucket.take(5, now=0.0) == pytest.approx(0.5)
     assert bucket.take(5, now=0.5) == 0

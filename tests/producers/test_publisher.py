@@ -20,13 +20,12 @@ from ics_sms.broker.admin import declare_topology
 
 # Submodules, not the package: under a bare `pytest` (not `python -m pytest`) the folder
 # tests/producers/ shadows the package itself; its submodules still resolve.
-from ics_sms.producers.confirms import ConfirmWindow
 from ics_sms.producers.errors import (
     BrokerUnavailable,
     InvalidRequest,
     ProducerError,
     PublishError,
-    TopologyConflict,
+    TopologyMismatch,
 )
 from ics_sms.producers.framing import PublishFramer
 from ics_sms.producers.publisher import Producer, validate_request
@@ -105,80 +104,6 @@ def test_frames_equal_py_amqp_encoding(size: int) -> None:
     ours = PublishFramer(7, capture.frame_max).encode("ns.sms.send", "service", "m-1", body)
 
     assert ours == bytes(capture.data)
-
-
-# -- confirm bookkeeping -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Item:
-    message_id: str | None
-
-
-def window_of(count: int) -> ConfirmWindow[Item]:
-    window: ConfirmWindow[Item] = ConfirmWindow()
-    window.sent(Item(f"m-{i}") for i in range(1, count + 1))
-    return window
-
-
-def test_multiple_ack_confirms_the_prefix() -> None:
-    window = window_of(5)
-    window.on_ack(3, multiple=True)
-    assert window.take_confirmed() == 3
-    assert len(window) == 2 and window.next_tag == 6
-    window.on_ack(5, multiple=True)
-    assert window.take_confirmed() == 2 and window.settled
-
-
-def test_out_of_order_acks_count_only_once_the_gap_closes() -> None:
-    window = window_of(4)
-    window.on_ack(2, multiple=False)
-    window.on_ack(4, multiple=False)
-    assert window.take_confirmed() == 0
-    window.on_ack(1, multiple=False)
-    assert window.take_confirmed() == 2
-    window.on_ack(3, multiple=False)
-    assert window.take_confirmed() == 2 and window.settled
-
-
-def test_a_nack_stops_the_prefix_even_when_later_tags_are_acked() -> None:
-    window = window_of(5)
-    window.on_nack(3, multiple=False)
-    window.on_ack(5, multiple=True)
-    assert window.take_confirmed() == 2
-    failure = window.failure
-    assert failure is not None and failure.tag == 3 and "nack" in failure.reason
-    assert window.settled
-
-
-def test_failure_waits_for_the_tags_before_it() -> None:
-    window = window_of(3)
-    window.on_nack(2, multiple=False)
-    assert not window.settled
-    window.on_ack(1, multiple=False)
-    assert window.settled and window.take_confirmed() == 1
-
-
-def test_a_returned_message_is_a_failure_although_acked_after() -> None:
-    window = window_of(3)
-    window.on_return("m-2", "unroutable")
-    window.on_ack(3, multiple=True)
-    assert window.take_confirmed() == 1
-    assert window.failure is not None and window.failure.tag == 2
-
-
-def test_reset_gives_back_the_unconfirmed_in_order() -> None:
-    window = window_of(4)
-    window.on_ack(1, multiple=False)
-    window.on_ack(3, multiple=False)
-    assert [i.message_id for i in window.reset()] == ["m-2", "m-3", "m-4"]
-    assert len(window) == 0 and window.next_tag == 1
-
-
-def test_stale_acks_are_ignored() -> None:
-    window = window_of(2)
-    window.on_ack(2, multiple=True)
-    window.on_ack(2, multiple=True)
-    window.on_ack(9, multiple=False)
-    assert window.take_confirmed() == 2
 
 
 # -- retry policy --------------------------------------------------------------------------
@@ -285,6 +210,18 @@ def test_invalid_request_raises_before_anything_is_sent(
     assert drain(rabbitmq_url, topology.send_queue(Lane.SERVICE)) == []
 
 
+def test_oversized_metadata_is_refused_before_anything_is_sent(
+        amqp_settings: Settings, rabbitmq_url: str, topology: Topology) -> None:
+    declare_topology(rabbitmq_url, topology)
+    producer = Producer(rabbitmq_url, topology, SENDERS)
+    with pytest.raises(InvalidRequest) as caught:
+        producer.publish(request(1, metadata={"blob": "x" * 5_000_000}))
+    [problem] = caught.value.problems
+    assert problem.startswith("metadata: is 5000011 bytes as JSON, more than 4096")
+    assert "connected=False" in repr(producer)
+    assert drain(rabbitmq_url, topology.send_queue(Lane.SERVICE)) == []
+
+
 def test_publish_many_stops_at_an_invalid_request_with_its_index(
         producer: Producer, rabbitmq_url: str, topology: Topology) -> None:
     requests = [request(0), request(1), request(2, to="not a number"), request(3)]
@@ -381,6 +318,6 @@ def test_a_conflicting_topology_is_one_clear_error(
     connection.close()
 
     producer = Producer(rabbitmq_url, topology, SENDERS)
-    with pytest.raises(TopologyConflict, match="PRECONDITION_FAILED - inequivalent arg"):
+    with pytest.raises(TopologyMismatch, match="PRECONDITION_FAILED - inequivalent arg"):
         producer.connect()
     assert "connected=False" in repr(producer)

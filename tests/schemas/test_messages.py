@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.messages import (
+    MAX_METADATA_BYTES,
     MAX_TEXT_CHARS,
     SCHEMA_VERSION,
     TERMINAL_STATUSES,
@@ -307,3 +309,30 @@ def test_event_ids_do_not_collide_by_concatenation() -> None:
     assert make_event_id("msg-1", Status.CLICKED, "ab", "c") != make_event_id(
         "msg-1", Status.CLICKED, "a", "bc"
     )
+
+
+# -- metadata: bounded, because it is copied into every event and kept in Redis ------------
+
+
+def test_metadata_up_to_the_byte_bound_is_accepted() -> None:
+    overhead = len('{"k":""}')
+    metadata = {"k": "x" * (MAX_METADATA_BYTES - overhead)}
+    assert len(orjson.dumps(metadata)) == MAX_METADATA_BYTES
+    assert send_request(metadata=metadata).metadata == metadata
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"k": "x" * MAX_METADATA_BYTES},
+        {"k": "é" * (MAX_METADATA_BYTES // 2)},  # bytes, not characters, are counted
+        {"nested": [{"deep": "y" * 100}] * 50},
+        {"blob": "z" * 5_000_000},  # what used to become a 5 MB event and Redis key
+    ],
+)
+def test_larger_metadata_is_refused_with_its_size_and_why(metadata: dict[str, Any]) -> None:
+    [line] = problems(metadata=metadata)
+    field, _, why = line.partition(": ")
+    assert field == "metadata"
+    assert f"is {len(orjson.dumps(metadata))} bytes as JSON, more than {MAX_METADATA_BYTES}" in why
+    assert "every event" in why

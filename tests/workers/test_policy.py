@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, time
+from time import monotonic
 
 import pytest
 
-from ics_sms.workers.policy import Disposition, RetryPolicy, classify_http_status
+from ics_sms.workers.policy import AttemptPolicy, Disposition, classify_http_status
 from ics_sms.workers.ratelimit import TokenBucket
+from ics_sms.workers.submit import SenderState
 from ics_sms.workers.window import PromoWindow
 
 
@@ -31,7 +33,7 @@ def test_what_is_transient(status: int, disposition: Disposition) -> None:
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    policy = RetryPolicy(max_attempts=10, base_s=1.0, cap_s=30.0)
+    policy = AttemptPolicy(max_attempts=10, base_s=1.0, cap_s=30.0)
     rng = random.Random(7)
     for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (20, 30)]:
         delays = [policy.backoff(attempt, rng) for _ in range(200)]
@@ -41,7 +43,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 
 def test_every_retry_path_ends() -> None:
-    policy = RetryPolicy(max_attempts=3)
+    policy = AttemptPolicy(max_attempts=3)
     assert [policy.exhausted(a) for a in (1, 2, 3, 4)] == [False, False, True, True]
 
 
@@ -85,3 +87,11 @@ def test_throttling_blocks_the_sender() -> None:
     bucket = TokenBucket(rate_per_s=1000)
     bucket.block_for(2.0)
     assert bucket.delay_for(1) == pytest.approx(2.0, abs=0.05)
+
+
+def test_a_sender_state_shows_its_pause() -> None:
+    state = SenderState()
+    assert repr(state) == "<SenderState paused_for=0.0s>"
+    state.paused_until = monotonic() + 60
+    assert repr(state).startswith("<SenderState paused_for=")
+    assert repr(state) != "<SenderState paused_for=0.0s>"

@@ -9,11 +9,10 @@ from typing import Any
 import aiohttp
 
 from ics_sms.bench.context import RunContext
-from ics_sms.bench.cpu import CpuMeter
-from ics_sms.bench.waits import Crashed
+from ics_sms.bench.system import CpuMeter
 from ics_sms.schemas.settings import Settings
 
-__all__ = ["cpu_meter", "either", "sandbox_stats", "tag_of", "task_problem", "timeout_for"]
+__all__ = ["cpu_meter", "sandbox_stats", "tag_of", "task_problem", "timeout_for"]
 
 
 def cpu_meter(ctx: RunContext, **roles: list[int]) -> CpuMeter:
@@ -45,15 +44,3 @@ def task_problem(task: asyncio.Future[Any]) -> str | None:
     if task.done() and not task.cancelled() and task.exception() is not None:
         return f"publishing failed: {task.exception()!r}"
     return None
-
-
-def either(*checks: Crashed) -> Crashed:
-    """The first problem any of ``checks`` reports."""
-    def check() -> str | None:
-        for one in checks:
-            problem = one()
-            if problem is not None:
-                return problem
-        return None
-
-    return check

@@ -14,7 +14,7 @@ from ics_sms.bench.context import RunContext, stage_scope
 from ics_sms.bench.events import EventReader
 from ics_sms.bench.messages import requests
 from ics_sms.bench.procs import Children, free_port
-from ics_sms.bench.publishing import publish_chunks, stopper
+from ics_sms.bench.publishing import publish_all, stopper
 from ics_sms.bench.results import Sample
 from ics_sms.bench.services import start_receiver, start_workers
 from ics_sms.bench.stages.common import (
@@ -54,8 +54,8 @@ async def run_end_to_end(ctx: RunContext) -> Sample:
             started = tracker.started = time.monotonic()
             with stopper() as stop:
                 publishing = asyncio.ensure_future(asyncio.to_thread(
-                    publish_chunks, settings, ctx.senders, requests(tag_of(settings), count),
-                    tracker, max_in_flight=ctx.options.max_in_flight, stop=stop))
+                    publish_all, settings, ctx.senders, requests(tag_of(settings), count),
+                    max_in_flight=ctx.options.max_in_flight, stop=stop, tracker=tracker))
                 await wait_until(lambda: tracker.complete and publishing.done(),
                                  timeout_s=timeout_s, what=f"{count} final events",
                                  crashed=lambda: task_problem(publishing) or children.crashed())

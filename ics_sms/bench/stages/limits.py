@@ -3,14 +3,15 @@
 A bare publish-with-confirms loop and a bare consume-and-ack loop on pika's asyncio
 adapter, with the same message body, queue type, confirm window and prefetch as the
 services, and nothing else: no validation, no batching logic, no HTTP. The bare publisher
-fills the send queue that the bare consumer then empties.
+fills the send queue that the bare consumer then empties. The third limit, the bare relay
+(:mod:`~ics_sms.bench.relay`), runs like the worker stage (see ``stages/worker.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from typing import Any
 
 from pika.spec import Basic, BasicProperties
 
@@ -55,56 +56,40 @@ async def run_limits(ctx: RunContext) -> tuple[Sample, Sample]:
     return published, consumed
 
 
-@dataclass(slots=True)
-class _Confirms:
-    """Publisher confirms counted as they come (RabbitMQ confirms a channel in order)."""
-
-    floor: int = 0
-    confirmed: int = 0
-    refused: int = 0
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def on_confirm(self, frame: object) -> None:
-        method = frame.method  # type: ignore[attr-defined]
-        newly = method.delivery_tag - self.floor if method.multiple else 1
-        self.floor = max(self.floor, method.delivery_tag)
-        if isinstance(method, Basic.Nack):
-            self.refused += newly
-        self.confirmed += newly
-        self.progress.set()
-
-
 async def bare_publish(link: PikaLink, exchange: str, routing_key: str, body: bytes,
                        count: int, in_flight: int) -> Sample:
     """Persistent, mandatory publishes with up to ``in_flight`` unconfirmed."""
     channel = link.channel
-    confirms = _Confirms()
-    await call(lambda done: channel.confirm_delivery(confirms.on_confirm, callback=done))
-    sent = 0
+    confirmed = refused = floor = sent = 0
+    progress = asyncio.Event()
+
+    def on_confirm(frame: Any) -> None:  # RabbitMQ confirms a channel in order
+        nonlocal confirmed, refused, floor
+        method = frame.method
+        newly = method.delivery_tag - floor if method.multiple else 1
+        floor = max(floor, method.delivery_tag)
+        refused += newly if isinstance(method, Basic.Nack) else 0
+        confirmed += newly
+        progress.set()
+
+    await call(lambda done: channel.confirm_delivery(on_confirm, callback=done))
     started = time.perf_counter()
-    while confirms.confirmed < count:
-        room = min(in_flight - (sent - confirms.confirmed), count - sent, _WRITE_BATCH)
+    while confirmed < count:
+        room = min(in_flight - (sent - confirmed), count - sent, _WRITE_BATCH)
         for _ in range(max(room, 0)):
             properties = BasicProperties(content_type="application/json", delivery_mode=2,
                                          message_id=f"bare-{sent}")
             channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
             sent += 1
-        if room <= 0 or sent == count:
-            confirms.progress.clear()
-            async with asyncio.timeout(30):
-                await confirms.progress.wait()
-        else:
+        if room > 0 and sent < count:
             await asyncio.sleep(0)
-    elapsed = time.perf_counter() - started
-    return Sample(count=count, accounted=confirms.confirmed - confirms.refused,
-                  elapsed_s=elapsed, extra={"in_flight": in_flight, "body_bytes": len(body)})
-
-
-@dataclass(slots=True)
-class _Received:
-    count: int = 0
-    unacked_tag: int = 0
-    first: float = 0.0
+            continue
+        progress.clear()
+        async with asyncio.timeout(30):
+            await progress.wait()
+    return Sample(count=count, accounted=confirmed - refused,
+                  elapsed_s=time.perf_counter() - started,
+                  extra={"in_flight": in_flight, "body_bytes": len(body)})
 
 
 async def bare_consume(link: PikaLink, queue: str, count: int, prefetch: int,
@@ -113,21 +98,23 @@ async def bare_consume(link: PikaLink, queue: str, count: int, prefetch: int,
     channel = link.channel
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[float] = loop.create_future()
-    state = _Received()
+    received = unacked_tag = 0
+    first = 0.0
 
     def ack() -> None:
-        channel.basic_ack(state.unacked_tag, multiple=True)
-        state.unacked_tag = 0
+        nonlocal unacked_tag
+        channel.basic_ack(unacked_tag, multiple=True)
+        unacked_tag = 0
 
-    def on_message(_channel: object, method: Basic.Deliver, _props: BasicProperties,
-                   _body: bytes) -> None:
-        if not state.count:
-            state.first = time.perf_counter()
-        state.count += 1
-        if not state.unacked_tag:
+    def on_message(_channel: object, method: Basic.Deliver, _props: object, _body: bytes
+                   ) -> None:
+        nonlocal received, unacked_tag, first
+        first = first or time.perf_counter()
+        received += 1
+        if not unacked_tag:
             loop.call_soon(ack)
-        state.unacked_tag = method.delivery_tag
-        if state.count == count and not finished.done():
+        unacked_tag = method.delivery_tag
+        if received == count and not finished.done():
             finished.set_result(time.perf_counter())
 
     await call(lambda done: channel.basic_qos(prefetch_count=prefetch, callback=done))
@@ -138,5 +125,5 @@ async def bare_consume(link: PikaLink, queue: str, count: int, prefetch: int,
             ended = await finished
     finally:
         await call(lambda done: channel.basic_cancel(tag, callback=done))
-    return Sample(count=count, accounted=state.count, elapsed_s=ended - state.first,
+    return Sample(count=count, accounted=received, elapsed_s=ended - first,
                   extra={"prefetch": prefetch})

@@ -1,45 +1,40 @@
 """The receiver's broker connection: opened at start-up, reopened on its own when it drops.
 
-While the connection is down :attr:`BrokerLink.broker` is ``None`` (the receiver answers
-503 so that ICS sends again later) and a background task reconnects with capped,
-jittered backoff, declaring the topology again on every new connection.
+While the connection is down :attr:`BrokerConnection.broker` is ``None`` (the receiver
+answers 503 so that ICS sends again later) and a background task reconnects through
+:func:`~ics_sms.broker.connect.connect_with_backoff`, declaring the topology again on every
+new connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from ics_sms.broker.base import Broker, BrokerError
+from ics_sms.broker.connect import RECONNECT_BASE_S, RECONNECT_CAP_S, connect_with_backoff
 from ics_sms.schemas.topology import Topology
 
-__all__ = ["BrokerLink", "BrokerOpener", "reconnect_delay"]
+__all__ = ["BrokerConnection", "BrokerOpener"]
 
 log = structlog.get_logger(__name__)
 
-BrokerOpener = Callable[[float], Awaitable[Broker]]
-"""Opens a connected broker, retrying for at most the given seconds (then raises)."""
+BrokerOpener = Callable[[], Awaitable[Broker]]
+"""One attempt to open a connected broker; raises :class:`BrokerError` when it cannot."""
 
 
-def reconnect_delay(attempt: int, *, base_s: float = 0.2, cap_s: float = 5.0,
-                    jitter: Callable[[], float] = random.random) -> float:
-    """Seconds before reconnect ``attempt`` (0-based): doubling from ``base_s``, capped,
-    with up to 50% random reduction so a fleet of receivers does not reconnect in step."""
-    delay: float = min(cap_s, base_s * 2 ** min(attempt, 30))
-    return delay * (1 - jitter() / 2)
-
-
-class BrokerLink:
+class BrokerConnection:
     """Owns one broker connection at a time and replaces it when it is lost."""
 
-    def __init__(self, opener: BrokerOpener, topology: Topology, *,
-                 base_delay_s: float = 0.2, max_delay_s: float = 5.0) -> None:
+    def __init__(self, opener: BrokerOpener, topology: Topology, *, broker: str = "broker",
+                 base_delay_s: float = RECONNECT_BASE_S,
+                 max_delay_s: float = RECONNECT_CAP_S) -> None:
         self._opener = opener
         self._topology = topology
+        self._label = broker
         self._base_delay_s = base_delay_s
         self._max_delay_s = max_delay_s
         self._broker: Broker | None = None
@@ -50,7 +45,7 @@ class BrokerLink:
 
     def __repr__(self) -> str:
         state = "ready" if self.ready else f"down ({self._reason})"
-        return f"<BrokerLink {state} reconnects={self.reconnects}>"
+        return f"<BrokerConnection {state} reconnects={self.reconnects}>"
 
     @property
     def broker(self) -> Broker | None:
@@ -68,13 +63,15 @@ class BrokerLink:
 
     @property
     def reason(self) -> str:
-        """Why the link is not ready (meaningful only when it is not)."""
+        """Why the connection is not ready (meaningful only when it is not)."""
         return self._reason
 
     async def start(self, retry_s: float) -> None:
         """Connect (retrying for ``retry_s``) and declare; raises BrokerError if impossible."""
-        self._use(await self._connect(retry_s))
-        self._watcher = asyncio.create_task(self._watch(), name="broker-link")
+        self._use(await connect_with_backoff(
+            self._connect, broker=self._label, retry_s=retry_s, base_s=self._base_delay_s,
+            cap_s=self._max_delay_s))
+        self._watcher = asyncio.create_task(self._watch(), name="broker-connection")
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection."""
@@ -99,11 +96,18 @@ class BrokerLink:
         else:
             self._connected.set()
 
-    async def _connect(self, retry_s: float) -> Broker:
-        broker = await self._opener(retry_s)
+    async def _connect(self) -> Broker:
+        """One attempt: open and declare; a failure becomes the :attr:`reason`."""
+        try:
+            broker = await self._opener()
+        except BrokerError as exc:
+            self._reason = str(exc)
+            raise
         try:
             await broker.declare(self._topology)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, BrokerError):
+                self._reason = str(exc)
             with contextlib.suppress(BrokerError):
                 await broker.close()
             raise
@@ -120,21 +124,10 @@ class BrokerLink:
                 self._reason = str(exc)
             self._use(None)
             log.warning("broker connection lost, reconnecting", reason=self._reason)
-            self._use(await self._reconnect())
-
-    async def _reconnect(self) -> Broker:
-        attempt = 0
-        while True:
-            try:
-                broker = await self._connect(0)
-            except BrokerError as exc:
-                self._reason = str(exc)
-                delay = reconnect_delay(attempt, base_s=self._base_delay_s,
-                                        cap_s=self._max_delay_s)
-                log.info("broker still unreachable", reason=self._reason, retry_in_s=delay)
-                attempt += 1
-                await asyncio.sleep(delay)
-            else:
-                self.reconnects += 1
-                log.info("broker connection restored", attempts=attempt + 1)
-                return broker
+            # Every broker error is worth another try here: the receiver stays up (503s)
+            # until the broker is back, whatever kept it away.
+            self._use(await connect_with_backoff(
+                self._connect, broker=self._label, retry_on=(BrokerError,),
+                base_s=self._base_delay_s, cap_s=self._max_delay_s))
+            self.reconnects += 1
+            log.info("broker connection restored", reconnects=self.reconnects)

@@ -1,0 +1,109 @@
+"""Per-sender batching: gather jobs, send a batch when it is full or has lingered long enough,
+with a limited number of batches in flight per lane.
+
+A batch that is due first waits for a slot of its sender's lane, then takes everything
+gathered meanwhile (up to ``batch_max``): a busy lane sends full batches instead of
+queueing small ones. The :class:`Batcher` knows nothing of brokers or ICS: it calls
+``send(sender, jobs)`` while holding the slot, and hands its tasks to ``spawn`` so that
+the owner (the worker's session) can wait for them or cancel them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic, Protocol, TypeVar
+
+from ics_sms.schemas.senders import Lane, Sender
+
+__all__ = ["Batchable", "Batcher"]
+
+
+class Batchable(Protocol):
+    """What a batcher needs to know of a job: whose it is."""
+
+    @property
+    def sender(self) -> Sender: ...
+
+
+J = TypeVar("J", bound=Batchable)
+
+
+class Batcher(Generic[J]):
+    """Batches per sender name; ``slots`` bounds the batches in flight of each lane."""
+
+    __slots__ = ("_batch_max", "_due", "_linger_s", "_pending", "_send", "_slots", "_spawn",
+                 "_timers")
+
+    def __init__(self, send: Callable[[Sender, list[J]], Awaitable[None]],
+                 spawn: Callable[[Awaitable[None]], None], *, batch_max: int, linger_s: float,
+                 slots: Mapping[Lane, int]) -> None:
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        self._send = send
+        self._spawn = spawn
+        self._batch_max = batch_max
+        self._linger_s = linger_s
+        self._slots = {lane: asyncio.Semaphore(count) for lane, count in slots.items()}
+        self._pending: dict[str, list[J]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._due: set[str] = set()  # senders whose batch waits for a slot
+
+    def __repr__(self) -> str:
+        return (f"<Batcher pending={self.pending} senders={len(self._pending)} "
+                f"waiting_for_slot={len(self._due)}>")
+
+    @property
+    def pending(self) -> int:
+        """Jobs gathered and not yet handed to ``send``."""
+        return sum(len(jobs) for jobs in self._pending.values())
+
+    def add(self, job: J) -> None:
+        """Gather ``job``; its batch is due when full, or ``linger_s`` after its first job."""
+        name = job.sender.name
+        batch = self._pending.setdefault(name, [])
+        batch.append(job)
+        if len(batch) >= self._batch_max:
+            self.flush(name)
+        elif len(batch) == 1:
+            self._timers[name] = asyncio.get_running_loop().call_later(
+                self._linger_s, self.flush, name)
+
+    def flush(self, name: str) -> None:
+        """The sender's batch is due: send it as soon as a slot of its lane is free."""
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        if name in self._pending and name not in self._due:
+            self._due.add(name)
+            self._spawn(self._send_when_free(self._pending[name][0].sender))
+
+    def flush_all(self) -> None:
+        """Every batch is due now (a graceful stop)."""
+        for name in list(self._pending):
+            self.flush(name)
+
+    def clear(self) -> None:
+        """Drop everything gathered (the connection is gone: the broker requeued it)."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._pending.clear()
+        self._due.clear()
+
+    async def _send_when_free(self, sender: Sender) -> None:
+        """Take the slot first, then everything gathered meanwhile (up to ``batch_max``)."""
+        async with self._slots[sender.lane]:
+            name = sender.name
+            self._due.discard(name)
+            timer = self._timers.pop(name, None)
+            if timer is not None:
+                timer.cancel()
+            jobs = self._pending.pop(name, [])
+            limit = self._batch_max
+            if len(jobs) > limit:
+                self._pending[name] = jobs[limit:]
+                jobs = jobs[:limit]
+                self.flush(name)
+            if jobs:
+                await self._send(sender, jobs)
