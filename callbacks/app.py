@@ -91,7 +91,6 @@ def create_app(
     app.router.add_route("POST", RECEIPTS_ROUTE, views.receipts)
     app.router.add_route("GET", "/l/{code}", link_views.follow)
     app.router.add_route("GET", "/healthz", views.healthz)
-    app.router.add_route("GET", "/metrics", views.metrics)
     app.router.add_route("GET", "/readyz", views.readyz)
 
     async def broker_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -19,7 +19,6 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestPayloadError
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ics_sms.broker.base import BrokerError
 from ics_sms.callbacks.connection import BrokerConnection
@@ -165,10 +164,6 @@ class ReceiptViews:
         if not body and "smsgid" in request.query:
             return parse_operator(request.query, self._signer, now)
         return parse_groups(body, self._signer)
-
-    async def metrics(self, _request: web.Request) -> web.Response:
-        """Prometheus metrics of this process."""
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """The process answers."""

@@ -197,10 +197,15 @@ class Senders(BaseModel):
 
     @model_validator(mode="after")
     def _default_exists(self) -> Self:
+        names = ", ".join(sorted(self.senders))
+        if self.senders and self.default is None:
+            raise ValueError(f"default: not set; name one of the senders ({names})")
         if self.senders and self.default not in self.senders:
-            raise ValueError(f"default sender {self.default!r} is not defined")
+            raise ValueError(f"default: sender {self.default!r} is not defined "
+                             f"(senders: {names})")
         if not self.senders and self.default is not None:
-            raise ValueError("a default sender is named but no sender is defined")
+            raise ValueError(f"default: sender {self.default!r} is named but no sender is "
+                             "defined")
         tokens = [s.tracking_token for s in self.senders.values()]
         if len(set(tokens)) != len(tokens):
             raise ValueError("two senders share a tracking_token")

@@ -13,12 +13,27 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ics_sms.schemas.topology import QueueType, Topology
+from ics_sms.schemas.topology import QueueType, Topology, check_namespace
 
-__all__ = ["DEFAULT_ICS_URL", "Settings", "redact_url"]
+__all__ = [
+    "BROKER_SCHEMES",
+    "DEFAULT_ICS_URL",
+    "MIN_CALLBACK_SECRET_BYTES",
+    "LogFormat",
+    "LogLevel",
+    "LogSettings",
+    "Settings",
+    "redact_url",
+]
 
 DEFAULT_ICS_URL = "https://api.icsmobile.in"
 """The real ICS host (assumed); point ``ICS_SMS_ICS_URL`` at the sandbox for local work."""
+
+BROKER_SCHEMES = frozenset({"amqp", "amqps", "memory"})
+"""RabbitMQ (plain or TLS) and the embedded broker."""
+
+MIN_CALLBACK_SECRET_BYTES = 32
+"""The callback secret keys an HMAC: shorter keys are guessable offline from one smsgid."""
 
 
 def redact_url(url: str) -> str:
@@ -32,6 +47,28 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class LogSettings(BaseSettings):
+    """Only how to log: what a command can still honour when the rest of the environment
+    is invalid (to say so in the format the operator asked for)."""
+
+    model_config = SettingsConfigDict(env_prefix="ICS_SMS_", extra="ignore", frozen=True)
+
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
+
+
+def _redact_or_placeholder(url: str) -> str:
+    """:func:`redact_url`, or a placeholder for text too broken to split into parts."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        return "(unparsable URL)"
 
 
 class Settings(BaseSettings):
@@ -53,7 +90,9 @@ class Settings(BaseSettings):
         description="Base URL where ICS reaches the receiver.",
     )
     callback_secret: SecretStr = Field(
-        default=SecretStr(""), description="Key of the MAC inside every smsgid."
+        default=SecretStr(""),
+        description=f"Key of the MAC inside every smsgid, at least {MIN_CALLBACK_SECRET_BYTES} "
+                    "bytes (empty: not set).",
     )
     callback_secret_previous: SecretStr | None = Field(
         default=None, description="Still accepted while a new callback secret rolls out."
@@ -64,8 +103,8 @@ class Settings(BaseSettings):
     link_ttl_s: int = Field(default=15 * 24 * 3600, ge=60,
                             description="How long a self-tracked short link works.")
 
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "auto"
 
     prefetch: int = Field(default=2000, ge=1, le=65535)
     batch_max: int = Field(default=1000, ge=1, le=1000)
@@ -86,14 +125,56 @@ class Settings(BaseSettings):
     )
     promo_timezone: str = "Asia/Kolkata"
 
+    metrics_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Address the worker's and the receiver's metrics listeners bind to.",
+    )
     metrics_port: int = Field(
         default=9100, ge=0, le=65535,
         description="Where `ics-sms worker` serves /metrics and /healthz; 0 turns it off.",
+    )
+    receiver_metrics_port: int = Field(
+        default=9101, ge=0, le=65535,
+        description="Where `ics-sms receiver` serves /metrics (never on the port ICS reaches); "
+                    "0 turns it off.",
     )
     receiver_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
     connect_retry_s: float = Field(
         default=30.0, ge=0, description="How long services retry an unreachable broker."
     )
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_scheme(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+        except ValueError:
+            raise ValueError(f"not a valid URL: {_redact_or_placeholder(url)}") from None
+        if parts.scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                f"scheme {parts.scheme or '(none)'}:// is not supported: use amqp:// or amqps:// "
+                "(RabbitMQ) or memory:// (the embedded broker)"
+            )
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _ends_with_separator(cls, value: str) -> str:
+        check_namespace(value)
+        return value
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        size = len(value.get_secret_value().encode())
+        if 0 < size < MIN_CALLBACK_SECRET_BYTES:
+            raise ValueError(
+                f"is {size} bytes, at least {MIN_CALLBACK_SECRET_BYTES} are needed: generate one "
+                "with python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
 
     @field_validator("promo_timezone")
     @classmethod

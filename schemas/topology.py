@@ -13,6 +13,8 @@ Send queues dead-letter to ``sms.dead`` (at-least-once) when a message exceeds t
 limit, so a message that crashes every worker still ends somewhere visible.
 
 A ``namespace`` prefixes every name; the default (empty) gives the names of the contract.
+A namespace ends with a separator (``.``, ``-`` or ``_``): ``staging.`` gives
+``staging.sms.send``; ``staging`` is refused rather than read as ``stagingsms.send``.
 Tests use a unique namespace so runs never see each other's messages.
 """
 
@@ -30,12 +32,14 @@ __all__ = [
     "HEADER_ATTEMPT",
     "HEADER_ERROR",
     "HEADER_REASON",
+    "NAMESPACE_SEPARATORS",
     "Binding",
     "Exchange",
     "ExchangeType",
     "Queue",
     "QueueType",
     "Topology",
+    "check_namespace",
 ]
 
 DELAY_TIERS_S: tuple[int, ...] = (1, 5, 15, 60, 300)
@@ -48,6 +52,19 @@ HEADER_ATTEMPT = "x-ics-attempt"
 HEADER_REASON = "x-ics-reason"
 HEADER_ERROR = "x-ics-error"
 HEADER_PARKED = "x-ics-parked"
+
+
+NAMESPACE_SEPARATORS = ".-_"
+"""The last character of a non-empty namespace."""
+
+
+def check_namespace(namespace: str) -> None:
+    """Raise ``ValueError`` unless ``namespace`` is empty or ends with a separator."""
+    if namespace and namespace[-1] not in NAMESPACE_SEPARATORS:
+        raise ValueError(
+            f"namespace {namespace!r} must end with one of {' '.join(NAMESPACE_SEPARATORS)} "
+            f"(e.g. {namespace + '.'!r} gives {namespace}.sms.send)"
+        )
 
 
 class ExchangeType(StrEnum):
@@ -88,6 +105,9 @@ class Topology:
 
     namespace: str = ""
     queue_type: QueueType = QueueType.QUORUM
+
+    def __post_init__(self) -> None:
+        check_namespace(self.namespace)
 
     # -- names ---------------------------------------------------------------------------
     @property

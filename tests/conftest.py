@@ -93,7 +93,7 @@ def amqp_settings(
         broker_url=rabbitmq_url,
         namespace=namespace,
         senders_file=tmp_path / "senders.toml",
-        callback_secret="test-callback-secret",
+        callback_secret="test-callback-secret-of-32-bytes-or-more",
         connect_retry_s=5,
     )
     yield settings

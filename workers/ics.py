@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -78,12 +79,21 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
+def _host_and_port(url: str) -> str:
+    """``host:port`` of ``url`` for error reasons: never its user, password or query."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or "?"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class IcsClient:
     """Submits batches to ICS over one shared :class:`aiohttp.ClientSession`."""
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout_s: float) -> None:
         self._session = session
         self._url = base_url.rstrip("/") + DATASEND_PATH
+        self._where = _host_and_port(base_url)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.requests = 0
 
@@ -118,10 +128,11 @@ class IcsClient:
                                          response.headers.get("Retry-After"), batch.smsgids,
                                          _redactor(batch, token))
         except TimeoutError:
-            result = SubmitResult(disposition=Disposition.RETRY, reason="ICS timed out")
+            result = SubmitResult(disposition=Disposition.RETRY,
+                                  reason=f"ICS timed out at {self._where}")
         except aiohttp.ClientError as exc:
             result = SubmitResult(disposition=Disposition.RETRY,
-                                  reason=f"ICS unreachable: {type(exc).__name__}")
+                                  reason=f"ICS unreachable at {self._where}: {type(exc).__name__}")
         result.latency_s = loop.time() - started
         return result
 

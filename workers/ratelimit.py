@@ -5,16 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 
-__all__ = ["TokenBucket"]
+from ics_sms.workers.notices import ThrottledLog
+
+__all__ = ["PACED", "TokenBucket"]
+
+PACED = ThrottledLog("sender paced by its rate_per_s", level="info", amount_field="waited_s")
+"""One line per sender at most every few seconds while its ``rate_per_s`` (not ICS, not
+the batch size) is what holds messages back: how many waited, and for how long in all."""
 
 
 class TokenBucket:
     """``rate_per_s`` tokens a second, bursts up to one second's worth."""
 
-    __slots__ = ("_blocked_until", "_capacity", "_level", "_stamp", "rate_per_s")
+    __slots__ = ("_blocked_until", "_capacity", "_key", "_level", "_stamp", "rate_per_s")
 
-    def __init__(self, rate_per_s: float) -> None:
+    def __init__(self, rate_per_s: float, name: str = "") -> None:
+        """``name`` (the sender's) names the bucket in the pacing log line."""
         self.rate_per_s = rate_per_s
+        self._key = (("sender", name or "-"),)
         self._capacity = max(rate_per_s, 1.0)
         self._level = self._capacity
         self._stamp = time.monotonic()
@@ -33,7 +41,10 @@ class TokenBucket:
         self._refill(now)
         self._level -= count
         wait = 0.0 if self._level >= 0 else -self._level / self.rate_per_s
-        return max(wait, self._blocked_until - now)
+        blocked = self._blocked_until - now
+        if wait > 0 and wait >= blocked:  # the rate, not a 429's Retry-After, holds them
+            PACED.note(self._key, count, amount=wait, rate_per_s=self.rate_per_s)
+        return max(wait, blocked)
 
     async def acquire(self, count: int) -> None:
         delay = self.delay_for(count)

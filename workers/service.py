@@ -90,7 +90,8 @@ class Worker:
         self.signer = SmsgidSigner(settings.callback_secret.get_secret_value(),
                                    [previous.get_secret_value()] if previous else [])
         self.tokens = {sender.name: sender.resolve_token() for sender in senders}
-        self.buckets = {sender.name: TokenBucket(sender.rate_per_s) for sender in senders}
+        self.buckets = {sender.name: TokenBucket(sender.rate_per_s, sender.name)
+                        for sender in senders}
         self.window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
                                      settings.promo_timezone)
         self.policy = AttemptPolicy(settings.max_attempts, settings.backoff_base_s,

@@ -61,7 +61,7 @@ class RunContext:
             prefetch=options.prefetch, batch_max=options.batch_max,
             linger_ms=options.linger_ms, promo_window_start=clock_time(0),
             promo_window_end=clock_time(0), log_level="warning", connect_retry_s=10,
-            metrics_port=0,
+            metrics_port=0, receiver_metrics_port=0,
         )
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import click
+from pydantic import ValidationError
 
 from ics_sms import __version__
 from ics_sms.cli.bench_cmd import bench_command
-from ics_sms.cli.common import ErrorHandlingGroup, load_settings
+from ics_sms.cli.common import CliError, ErrorHandlingGroup, load_settings
 from ics_sms.cli.demo_cmd import demo_command
 from ics_sms.cli.events_cmd import events_command
 from ics_sms.cli.publish_cmd import publish_command
@@ -17,6 +18,7 @@ from ics_sms.cli.senders_cmd import senders_group
 from ics_sms.cli.topology_cmd import topology_command
 from ics_sms.cli.worker_cmd import worker_command
 from ics_sms.logs import configure_logging
+from ics_sms.schemas.settings import LogSettings
 
 __all__ = ["cli", "main"]
 
@@ -28,7 +30,17 @@ def cli() -> None:
 
     Configuration comes from ICS_SMS_* environment variables (see the README).
     """
-    settings = load_settings()
+    # The group runs before a subcommand parses its --help: an invalid environment must not
+    # stop that. Commands that need settings load them again and fail with the reason.
+    try:
+        settings = load_settings()
+    except CliError:
+        try:
+            logging_only = LogSettings()
+        except ValidationError:
+            logging_only = LogSettings.model_construct()
+        configure_logging(logging_only.log_level, logging_only.log_format)
+        return
     configure_logging(settings.log_level, settings.log_format)
 
 

@@ -8,8 +8,17 @@ import click
 
 from ics_sms.callbacks.serve import StartupError, run_receiver
 from ics_sms.cli.common import CliError, load_settings, read_senders
+from ics_sms.cli.metrics_http import metrics_listener
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.settings import Settings
 
 __all__ = ["receiver_command"]
+
+
+async def _serve(settings: Settings, senders: Senders, host: str, port: int) -> None:
+    """The receiver on ``host:port``, its metrics on a listener of their own."""
+    async with metrics_listener(settings.metrics_host, settings.receiver_metrics_port):
+        await run_receiver(settings, senders, host=host, port=port)
 
 
 @click.command("receiver")
@@ -19,16 +28,21 @@ __all__ = ["receiver_command"]
 def receiver_command(host: str, port: int) -> None:
     """Receive ICS receipts on each sender's tracking URL and publish them as events.
 
-    Runs until SIGTERM or SIGINT; /healthz and /readyz serve probes.
+    Runs until SIGTERM or SIGINT; /healthz and /readyz serve probes. Prometheus metrics
+    are on ICS_SMS_METRICS_HOST:ICS_SMS_RECEIVER_METRICS_PORT (127.0.0.1:9101), never on
+    the port ICS reaches.
     """
     settings = load_settings()
     if not settings.callback_secret.get_secret_value():
         raise CliError("ICS_SMS_CALLBACK_SECRET is not set: the receiver cannot verify smsgids")
     senders = read_senders(settings)
     try:
-        asyncio.run(run_receiver(settings, senders, host=host, port=port))
+        asyncio.run(_serve(settings, senders, host, port))
     except StartupError as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot serve metrics on {settings.metrics_host}:"
+                       f"{settings.receiver_metrics_port}: {exc.strerror}") from None
 
 
 if __name__ == "__main__":  # ``python -m ics_sms.cli.receiver_cmd`` until main.py lists it

@@ -1,7 +1,12 @@
-"""The receiver's /metrics change as receipts flow; tokens never become labels."""
+"""The receiver's metrics change as receipts flow; tokens never become labels.
+
+``ics-sms receiver`` serves them on a listener of their own (tests/ics_sms/
+test_receiver_cmd.py); the ICS-facing port does not.
+"""
 
 from __future__ import annotations
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ics_sms.schemas.smsgid import SmsgidSigner
@@ -9,9 +14,7 @@ from tests.callbacks.receiver_helpers import TS, EventsQueue, Receiver
 
 
 async def metrics(receiver: Receiver) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    async with receiver.session.get(receiver.url("/metrics")) as response:
-        assert response.status == 200
-        text = await response.text()
+    text = generate_latest().decode()
     assert receiver.tracking_path.split("/")[2] not in text  # the token is a secret
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -35,3 +38,8 @@ async def test_receipts_and_refusals_are_counted(
                 frozenset({("route", "receipts"), ("code", "200")}))
     assert after[requests] - before.get(requests, 0) == 1
     assert len(events_queue.take()) == 2
+
+
+async def test_the_ics_facing_port_does_not_serve_metrics(receiver: Receiver) -> None:
+    async with receiver.session.get(receiver.url("/metrics")) as response:
+        assert response.status == 404

@@ -175,12 +175,12 @@ class TestRefusals:
         self, start_receiver: StartReceiver, amqp_settings: Settings, events_queue: EventsQueue
     ) -> None:
         rotated = amqp_settings.model_copy(update={
-            "callback_secret": SecretStr("the-new-secret"),
+            "callback_secret": SecretStr("the-new-secret-of-at-least-32-bytes-long"),
             "callback_secret_previous": amqp_settings.callback_secret,
         })
         receiver = await start_receiver(rotated)
         old = SmsgidSigner(amqp_settings.callback_secret.get_secret_value()).sign("m-old")
-        new = SmsgidSigner("the-new-secret").sign("m-new")
+        new = SmsgidSigner("the-new-secret-of-at-least-32-bytes-long").sign("m-new")
         status, answer = await receiver.post(delivered(old, new))
         assert (status, answer["processed"]) == (200, 2)
         assert sorted(e.message_id for e in events_queue.events()) == ["m-new", "m-old"]

@@ -389,6 +389,7 @@ class Stack:
             "ICS_SMS_LINGER_MS": "10",
             "ICS_SMS_CONNECT_RETRY_S": "30",
             "ICS_SMS_METRICS_PORT": "0",
+            "ICS_SMS_RECEIVER_METRICS_PORT": "0",
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.env_overrides)

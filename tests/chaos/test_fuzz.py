@@ -178,7 +178,7 @@ def _worker_path() -> tuple[Any, Submitter, AcceptingIcs, Senders]:
                .add(Sender(name="chaos-self", type=SenderType.TRANSACTIONAL, sender_id="ACMETX",
                            username="u3", token=token, click_tracking=ClickTracking.SELF)))
     config = Settings(broker_url=SecretStr(f"memory://fuzz-{uuid.uuid4().hex[:6]}"),
-                      namespace="fuzz.", callback_secret=SecretStr("fuzz-secret"),
+                      namespace="fuzz.", callback_secret=SecretStr("fuzz-secret-" * 3),
                       redis_url="memory://")
     worker = Worker(config, senders, context_store=SerializingStore())
     ics = AcceptingIcs()

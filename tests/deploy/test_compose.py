@@ -28,7 +28,7 @@ COMPOSE_FILE = DEPLOY / "compose.yaml"
 LONG_RUNNING = {"rabbitmq", "redis", "sandbox", "worker", "receiver"}
 ONE_SHOT = {"topology"}
 ICS_SMS_SERVICES = {"sandbox", "topology", "worker", "receiver"}
-PENDING_SETTINGS = {"metrics_port"}
+PENDING_SETTINGS: set[str] = set()
 """ICS_SMS_* variables deploy/ sets before schemas/settings.py declares them."""
 
 

@@ -40,7 +40,7 @@ CRD_SCHEMAS = Path(__file__).parent / "crd_schemas"
 OVERLAY = K8S / "overlays" / "example"
 BASE = K8S / "base"
 IMAGE = "registry.example.com/ics-sms:0.1.0"
-PENDING_SETTINGS = {"metrics_port"}
+PENDING_SETTINGS: set[str] = set()
 """ICS_SMS_* variables deploy/ sets before schemas/settings.py declares them."""
 
 
@@ -209,6 +209,8 @@ def test_the_worker_memory_limit_and_metrics_probes(objects: list[Manifest]) -> 
     port = int(env["ICS_SMS_METRICS_PORT"]["value"])
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": port}
+    # probes and Prometheus reach the pod's IP: the loopback default would refuse them
+    assert env["ICS_SMS_METRICS_HOST"]["value"] == "0.0.0.0"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
 
@@ -220,7 +222,12 @@ def test_the_receiver_probes_listens_everywhere_and_runs_two(objects: list[Manif
     assert container["args"][:1] == ["receiver"]
     assert container["args"][container["args"].index("--host") + 1] == "0.0.0.0"
     port = int(container["args"][container["args"].index("--port") + 1])
-    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": port}
+    env = {e["name"]: e for e in container["env"]}
+    metrics_port = int(env["ICS_SMS_RECEIVER_METRICS_PORT"]["value"])
+    assert metrics_port != port, "metrics stay off the port ICS reaches"
+    assert env["ICS_SMS_METRICS_HOST"]["value"] == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": port, "metrics": metrics_port}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
 
@@ -233,6 +240,9 @@ def test_prometheus_scrapes_the_worker_and_receiver_ports(objects: list[Manifest
         assert annotations["prometheus.io/scrape"] == "true"
         assert annotations["prometheus.io/path"] == "/metrics"
         assert int(annotations["prometheus.io/port"]) in ports
+        env = {e["name"]: e.get("value") for e in template["spec"]["containers"][0]["env"]}
+        metrics_port = env.get("ICS_SMS_RECEIVER_METRICS_PORT") or env["ICS_SMS_METRICS_PORT"]
+        assert annotations["prometheus.io/port"] == metrics_port, name
 
 
 def test_the_topology_job_declares_and_stops(objects: list[Manifest]) -> None:
@@ -272,6 +282,7 @@ def test_the_ingress_exposes_only_receipts_and_short_links(objects: list[Manifes
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
     assert sorted(p["path"] for p in paths) == ["/ics/", "/l/"]
     port_names = {p["name"] for p in service["spec"]["ports"]}
+    assert port_names == {"http"}, "the metrics port stays off the Service"
     for path in paths:
         assert path["pathType"] == "Prefix"
         assert path["backend"]["service"]["name"] == "ics-sms-receiver"

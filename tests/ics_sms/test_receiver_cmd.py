@@ -28,6 +28,13 @@ SENDER = Sender(name="acme-otp", type=SenderType.SERVICE_IMPLICIT, sender_id="AC
                 username="acme", token="not-a-real-ics-token")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 @pytest.fixture
 def env(amqp_settings: Settings) -> dict[str, str]:
     save_senders(amqp_settings.senders_file, Senders().add(SENDER))
@@ -38,6 +45,7 @@ def env(amqp_settings: Settings) -> dict[str, str]:
         "ICS_SMS_CALLBACK_SECRET": amqp_settings.callback_secret.get_secret_value(),
         "ICS_SMS_CONNECT_RETRY_S": "0",
         "ICS_SMS_REDIS_URL": "memory://",
+        "ICS_SMS_RECEIVER_METRICS_PORT": str(free_port()),
     }
 
 
@@ -71,6 +79,14 @@ class TestCannotStart:
             port = taken.getsockname()[1]
             result = invoke(env, "--port", str(port))
         assert_one_line_failure(result, f"cannot listen on 127.0.0.1:{port}")
+
+    def test_metrics_port_taken(self, env: dict[str, str]) -> None:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = invoke({**env, "ICS_SMS_RECEIVER_METRICS_PORT": str(port)}, "--port", "0")
+        assert_one_line_failure(result, f"cannot serve metrics on 127.0.0.1:{port}")
 
     def test_broker_unreachable(self, env: dict[str, str]) -> None:
         result = invoke({**env, "ICS_SMS_BROKER_URL": "amqp://guest:secret@127.0.0.1:9/"},
@@ -148,3 +164,25 @@ def test_serves_receipts_and_stops_cleanly_on_sigterm(
     connection.close()
     assert method is not None
     assert ReceiptEvent.model_validate_json(event_body).message_id == "m-1"
+
+
+def test_metrics_are_served_on_their_own_loopback_port_only(
+    process: Process, env: dict[str, str]
+) -> None:
+    port = process.wait_for("receiver listening")["port"]
+    public = urllib3.request("GET", f"http://127.0.0.1:{port}/metrics")
+    assert public.status == 404
+    metrics_port = env["ICS_SMS_RECEIVER_METRICS_PORT"]
+    scraped = urllib3.request("GET", f"http://127.0.0.1:{metrics_port}/metrics")
+    assert scraped.status == 200
+    assert b"ics_sms_receiver_requests_total" in scraped.data
+    with socket.socket() as probe:  # loopback only: not reachable on another address
+        assert probe.connect_ex((_other_local_address(), int(metrics_port))) != 0
+
+
+def _other_local_address() -> str:
+    """An address of this host that is not loopback (the one a default route would use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent for a UDP connect
+        address: str = probe.getsockname()[0]
+    return address

@@ -105,11 +105,12 @@ def test_known_secrets_of_settings_and_senders(tmp_path: Path) -> None:
         Sender(name="unset", type=SenderType.SERVICE_IMPLICIT, sender_id="ACMEIN",
                username="acme", token_env="NOT_SET_ANYWHERE")
     )
-    settings = Settings(callback_secret=SecretStr("callback-secret-now"),
+    settings = Settings(callback_secret=SecretStr("callback-secret-now-0123456789abcdef"),
                         callback_secret_previous=SecretStr("callback-secret-before"),
                         broker_url=SecretStr("amqp://app:broker-password@rabbit/"))
     found = known_secrets(settings, senders, environ={"ACME_TOKEN": "env-ics-token-1"})
     assert {"inline-ics-token-1", "env-ics-token-1", "file-ics-token-1", TOKEN,
-            "callback-secret-now", "callback-secret-before", "broker-password"} <= set(found)
+            "callback-secret-now-0123456789abcdef", "callback-secret-before",
+            "broker-password"} <= set(found)
     assert all(s.tracking_token in found for s in senders)
     assert known_secrets() == []

@@ -384,9 +384,9 @@ def test_by_tracking_token_is_none_for_anything_else(token: str) -> None:
 @pytest.mark.parametrize(
     ("default", "names", "reason"),
     [
-        ("zz", ["a"], "default sender 'zz' is not defined"),
-        (None, ["a"], "is not defined"),
-        ("a", [], "no sender is defined"),
+        ("zz", ["a"], r"default: sender 'zz' is not defined \(senders: a\)"),
+        (None, ["a"], r"default: not set; name one of the senders \(a\)"),
+        ("a", [], "default: sender 'a' is named but no sender is defined"),
     ],
 )
 def test_a_configuration_must_name_an_existing_default(
@@ -578,8 +578,18 @@ def test_a_file_with_senders_but_an_unknown_default_is_refused(tmp_path: Path) -
     path = tmp_path / "senders.toml"
     _write_sender(path, "acme")
     path.write_text(path.read_text().replace('default = "acme"', 'default = "other"'))
-    with pytest.raises(SenderError, match="'other' is not defined"):
+    with pytest.raises(SenderError) as caught:
         load_senders(path)
+    assert str(caught.value) == f"{path}: default: sender 'other' is not defined (senders: acme)"
+
+
+def test_a_file_without_a_default_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "senders.toml"
+    _write_sender(path, "acme")
+    path.write_text(path.read_text().replace('default = "acme"', ""))
+    with pytest.raises(SenderError) as caught:
+        load_senders(path)
+    assert str(caught.value) == f"{path}: default: not set; name one of the senders (acme)"
 
 
 def test_an_unreadable_file_is_a_sender_error(tmp_path: Path) -> None:

@@ -10,7 +10,13 @@ import pytest
 from pydantic import ValidationError
 
 from ics_sms.schemas.errors import describe
-from ics_sms.schemas.settings import DEFAULT_ICS_URL, Settings, redact_url
+from ics_sms.schemas.senders import Lane
+from ics_sms.schemas.settings import (
+    DEFAULT_ICS_URL,
+    MIN_CALLBACK_SECRET_BYTES,
+    Settings,
+    redact_url,
+)
 from ics_sms.schemas.topology import QueueType
 
 
@@ -40,7 +46,7 @@ def test_settings_come_from_ics_sms_variables(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ICS_SMS_QUEUE_TYPE", "classic")
     monkeypatch.setenv("ICS_SMS_SENDERS_FILE", "/etc/ics-sms/senders.toml")
     monkeypatch.setenv("ICS_SMS_PUBLIC_URL", "https://hooks.example.com")
-    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET", "s3cret")
+    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET", "s3cret" * 6)
     monkeypatch.setenv("ICS_SMS_ICS_URL", "http://127.0.0.1:9000")
     monkeypatch.setenv("ICS_SMS_PREFETCH", "50")
     monkeypatch.setenv("ICS_SMS_LINGER_MS", "5.5")
@@ -52,7 +58,7 @@ def test_settings_come_from_ics_sms_variables(monkeypatch: pytest.MonkeyPatch) -
     assert settings.queue_type is QueueType.CLASSIC
     assert settings.senders_file == Path("/etc/ics-sms/senders.toml")
     assert settings.tracking_url("/x") == "https://hooks.example.com/x"
-    assert settings.callback_secret.get_secret_value() == "s3cret"
+    assert settings.callback_secret.get_secret_value() == "s3cret" * 6
     assert str(settings.ics_url).startswith("http://127.0.0.1:9000")
     assert settings.prefetch == 50
     assert settings.linger_ms == 5.5
@@ -92,6 +98,11 @@ def test_unknown_ics_sms_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) 
         ("ICS_SMS_LOG_LEVEL", "verbose", "log_level"),
         ("ICS_SMS_PROMO_TIMEZONE", "Mars/Olympus", "promo_timezone"),
         ("ICS_SMS_CONNECT_RETRY_S", "-1", "connect_retry_s"),
+        ("ICS_SMS_BROKER_URL", "rabbitmq://foo", "broker_url"),
+        ("ICS_SMS_BROKER_URL", "amqp://h:port/", "broker_url"),
+        ("ICS_SMS_NAMESPACE", "down", "namespace"),
+        ("ICS_SMS_CALLBACK_SECRET", "x", "callback_secret"),
+        ("ICS_SMS_RECEIVER_METRICS_PORT", "70000", "receiver_metrics_port"),
     ],
 )
 def test_invalid_variables_name_the_field(
@@ -118,7 +129,7 @@ def test_settings_are_immutable() -> None:
 
 def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ICS_SMS_BROKER_URL", "amqp://app:broker-pw@rabbit/")
-    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET", "callback-pw")
+    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET", "callback-pw" * 3)
     monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET_PREVIOUS", "old-callback-pw")
     text = repr(Settings()) + str(Settings())
     for secret in ("broker-pw", "callback-pw", "old-callback-pw"):
@@ -170,3 +181,83 @@ def test_redact_url(url: str, redacted: str) -> None:
 )
 def test_redacted_urls_never_hold_the_password(url: str) -> None:
     assert "hunter2" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://guest:guest@rabbit:5672/", "amqps://u:p@rabbit/vhost", "memory://", "memory://x"]
+)
+def test_the_broker_schemes_the_services_speak(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("ICS_SMS_BROKER_URL", url)
+    assert Settings().broker_url.get_secret_value() == url
+
+
+def test_an_unsupported_broker_scheme_names_the_supported_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ICS_SMS_BROKER_URL", "rabbitmq://app:broker-pw@foo")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    [line] = describe(caught.value)
+    assert line.startswith("broker_url: scheme rabbitmq:// is not supported: use amqp://")
+    assert "broker-pw" not in line
+
+
+def test_a_broken_broker_url_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ICS_SMS_BROKER_URL", "amqp://app:broker-pw@rabbit:notaport/")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    [line] = describe(caught.value)
+    assert line.startswith("broker_url: not a valid URL")
+    assert "broker-pw" not in line
+
+
+@pytest.mark.parametrize("namespace", ["", "staging.", "blue-", "t_1_"])
+def test_a_namespace_ending_with_a_separator_keeps_its_names(
+    monkeypatch: pytest.MonkeyPatch, namespace: str
+) -> None:
+    monkeypatch.setenv("ICS_SMS_NAMESPACE", namespace)
+    assert Settings().topology.send_queue(Lane.SERVICE) == f"{namespace}sms.send.service"
+
+
+def test_a_namespace_without_a_separator_is_refused_with_an_example(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "down" would give "downsms.send.service"; adding a "." silently would move the
+    # queues of a deployment that already runs with it, so it is refused instead.
+    monkeypatch.setenv("ICS_SMS_NAMESPACE", "down")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    [line] = describe(caught.value)
+    assert "'down.' gives down.sms.send" in line
+
+
+def test_a_short_callback_secret_is_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET", "x" * (MIN_CALLBACK_SECRET_BYTES - 1))
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    [line] = describe(caught.value)
+    assert line.startswith(f"callback_secret: is 31 bytes, at least {MIN_CALLBACK_SECRET_BYTES}")
+    assert "x" * 31 not in line
+
+
+def test_a_callback_secret_counts_bytes_not_characters(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET", "é" * 16)  # 16 characters, 32 bytes
+    assert len(Settings().callback_secret.get_secret_value()) == 16
+
+
+def test_the_previous_callback_secret_may_be_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It is the one being rotated away from: a deployment that had a short secret must be
+    # able to move to a long one while receipts signed with the old one still arrive.
+    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET", "n" * 32)
+    monkeypatch.setenv("ICS_SMS_CALLBACK_SECRET_PREVIOUS", "old")
+    assert Settings().callback_secret_previous is not None
+
+
+def test_metrics_listen_on_loopback_by_default() -> None:
+    settings = Settings()
+    assert (settings.metrics_host, settings.metrics_port) == ("127.0.0.1", 9100)
+    assert settings.receiver_metrics_port == 9101

@@ -174,3 +174,9 @@ def test_queue_arguments_are_not_shared_between_queues() -> None:
     queues[0].arguments["x-test"] = 1
     assert all("x-test" not in q.arguments for q in queues[1:])
     assert all("x-test" not in q.arguments for q in CONTRACT.queues())
+
+
+@pytest.mark.parametrize("namespace", ["down", "a.b"])
+def test_a_namespace_must_end_with_a_separator(namespace: str) -> None:
+    with pytest.raises(ValueError, match=r"must end with one of \. - _"):
+        Topology(namespace=namespace)

@@ -1,4 +1,5 @@
-"""The ICS adapter: what ICS writes is redacted where it enters, before it goes anywhere.
+"""The ICS adapter: what ICS writes is redacted where it enters, before it goes anywhere;
+a request that fails names the host and port it tried, never a secret.
 
 An ICS that echoes the ``Authorization`` header or the ``dlrurl`` must not put the sender's
 token or tracking token into logs, ``rejected`` events, dead-letter headers or retry copies.
@@ -6,6 +7,7 @@ token or tracking token into logs, ``rejected`` events, dead-letter headers or r
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -153,3 +155,39 @@ async def test_retry_copies_carry_no_echoed_secret(
     for secret in (SERVICE.token.get_secret_value(), SERVICE.tracking_token):
         assert secret not in (event.error or "")
         assert secret not in str(dead.headers)
+
+
+# -- where it tried --------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def unreachable_reason(base_url: str) -> str:
+    async with aiohttp.ClientSession() as session:
+        result = await IcsClient(session, base_url, timeout_s=5).submit(batch(), TOKEN)
+    assert result.disposition is Disposition.RETRY
+    assert result.reason is not None
+    return result.reason
+
+
+async def test_an_unreachable_ics_is_named_by_host_and_port() -> None:
+    port = closed_port()
+    reason = await unreachable_reason(f"http://127.0.0.1:{port}")
+    assert reason.startswith(f"ICS unreachable at 127.0.0.1:{port}: Client"), reason
+
+
+@pytest.mark.parametrize(
+    ("base_url", "where"),
+    [("https://ics.invalid/api?key=url-KEY", "ics.invalid:443"),
+     ("http://ics.invalid", "ics.invalid:80")],
+)
+async def test_the_reason_holds_host_and_port_only(base_url: str, where: str) -> None:
+    reason = await unreachable_reason(base_url)
+    assert reason.startswith(f"ICS unreachable at {where}: "), reason
+    assert "url-KEY" not in reason
+    assert leaks(reason) == []

@@ -6,14 +6,19 @@ import asyncio
 import os
 import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
+from ics_sms.broker.base import Outgoing
 from ics_sms.schemas.senders import Senders, save_senders
 from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import HEADER_ERROR, HEADER_REASON, Topology
+from ics_sms.workers.metrics import count_outcomes
 from tests.workers.conftest import SERVICE, FakeIcs, Pipeline, request
 
 
@@ -50,7 +55,7 @@ async def worker_process(worker_settings: Settings) -> AsyncIterator[str]:
            "ICS_SMS_NAMESPACE": worker_settings.namespace,
            "ICS_SMS_SENDERS_FILE": str(worker_settings.senders_file),
            "ICS_SMS_ICS_URL": str(worker_settings.ics_url),
-           "ICS_SMS_CALLBACK_SECRET": "test-callback-secret",
+           "ICS_SMS_CALLBACK_SECRET": "test-callback-secret-of-32-bytes-or-more",
            "ICS_SMS_METRICS_PORT": str(port), "ICS_SMS_LINGER_MS": "5"}
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "ics_sms", "worker",
                                                    env=env)
@@ -89,3 +94,23 @@ async def test_worker_metrics_count_consumed_messages_and_outcomes(
     assert after[("ics_sms_ics_requests_total",
                   frozenset({("sender", "otp"), ("code", "200")}))] >= 1
     assert after[("ics_sms_ics_batch_size_sum", frozenset())] == 25
+
+
+def test_dead_lettered_messages_are_logged_per_sender_and_reason() -> None:
+    topology = Topology(namespace="unit.")
+    sender = f"s-{uuid.uuid4().hex[:8]}"
+
+    def dead(reason: str, error: str) -> Outgoing:
+        return Outgoing(topology.dead_exchange, "service", b"{}",
+                        headers={HEADER_REASON: reason, HEADER_ERROR: error})
+
+    event = Outgoing(topology.events_exchange, "sms.rejected", b"{}")
+    batch = [[event, dead("dlt_missing", "dlt_template_id is required for +91 numbers")]
+             for _ in range(3)] + [[dead("expired", "expires_at passed before sending")]]
+    with capture_logs() as logs:
+        count_outcomes(topology, sender, batch)
+    lines = {line["reason"]: line for line in logs if line["event"] == "messages dead-lettered"}
+    assert lines["dlt_missing"]["count"] == 3
+    assert lines["dlt_missing"]["sender"] == sender
+    assert lines["dlt_missing"]["example"] == "dlt_template_id is required for +91 numbers"
+    assert lines["expired"]["count"] == 1

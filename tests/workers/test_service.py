@@ -41,7 +41,7 @@ async def test_submits_a_batch_and_publishes_submitted_events(
     body = fake_ics.requests[0]
     assert body["user"] == "acme" and body["dlrurl"].endswith(SERVICE.tracking_path())
     assert fake_ics.auth[0] == "Bearer tok-service-123456"
-    signer = SmsgidSigner("test-callback-secret")
+    signer = SmsgidSigner("test-callback-secret-of-32-bytes-or-more")
     record = fake_ics.records[0]
     assert record["from"] == "ACMEIN" and record["to"] == "447700900123"
     assert signer.verify(record["smsgid"]) == record["smsgid"].rpartition(".")[0]
