@@ -118,6 +118,14 @@ def _error(state: SandboxState, status: int, reason: str,
 async def _datasend(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.stats.requests += 1
+    state.stats.requests_in_flight += 1
+    try:
+        return await _handle_datasend(request, state)
+    finally:
+        state.stats.requests_in_flight -= 1
+
+
+async def _handle_datasend(request: web.Request, state: SandboxState) -> web.Response:
     faults = state.faults
     if faults.in_outage(asyncio.get_running_loop().time()):
         return _error(state, 503, "service unavailable (outage)")

@@ -16,6 +16,7 @@ class SandboxStats:
     ``duplicate_smsgids`` counts the acceptances beyond the first."""
 
     requests: int = 0
+    requests_in_flight: int = 0
     responses: Counter[int] = field(default_factory=Counter)
     records_accepted: int = 0
     records_refused: int = 0
@@ -51,6 +52,7 @@ class SandboxStats:
         again = self.accepted_more_than_once()
         counters: dict[str, Any] = {
             "requests": self.requests,
+            "requests_in_flight": self.requests_in_flight,
             "responses": {str(status): n for status, n in sorted(self.responses.items())},
             "records_accepted": self.records_accepted,
             "records_refused": self.records_refused,

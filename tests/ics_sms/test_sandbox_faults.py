@@ -77,6 +77,7 @@ async def test_a_late_answer_comes_after_the_client_gave_up(start: Starter) -> N
         await control(http, sandbox, answer_fault="late", late_answer_ms=1000)
     with pytest.raises(TimeoutError):
         await raw_post(sandbox, two(), timeout_s=0.2)
+    assert sandbox.stats()["requests_in_flight"] == 1  # still holding the answer
     assert sandbox.stats()["records_accepted"] == 2
     assert sandbox.stats()["answer_faults"] == {"late": 1}
 
