@@ -539,10 +539,18 @@ class Stack:
             receipts = poll_until(lambda: _sandbox_idle(sandbox.stats()), left, 0.2)
         state: dict[str, tuple[int, int | None]] = {}
 
+        quiet_polls = 0
+
         def quiet() -> bool:
-            nonlocal state
+            # rabbitmqctl's counts can lag: the ready count of every queue (passive
+            # declare, exact) must be 0 too, twice in a row (a retry copy in transit)
+            nonlocal state, quiet_polls
             state = self.queue_state()
-            return all(ready == 0 and not unacked for ready, unacked in state.values())
+            now_quiet = (all(ready == 0 and not unacked for ready, unacked in state.values())
+                         and all(self.probe.counts(q)[0] == 0 for q in state)
+                         and (self.sandbox is None or _sandbox_idle(self.sandbox.stats())))
+            quiet_polls = quiet_polls + 1 if now_quiet else 0
+            return quiet_polls >= 2
 
         empty = poll_until(quiet, max(timeout_s - (time.monotonic() - started), 10.0), 0.5)
         return {"all_terminal": terminal, "terminal_after_s": round(finished_s, 2),

@@ -54,6 +54,7 @@ class Ledger(threading.Thread):
         self._topology = topology
         self._stop_flag = threading.Event()
         self._ready = threading.Event()
+        self._events_paused = threading.Event()
         self._lock = threading.Lock()
         self._watch = [(name, value.encode()) for name, value in (watch or {}).items() if value]
         # what was seen (guarded by _lock)
@@ -87,6 +88,14 @@ class Ledger(threading.Thread):
                                  f"{timeout_s:g}s")
         return self
 
+    def pause_events(self, paused: bool) -> None:
+        """Stop (or resume) consuming ``sms.events``, as a stalled analytics consumer would;
+        dead letters are still read."""
+        if paused:
+            self._events_paused.set()
+        else:
+            self._events_paused.clear()
+
     def stop(self) -> None:
         self._stop_flag.set()
         self.join(30)
@@ -107,11 +116,17 @@ class Ledger(threading.Thread):
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=2000)
-            channel.basic_consume(self._topology.events_queue, self._on_event)
+            events: str | None = channel.basic_consume(self._topology.events_queue,
+                                                       self._on_event)
             channel.basic_consume(self._topology.dead_queue, self._on_dead)
             self._ready.set()
             while not self._stop_flag.is_set():
                 connection.process_data_events(time_limit=0.1)
+                if self._events_paused.is_set() and events is not None:
+                    channel.basic_cancel(events)
+                    events = None
+                elif not self._events_paused.is_set() and events is None:
+                    events = channel.basic_consume(self._topology.events_queue, self._on_event)
         finally:
             if connection.is_open:
                 connection.close()

@@ -155,8 +155,9 @@ def test_smsgids_echoed_lower_cased(make_stack: MakeStack) -> None:
 
 
 class EventsRefused:
-    """A max-length policy (0, reject-publish) on this namespace's ``sms.events`` queue:
-    every publish of an event is refused (nacked) until :meth:`lift`."""
+    """A max-length policy (0, reject-publish) on this namespace's ``sms.events`` queue,
+    whose consumer (the ledger) stalls meanwhile: every publish of an event is refused
+    (nacked) until :meth:`lift`."""
 
     def __init__(self, stack: Stack) -> None:
         ctl = shutil.which("rabbitmqctl")
@@ -166,20 +167,32 @@ class EventsRefused:
         self.name = f"{stack.namespace}events-refused"
         self.pattern = "^" + re.escape(stack.topology.events_queue) + "$"
         self.active = False
+        self.ledger = stack.ledger
         stack.cleanups.append(self.lift)
 
     def _run(self, *args: str) -> None:
         subprocess.run([self.ctl, *args], check=True, capture_output=True, timeout=60)
 
-    def impose(self) -> None:
-        definition = json.dumps({"max-length": 0, "overflow": "reject-publish"})
+    def _policy(self, max_length: int) -> None:
+        definition = json.dumps({"max-length": max_length, "overflow": "reject-publish"})
         self._run("set_policy", "--apply-to", "queues", "--priority", "100", self.name,
                   self.pattern, definition)
+
+    def impose(self) -> None:
+        # a consumer keeps the queue below any length: the analytics consumer stalls too
+        assert self.ledger is not None
+        self.ledger.pause_events(True)
+        self._policy(0)
         self.active = True
 
     def lift(self) -> None:
+        """Raise the limit out of reach (RabbitMQ 3.10 keeps a quorum queue's max-length
+        after its policy is cleared), then clear the policy."""
         if self.active:
             self.active = False
+            self._policy(1_000_000_000)
+            assert self.ledger is not None
+            self.ledger.pause_events(False)
             self._run("clear_policy", self.name)
 
 
@@ -233,8 +246,11 @@ def test_broker_cut_mid_campaign(make_stack: MakeStack) -> None:
 
 def test_worker_kill_9_three_times_with_slow_ics(make_stack: MakeStack) -> None:
     """Row 9: kill -9 of a worker at 25/50/75 % while ICS answers in 400 ms."""
-    stack = _stack(make_stack, "once-kill", rate_per_s=40, sandbox=("--latency-ms", "400"),
-                   env={"ICS_SMS_PREFETCH": "500"})
+    stack = _stack(make_stack, "once-kill", rate_per_s=40, env={"ICS_SMS_PREFETCH": "500"})
+    assert stack.sandbox is not None
+    # ICS accepts a batch at once and answers 400 ms later (its latency option would
+    # delay the acceptance too: a kill meanwhile would leave nothing accepted)
+    stack.sandbox.control(answer_fault="late", late_answer_ms=400)
 
     def during(stack: Stack, publisher: CampaignPublisher, campaign: Campaign
                ) -> dict[str, Any]:
