@@ -48,19 +48,18 @@ class SmsgidSigner:
         return f"<SmsgidSigner keys={len(self._keys)}>"
 
     @staticmethod
-    def _mac(key: hmac.HMAC, *parts: bytes) -> str:
+    def _mac(key: hmac.HMAC, signed: bytes) -> str:
         mac = key.copy()
-        for part in parts:
-            mac.update(part)
+        mac.update(signed)
         return base64.urlsafe_b64encode(mac.digest()[:_MAC_BYTES]).rstrip(b"=").decode()
 
     @staticmethod
-    def _bound(message_id: str, sender: str) -> tuple[bytes, ...]:
-        return _TAG, message_id.encode(), b"\x00", sender.encode()
+    def _bound(message_id: str, sender: str) -> bytes:
+        return b"%s%s\x00%s" % (_TAG, message_id.encode(), sender.encode())
 
     def sign(self, message_id: str, sender: str) -> str:
         """The smsgid of ``message_id`` as submitted by the sender named ``sender``."""
-        return f"{message_id}.{self._mac(self._keys[0], *self._bound(message_id, sender))}"
+        return f"{message_id}.{self._mac(self._keys[0], self._bound(message_id, sender))}"
 
     def verify(self, smsgid: str, sender: str) -> str | None:
         """The message id inside ``smsgid`` when it was signed for ``sender`` under any key,
@@ -81,12 +80,12 @@ class SmsgidSigner:
         if parts is None:
             return None
         message_id, mac = parts
-        return message_id if self._any_key(mac, (message_id.encode(),)) else None
+        return message_id if self._any_key(mac, message_id.encode()) else None
 
-    def _any_key(self, mac: str, parts: tuple[bytes, ...]) -> bool:
+    def _any_key(self, mac: str, signed: bytes) -> bool:
         valid = False
         for key in self._keys:
-            valid |= hmac.compare_digest(self._mac(key, *parts), mac)
+            valid |= hmac.compare_digest(self._mac(key, signed), mac)
         return valid
 
 
