@@ -33,7 +33,8 @@ template, expiry, metadata) and the line where the record starts:
   lines and so gives them new ids: append new rows at the end (or give ``message_id``);
 - to send the same file again on purpose, use a new campaign id.
 
-Reading streams: a million-line file is never held in memory. A row that does not validate
+Reading streams: a million-line file is never held in memory (only the message ids given
+in the file are remembered, to find repeats). A row that does not validate
 is yielded with its problems (``field: reason``); a file that cannot be read at all (missing,
 not UTF-8, broken CSV, no usable header) raises :class:`CampaignFileError`.
 """
@@ -257,6 +258,9 @@ class _Finisher:
         self._defaults = tuple(defaults.items())
         self._seen: dict[str, int] = {}
         """Line of each message id given in the file (derived ids are unique by line)."""
+
+    def __repr__(self) -> str:
+        return f"<_Finisher given_ids={len(self._seen)}>"
 
     def __call__(self, line: int, fields: dict[str, Any]) -> Row:
         for name, value in self._defaults:
