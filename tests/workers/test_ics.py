@@ -8,6 +8,7 @@ token or tracking token into logs, ``rejected`` events, dead-letter headers or r
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import socket
@@ -20,14 +21,28 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from ics_sms.broker.base import Delivery
 from ics_sms.schemas.ics import RecordResult
 from ics_sms.schemas.messages import Status
 from ics_sms.schemas.redact import SECRETS
+from ics_sms.schemas.senders import Sender
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import HEADER_ERROR, HEADER_REASON
-from ics_sms.workers.ics import Batch, IcsClient, match_answers
-from ics_sms.workers.policy import Disposition
-from tests.workers.conftest import SERVICE, FakeIcs, Pipeline, request, running_worker
+from ics_sms.workers.encoding import analyse
+from ics_sms.workers.ics import Batch, IcsClient, SubmitResult, match_answers
+from ics_sms.workers.jobs import Job
+from ics_sms.workers.outcomes import Outcomes
+from ics_sms.workers.policy import AttemptPolicy, Disposition
+from ics_sms.workers.submit import Submitter
+from tests.workers.conftest import (
+    SERVICE,
+    FakeIcs,
+    Pipeline,
+    accept_all,
+    request,
+    running_worker,
+    status,
+)
 
 TOKEN = SecretStr("ics-token-never-echo-42")
 TRACKING = "Zq3vY8c1XkP0s-Ab_9tLmw"
@@ -415,3 +430,148 @@ async def test_a_worker_sends_once_when_ics_lower_cases_the_echo(
         events = await pipeline.next_events(5)
     assert [e.status for e in events] == [Status.SUBMITTED] * 5
     assert len(fake_ics.records) == 5
+
+
+# -- one bad record does not sink a batch ---------------------------------------------------
+
+
+def poisoned_ics(fake: FakeIcs, *, bad: Callable[[dict[str, Any]], bool],
+                 other: Callable[[dict[str, Any]], web.Response | None] | None = None
+                 ) -> None:
+    """ICS refusing (400, its own error body) any request holding a record ``bad`` picks;
+    ``other`` may answer a request first."""
+    def respond(body: dict[str, Any]) -> web.Response:
+        scripted = other(body) if other else None
+        if scripted is not None:
+            return scripted
+        if any(bad(record) for record in body["smstosend"]):
+            return web.json_response({"error": "template not approved"}, status=400)
+        return accept_all(body)
+
+    fake.responders = [respond]
+
+
+def jobs(count: int, sender: Sender = SERVICE) -> list[Job]:
+    made = []
+    for i in range(count):
+        req = request(i)
+        delivery = Delivery(body=b"", exchange="x", routing_key="service", tag=i,
+                            redelivered=False, generation=0, queue="q")
+        made.append(Job(delivery=delivery, request=req, sender=sender, attempt=1, parked=0,
+                        smsgid=f"sg-{i}", info=analyse(req.text), text=req.text, links={}))
+    return made
+
+
+@pytest.fixture
+async def submitter(fake_ics: FakeIcs) -> AsyncIterator[Submitter]:
+    settings = Settings(broker_url=SecretStr("memory://split"), namespace="split.",
+                        callback_secret=SecretStr(CALLBACK_SECRET), redis_url="memory://")
+    async with aiohttp.ClientSession() as http:
+        yield Submitter(settings, IcsClient(http, fake_ics.url, timeout_s=10),
+                        Outcomes(settings.topology), AttemptPolicy())
+
+
+def smsgids(fake: FakeIcs, index: int) -> list[str]:
+    return [record["smsgid"] for record in fake.requests[index]["smstosend"]]
+
+
+def refused(result: SubmitResult) -> dict[str, str | None]:
+    return {s: a.error for s, a in result.results.items() if not a.accepted}
+
+
+@pytest.mark.parametrize(("count", "bad"), [(64, {37}), (1000, {0}), (7, {6}), (2, {1})])
+async def test_a_refused_request_is_split_until_only_the_bad_record_is_refused(
+    submitter: Submitter, fake_ics: FakeIcs, count: int, bad: set[int]
+) -> None:
+    poisoned = {f"sg-{i}" for i in bad}
+    poisoned_ics(fake_ics, bad=lambda record: record["smsgid"] in poisoned)
+    result = await submitter.call(SERVICE, jobs(count), TOKEN)
+    assert result.ok
+    assert refused(result) == dict.fromkeys(
+        poisoned, 'ICS answered HTTP 400: {"error": "template not approved"}')
+    accepted = {s for s, a in result.results.items() if a.accepted}
+    assert accepted == {f"sg-{i}" for i in range(count)} - poisoned
+    depth = math.ceil(math.log2(count))
+    assert len(fake_ics.requests) == result.requests <= 1 + 2 * depth  # one path down
+    assert len(fake_ics.records) - count <= 2 * count  # each level re-sends a record once
+    assert all(result.disposition_of(s) is None for s in accepted | poisoned)
+
+
+async def test_two_bad_records_in_one_batch_are_both_isolated(
+    submitter: Submitter, fake_ics: FakeIcs
+) -> None:
+    poisoned = {"sg-3", "sg-900"}
+    poisoned_ics(fake_ics, bad=lambda record: record["smsgid"] in poisoned)
+    result = await submitter.call(SERVICE, jobs(1000), TOKEN)
+    assert set(refused(result)) == poisoned
+    assert sum(a.accepted for a in result.results.values()) == 998
+    assert len(fake_ics.requests) <= 1 + Submitter.split_budget(1000) == 41
+
+
+async def test_a_request_ics_refuses_whatever_it_holds_costs_a_bounded_number_of_requests(
+    submitter: Submitter, fake_ics: FakeIcs
+) -> None:
+    """E.g. a wrong account name: every request is refused. The split stops at its budget;
+    records it isolated are refused, the rest are RETRY (ICS took none of them)."""
+    poisoned_ics(fake_ics, bad=lambda _record: True)
+    result = await submitter.call(SERVICE, jobs(1000), TOKEN)
+    assert len(fake_ics.requests) == result.requests <= 1 + Submitter.split_budget(1000)
+    assert not any(a.accepted for a in result.results.values())
+    retried = {s for s in (f"sg-{i}" for i in range(1000))
+               if result.disposition_of(s) is Disposition.RETRY}
+    assert retried | set(refused(result)) == {f"sg-{i}" for i in range(1000)}
+    assert "not isolated within 40 requests" in result.reason_of(sorted(retried)[0])
+
+
+async def test_a_single_refused_record_is_refused_in_one_request(
+    submitter: Submitter, fake_ics: FakeIcs
+) -> None:
+    poisoned_ics(fake_ics, bad=lambda _record: True)
+    result = await submitter.call(SERVICE, jobs(1), TOKEN)
+    assert result.disposition is Disposition.REJECT and len(fake_ics.requests) == 1
+
+
+async def test_a_half_that_may_have_been_accepted_is_not_split_or_sent_again(
+    submitter: Submitter, fake_ics: FakeIcs
+) -> None:
+    """sg-0..1 answered 500 (ICS may have sent them); sg-3 is the bad record."""
+    def gateway_error(body: dict[str, Any]) -> web.Response | None:
+        first = body["smstosend"][0]["smsgid"] == "sg-0" and len(body["smstosend"]) == 2
+        return web.json_response({"error": "upstream"}, status=500) if first else None
+
+    poisoned_ics(fake_ics, bad=lambda record: record["smsgid"] == "sg-3", other=gateway_error)
+    result = await submitter.call(SERVICE, jobs(4), TOKEN)
+    assert [smsgids(fake_ics, i) for i in range(len(fake_ics.requests))] == [
+        ["sg-0", "sg-1", "sg-2", "sg-3"], ["sg-0", "sg-1"], ["sg-2", "sg-3"], ["sg-2"],
+        ["sg-3"]]
+    assert [result.disposition_of(f"sg-{i}") for i in range(4)] == [
+        Disposition.UNCERTAIN, Disposition.UNCERTAIN, None, None]
+    assert result.reason_of("sg-0").startswith("ICS answered HTTP 500")
+    assert result.results["sg-2"].accepted and not result.results["sg-3"].accepted
+
+
+async def test_credentials_refused_during_a_split_pause_the_sender(
+    submitter: Submitter, fake_ics: FakeIcs
+) -> None:
+    def refuse_token(body: dict[str, Any]) -> web.Response | None:
+        return status(401)(body) if len(fake_ics.requests) > 1 else None
+
+    poisoned_ics(fake_ics, bad=lambda _record: True, other=refuse_token)
+    result = await submitter.call(SERVICE, jobs(8), TOKEN)
+    assert result.disposition is Disposition.PAUSE_SENDER
+    assert len(fake_ics.requests) == 3  # the refused request and its two halves, no more
+
+
+async def test_a_worker_rejects_only_the_bad_message_of_a_batch(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    """Was: every message of the batch rejected for good with the request's 400."""
+    poisoned_ics(fake_ics, bad=lambda record: record["smstext"] == "hello 7")
+    await pipeline.publish(*(request(i) for i in range(20)))
+    async with running_worker(worker_settings):
+        events = {e.message_id: e for e in await pipeline.next_events(20)}
+    assert events.pop("m7").status is Status.REJECTED
+    assert {e.status for e in events.values()} == {Status.SUBMITTED}
+    accepted = [r["smstext"] for r in fake_ics.records]
+    assert "hello 7" in accepted  # it was sent, and refused
+    assert len(fake_ics.requests) <= 20 * (1 + Submitter.split_budget(20))
