@@ -80,7 +80,7 @@ class SubmitResult:
     reason: str = ""
     retry_after_s: float | None = None
     latency_s: float = 0.0
-    failed: dict[str, SubmitResult] = field(default_factory=dict)
+    failed: dict[str, SubmitResult] = field(default_factory=dict, repr=False)
     """After a split (:meth:`~ics_sms.workers.submit.Submitter.call`): smsgid to the failed
     result of the request that carried the record."""
     requests: int = 1

@@ -81,9 +81,10 @@ class Submitter:
         A request ICS refuses as a whole (HTTP 400/413/422 with ICS's body: REJECT) carries
         no verdict on each record, and ICS took none of them. One bad record must not sink
         the others, so a refused request of more than one record is split in halves and the
-        halves sent again, level by level, until the refusals are down to single records;
-        only those end refused (a record answer with ICS's reason). Halves that fail
-        otherwise are not split further: their records carry that failure in ``failed``.
+        halves sent again, level by level (a level's requests concurrently), until the
+        refusals are down to single records; only those end refused (a record answer with
+        ICS's reason). Halves that fail otherwise are not split further (an UNCERTAIN half
+        is never resent): their records carry that failure in ``failed``.
 
         Bounds: the depth is ``ceil(log2 n)`` for ``n`` records, and the split may spend at
         most ``4 * ceil(log2 n)`` extra requests (:meth:`split_budget`), enough to isolate
