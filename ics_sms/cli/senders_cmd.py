@@ -171,7 +171,7 @@ def remove_sender(name: str, new_default: str | None) -> None:
 async def _send_one(settings: Settings, sender: Sender, to: str, text: str,
                     template: str | None) -> SubmitResult:
     signer = SmsgidSigner(settings.callback_secret.get_secret_value() or "senders-test")
-    smsgid = signer.sign(f"test-{uuid.uuid4().hex[:12]}")
+    smsgid = signer.sign(f"test-{uuid.uuid4().hex[:12]}", sender.name)
     record = IcsClient.record(to, sender.sender_id, text, smsgid, sender.dlt_entity_id,
                               template)
     request = IcsClient.build(sender.username, [record],

@@ -194,7 +194,7 @@ def test_two_files_of_one_campaign_share_no_id_nor_smsgid(tmp_path: Path) -> Non
     first, second = ids_of(one, campaign_id="spring"), ids_of(two, campaign_id="spring")
 
     assert len(set(first + second)) == 4  # the same lines, other recipients: other ids
-    assert len({signer.sign(id_) for id_ in first + second}) == 4
+    assert len({signer.sign(id_, "acme-otp") for id_ in first + second}) == 4
 
 
 def test_one_file_under_two_campaigns_shares_no_id(tmp_path: Path) -> None:
