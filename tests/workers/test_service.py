@@ -44,7 +44,7 @@ async def test_submits_a_batch_and_publishes_submitted_events(
     signer = SmsgidSigner("test-callback-secret-of-32-bytes-or-more")
     record = fake_ics.records[0]
     assert record["from"] == "ACMEIN" and record["to"] == "447700900123"
-    assert signer.verify(record["smsgid"]) == record["smsgid"].rpartition(".")[0]
+    assert signer.verify(record["smsgid"], "otp") == record["smsgid"].rpartition(".")[0]
 
 
 async def test_batches_never_exceed_ics_limit(
