@@ -3,7 +3,11 @@
 It answers ``POST /datasend`` like ICS (one result per record, in order) and later posts
 delivery, failure and click receipts to the request's ``dlrurl``, retrying a receiver
 that is down. Faults (latency, 5xx, throttling, outages) can be set at start or at run
-time through ``POST /_control``; ``GET /_stats`` shows what happened.
+time through ``POST /_control``; ``GET /_stats`` shows what happened. At run time it can
+also accept a batch and then spoil the answer (late, 500, reset, HTML, half the records;
+``answer_fault`` for ``answer_fault_requests`` requests), echo smsgids lower-cased, or
+answer 400 to a request holding a record of ``poison_templateid``. It counts every
+acceptance per smsgid (``GET /_stats?smsgids=1``): how many SMS it really sent.
 
 Deterministic test numbers (wire form: country code + national number, no ``+``; the
 E.164 form is the same with a leading ``+``):

@@ -4,7 +4,8 @@ Routes:
 
 - ``POST /datasend``: the ICS send API (see ICS_API.md).
 - ``GET /_stats``: counters (requests, records accepted/refused, duplicate smsgids,
-  receipts posted/pending/retried/failed...).
+  receipts posted/pending/retried/failed, answer faults...); ``?smsgids=1`` adds
+  ``accepted_by_smsgid``, how many times each smsgid was accepted.
 - ``GET /_control``: the current fault knobs; ``POST /_control`` changes them at run time
   (JSON, see :class:`~ics_sms.sandbox.faults.ControlRequest`).
 """
@@ -12,7 +13,10 @@ Routes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import socket
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,16 +26,17 @@ import structlog
 from aiohttp import hdrs, web
 from pydantic import ValidationError
 
+from ics_sms.sandbox import wire
 from ics_sms.sandbox.auth import Accounts, AuthError
 from ics_sms.sandbox.config import SandboxConfig
 from ics_sms.sandbox.datasend import BadRequest, parse_datasend
 from ics_sms.sandbox.dispatcher import ReceiptDispatcher
-from ics_sms.sandbox.faults import ControlRequest, Faults, retry_after_header
+from ics_sms.sandbox.faults import AnswerFault, ControlRequest, Faults, retry_after_header
 from ics_sms.sandbox.gateway import Gateway
 from ics_sms.sandbox.outcomes import SERVER_ERROR
 from ics_sms.sandbox.stats import SandboxStats
 from ics_sms.schemas.errors import describe
-from ics_sms.schemas.ics import DATASEND_PATH
+from ics_sms.schemas.ics import DATASEND_PATH, DatasendRecord
 
 __all__ = ["STATE", "SandboxState", "create_app"]
 
@@ -39,6 +44,8 @@ log = structlog.get_logger(__name__)
 
 STATS_PATH = "/_stats"
 CONTROL_PATH = "/_control"
+HTML_PAGE = ("<html><head><title>502 Bad Gateway</title></head>"
+             "<body><h1>Bad Gateway</h1><p>upstream sent an invalid response</p></body></html>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +59,8 @@ class SandboxState:
     dispatcher: ReceiptDispatcher
     gateway: Gateway
 
-    def stats_json(self) -> dict[str, Any]:
-        return self.stats.as_json(receipts_pending=self.dispatcher.pending)
+    def stats_json(self, *, by_smsgid: bool = False) -> dict[str, Any]:
+        return self.stats.as_json(receipts_pending=self.dispatcher.pending, by_smsgid=by_smsgid)
 
 
 STATE = web.AppKey("sandbox_state", SandboxState)
@@ -111,6 +118,14 @@ def _error(state: SandboxState, status: int, reason: str,
 async def _datasend(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.stats.requests += 1
+    state.stats.requests_in_flight += 1
+    try:
+        return await _handle_datasend(request, state)
+    finally:
+        state.stats.requests_in_flight -= 1
+
+
+async def _handle_datasend(request: web.Request, state: SandboxState) -> web.Response:
     faults = state.faults
     if faults.in_outage(asyncio.get_running_loop().time()):
         return _error(state, 503, "service unavailable (outage)")
@@ -139,12 +154,55 @@ async def _submit(request: web.Request, state: SandboxState, user: str | None) -
                      headers={hdrs.RETRY_AFTER: retry_after_header(wait_s)})
     if submission.sends_to(SERVER_ERROR):
         return _error(state, 500, "internal server error (sandbox test number)")
-    return _json(state, 200, state.gateway.answer(submission))
+    if state.faults.poisoned([e.templateid for e in submission.entries
+                              if isinstance(e, DatasendRecord)]):
+        state.stats.requests_poisoned += 1
+        return _json(state, 400, {"error": "malformed request",
+                                  "reasons": ["templateid: template not approved"]})
+    return await _answer(request, state, state.gateway.answer(submission))
+
+
+async def _answer(request: web.Request, state: SandboxState,
+                  answers: list[wire.Answer]) -> web.Response:
+    """The answer to accepted records, spoilt when an answer fault is on."""
+    fault = state.faults.take_answer_fault()
+    if fault is not AnswerFault.NONE:
+        state.stats.answer_faults[fault.value] += 1
+    match fault:
+        case AnswerFault.LATE:
+            await asyncio.sleep(state.faults.late_answer_s)
+        case AnswerFault.ERROR_500:
+            return _error(state, 500, "internal server error (after accepting the batch)")
+        case AnswerFault.RESET:
+            _reset(request)
+            raise web.HTTPInternalServerError  # never written: the connection is gone
+        case AnswerFault.HTML:
+            state.stats.responses[200] += 1
+            return web.Response(text=HTML_PAGE, content_type="text/html")
+        case AnswerFault.HALF:
+            answers = answers[:len(answers) // 2]
+    if state.faults.lowercase_smsgids:
+        answers = [wire.lowercased(answer) for answer in answers]
+    return _json(state, 200, answers)
+
+
+def _reset(request: web.Request) -> None:
+    """Reset the connection (RST, no answer): linger 0, then abort."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def _stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return web.Response(body=orjson.dumps(state.stats_json()), content_type="application/json")
+    by_smsgid = request.query.get("smsgids") in ("1", "true")
+    return web.Response(body=orjson.dumps(state.stats_json(by_smsgid=by_smsgid)),
+                        content_type="application/json")
 
 
 async def _show_control(request: web.Request) -> web.Response:

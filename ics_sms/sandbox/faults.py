@@ -2,18 +2,43 @@
 
 ``POST /_control`` takes a :class:`ControlRequest`; :class:`Faults` holds the current
 knobs, initialised from :class:`~ics_sms.sandbox.config.SandboxConfig`.
+
+Besides faults that refuse a request (nothing accepted), the sandbox can *accept* a batch
+and then spoil its answer (:class:`AnswerFault`, for the next N requests or for all), echo
+smsgids lower-cased, or answer ``400`` to any whole request holding a poisoned record.
+These are the ambiguous answers after which a client cannot know what ICS accepted.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ics_sms.sandbox.config import SandboxConfig
 
-__all__ = ["ControlRequest", "Faults", "ThrottleBucket", "retry_after_header"]
+__all__ = ["AnswerFault", "ControlRequest", "Faults", "ThrottleBucket", "retry_after_header"]
+
+DEFAULT_LATE_ANSWER_MS = 5000.0
+
+
+class AnswerFault(StrEnum):
+    """What happens to the answer of a request whose records the sandbox has accepted
+    (counted, receipts planned): the client cannot tell what ICS accepted."""
+
+    NONE = "none"
+    LATE = "late"
+    """The answer comes after ``late_answer_ms`` (past the client's timeout)."""
+    ERROR_500 = "500"
+    """``500`` with a JSON error body."""
+    RESET = "reset"
+    """The connection is reset: no answer at all."""
+    HTML = "html"
+    """``200`` with an HTML page (a proxy's error page, say)."""
+    HALF = "half"
+    """``200`` with answers for the first half of the records only."""
 
 
 class ControlRequest(BaseModel):
@@ -32,6 +57,19 @@ class ControlRequest(BaseModel):
     delivery_ratio: float | None = Field(default=None, ge=0, le=1)
     click_ratio: float | None = Field(default=None, ge=0, le=1)
     receipts_paused: bool | None = None
+    answer_fault: AnswerFault | None = Field(
+        default=None, description="Spoil the answer of accepted requests (see AnswerFault).")
+    answer_fault_requests: int | None = Field(
+        default=None, ge=0,
+        description="How many requests get answer_fault (0 or absent: every one, until "
+                    "changed); "
+                    "setting answer_fault or this restarts the count.")
+    late_answer_ms: float | None = Field(default=None, ge=0)
+    lowercase_smsgids: bool | None = Field(
+        default=None, description="Echo every smsgid lower-cased in the answer.")
+    poison_templateid: str | None = Field(
+        default=None, description="Answer 400 to any request with a record of this "
+                                  "templateid (nothing of it accepted); empty: off.")
 
 
 class ThrottleBucket:
@@ -79,10 +117,16 @@ class Faults:
         self._outage = (math.inf, math.inf)
         seed = None if config.seed is None else f"{config.seed}/faults"
         self._rng = random.Random(seed)
+        self.answer_fault = AnswerFault.NONE
+        self._answer_faults_left: int | None = None
+        self.late_answer_s = DEFAULT_LATE_ANSWER_MS / 1000
+        self.lowercase_smsgids = False
+        self.poison_templateid: str | None = None
 
     def __repr__(self) -> str:
         return (f"<Faults latency_s={self.latency_s:g} error_rate={self.error_rate:g} "
-                f"throttle_per_s={self._throttle_per_s} outage={self._outage}>")
+                f"throttle_per_s={self._throttle_per_s} outage={self._outage} "
+                f"answer_fault={self.answer_fault.value} left={self._answer_faults_left}>")
 
     def begin(self, now: float) -> None:
         """The sandbox starts serving at ``now``: plan the configured outage from there."""
@@ -110,7 +154,31 @@ class Faults:
             bucket = self._buckets[user] = ThrottleBucket(self._throttle_per_s, now)
         return bucket.take(records, now)
 
+    def take_answer_fault(self) -> AnswerFault:
+        """The fault of the answer to the request just accepted; counts it down."""
+        fault = self.answer_fault
+        left = self._answer_faults_left
+        if fault is AnswerFault.NONE or left is None:
+            return fault
+        left -= 1
+        self._answer_faults_left = left
+        if left <= 0:
+            self.answer_fault, self._answer_faults_left = AnswerFault.NONE, None
+        return fault
+
+    def poisoned(self, templateids: list[str | None]) -> bool:
+        """True when a record of these templateids is poisoned (the request gets 400)."""
+        return self.poison_templateid is not None and self.poison_templateid in templateids
+
     def apply(self, change: ControlRequest, now: float) -> None:
+        if change.answer_fault is not None or change.answer_fault_requests is not None:
+            self._apply_answer_fault(change)
+        if change.late_answer_ms is not None:
+            self.late_answer_s = change.late_answer_ms / 1000
+        if change.lowercase_smsgids is not None:
+            self.lowercase_smsgids = change.lowercase_smsgids
+        if change.poison_templateid is not None:
+            self.poison_templateid = change.poison_templateid or None
         if change.outage_s is not None:
             self._outage = (now, now + change.outage_s)
         if change.throttle_per_s is not None:
@@ -123,6 +191,14 @@ class Faults:
             if value is not None:
                 setattr(self, name, value)
 
+    def _apply_answer_fault(self, change: ControlRequest) -> None:
+        if change.answer_fault is not None:
+            self.answer_fault = change.answer_fault
+        requests = change.answer_fault_requests
+        self._answer_faults_left = requests or None
+        if self.answer_fault is AnswerFault.NONE:
+            self._answer_faults_left = None
+
     def snapshot(self, now: float) -> dict[str, object]:
         return {
             "latency_ms": self.latency_s * 1000,
@@ -132,6 +208,11 @@ class Faults:
             "delivery_ratio": self.delivery_ratio,
             "click_ratio": self.click_ratio,
             "receipts_paused": self.receipts_paused,
+            "answer_fault": self.answer_fault.value,
+            "answer_fault_requests_left": self._answer_faults_left,
+            "late_answer_ms": self.late_answer_s * 1000,
+            "lowercase_smsgids": self.lowercase_smsgids,
+            "poison_templateid": self.poison_templateid,
         }
 
 

@@ -31,9 +31,9 @@ class RunningSandbox:
     def datasend_url(self) -> str:
         return f"{self.url}/datasend"
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, by_smsgid: bool = False) -> dict[str, Any]:
         """The same counters as ``GET /_stats``, without the HTTP round trip."""
-        return self.app[STATE].stats_json()
+        return self.app[STATE].stats_json(by_smsgid=by_smsgid)
 
     async def wait_receipts_posted(self) -> None:
         """Return once no receipt is pending (wrap in ``asyncio.timeout``)."""

@@ -11,10 +11,12 @@ __all__ = ["SandboxStats"]
 
 @dataclass
 class SandboxStats:
-    """Running totals. ``duplicate_smsgids`` counts acceptances of an smsgid seen before,
-    i.e. messages submitted more than once."""
+    """Running totals. ``accepted`` counts every acceptance per smsgid: an smsgid accepted
+    more than once is a message sent more than once (an SMS paid for and received twice);
+    ``duplicate_smsgids`` counts the acceptances beyond the first."""
 
     requests: int = 0
+    requests_in_flight: int = 0
     responses: Counter[int] = field(default_factory=Counter)
     records_accepted: int = 0
     records_refused: int = 0
@@ -26,7 +28,9 @@ class SandboxStats:
     receipts_failed: int = 0
     receipts_rejected: int = 0
     receipts_unroutable: int = 0
-    _smsgids: set[str] = field(default_factory=set, repr=False)
+    answer_faults: Counter[str] = field(default_factory=Counter)
+    requests_poisoned: int = 0
+    accepted: Counter[str] = field(default_factory=Counter, repr=False)
 
     def __repr__(self) -> str:
         return (f"<SandboxStats requests={self.requests} accepted={self.records_accepted} "
@@ -35,18 +39,27 @@ class SandboxStats:
 
     def count_accepted(self, smsgid: str) -> None:
         self.records_accepted += 1
-        if smsgid in self._smsgids:
+        if self.accepted[smsgid]:
             self.duplicate_smsgids += 1
-        else:
-            self._smsgids.add(smsgid)
+        self.accepted[smsgid] += 1
 
-    def as_json(self, receipts_pending: int) -> dict[str, Any]:
-        return {
+    def accepted_more_than_once(self) -> dict[str, int]:
+        """``{smsgid: acceptances}`` of every smsgid accepted more than once."""
+        return {smsgid: n for smsgid, n in self.accepted.items() if n > 1}
+
+    def as_json(self, receipts_pending: int, *, by_smsgid: bool = False) -> dict[str, Any]:
+        """The counters; with ``by_smsgid`` also ``accepted_by_smsgid`` (every smsgid)."""
+        again = self.accepted_more_than_once()
+        counters: dict[str, Any] = {
             "requests": self.requests,
+            "requests_in_flight": self.requests_in_flight,
             "responses": {str(status): n for status, n in sorted(self.responses.items())},
             "records_accepted": self.records_accepted,
             "records_refused": self.records_refused,
             "duplicate_smsgids": self.duplicate_smsgids,
+            "smsgids_accepted": len(self.accepted),
+            "smsgids_accepted_more_than_once": len(again),
+            "most_acceptances_of_one_smsgid": max(self.accepted.values(), default=0),
             "receipts_scheduled": self.receipts_scheduled,
             "receipts_posted": self.receipts_posted.total(),
             "receipts_posted_by_event": dict(self.receipts_posted),
@@ -56,4 +69,9 @@ class SandboxStats:
             "receipts_failed": self.receipts_failed,
             "receipts_rejected": self.receipts_rejected,
             "receipts_unroutable": self.receipts_unroutable,
+            "answer_faults": dict(self.answer_faults),
+            "requests_poisoned": self.requests_poisoned,
         }
+        if by_smsgid:
+            counters["accepted_by_smsgid"] = dict(self.accepted)
+        return counters

@@ -23,6 +23,7 @@ __all__ = [
     "delivered",
     "failed",
     "group_receipts",
+    "lowercased",
     "refused",
 ]
 
@@ -60,6 +61,12 @@ def accepted(to: str, sender: str, mid: str, smsgid: str) -> Answer:
 
 def refused(to: str | None, smsgid: str | None, reason: str) -> Answer:
     return {_TO: to, _SMSGID: smsgid, _ERROR: reason}
+
+
+def lowercased(answer: Answer) -> Answer:
+    """``answer`` with its smsgid echoed lower-cased (an ICS that changes the case)."""
+    smsgid = answer.get(_SMSGID)
+    return {**answer, _SMSGID: smsgid.lower()} if smsgid else answer
 
 
 def delivered(ts: int, smsgid: str) -> ReceiptBody:

@@ -22,7 +22,8 @@ from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.topology import Topology
 
-__all__ = ["TEMPLATE_ID", "Campaign", "CampaignPublisher", "build_campaign"]
+__all__ = ["FIXED_OUTCOMES", "RECEIPTED_OUTCOMES", "TEMPLATE_ID", "Campaign",
+           "CampaignPublisher", "build_campaign"]
 
 TEMPLATE_ID = "1207161000000000001"
 
@@ -33,6 +34,9 @@ FIXED_OUTCOMES: tuple[tuple[str, str], ...] = (
     ("+919000000400", "rejected"),  # refused in the answer
 )
 """Sandbox test numbers with a fixed fate; every other number is delivered."""
+RECEIPTED_OUTCOMES = tuple((to, s) for to, s in FIXED_OUTCOMES if s != "rejected")
+"""The fixed fates that end with a receipt: a message whose answer was lost can still end
+by its receipt (a record ICS refused has none)."""
 
 
 @dataclass
@@ -63,13 +67,15 @@ def build_campaign(count: int, campaign_id: str, *, service: str, promotional: s
                    seed: int = 7, fixed_every: int = 50, service_every: int = 3,
                    links: bool = False, start: int = 0,
                    expires_at: datetime | None = None,
-                   also_allowed: frozenset[str] = frozenset()) -> Campaign:
+                   also_allowed: frozenset[str] = frozenset(),
+                   fixed: Sequence[tuple[str, str]] = FIXED_OUTCOMES) -> Campaign:
     """``count`` messages; every ``fixed_every``-th to a fixed failing/refused number.
 
     Every ``service_every``-th goes to the service sender, the rest to the promotional one
     (when given).
     ``also_allowed`` adds statuses every message may end with (e.g. ``expired``); ``start``
-    numbers the messages from there (to build a long campaign in slices).
+    numbers the messages from there (to build a long campaign in slices); ``fixed`` are
+    the numbers with a fixed fate the campaign cycles through.
     """
     rng = random.Random(seed + start)
     requests: list[SendRequest] = []
@@ -77,7 +83,7 @@ def build_campaign(count: int, campaign_id: str, *, service: str, promotional: s
     for index in range(start, start + count):
         message_id = f"{campaign_id}-{index}"
         if fixed_every and index % fixed_every == fixed_every // 2:
-            to, status = FIXED_OUTCOMES[index // fixed_every % len(FIXED_OUTCOMES)]
+            to, status = fixed[index // fixed_every % len(fixed)]
         else:
             to, status = _mobile(rng), "delivered"
         sender = service if promotional is None or index % service_every == 0 \

@@ -238,6 +238,13 @@ class SandboxClient:
         result: dict[str, Any] = json.loads(body)
         return result
 
+    def accepted_by_smsgid(self) -> dict[str, int]:
+        """How many times the sandbox accepted each smsgid (what ICS really sent)."""
+        status, body = http_request(self.url + "/_stats?smsgids=1")
+        assert status == 200, f"sandbox /_stats answered {status}"
+        accepted: dict[str, int] = json.loads(body)["accepted_by_smsgid"]
+        return accepted
+
     def control(self, **knobs: object) -> dict[str, Any]:
         status, body = http_request(self.url + "/_control", "POST", json.dumps(knobs).encode(),
                                     {"Content-Type": "application/json"})
@@ -528,18 +535,35 @@ class Stack:
         receipts = True
         if self.sandbox is not None:
             sandbox = self.sandbox
-            receipts = poll_until(lambda: sandbox.stats()["receipts_pending"] == 0, left, 0.2)
+            # every request answered (a late answer may still be pending), every receipt posted
+            receipts = poll_until(lambda: _sandbox_idle(sandbox.stats()), left, 0.2)
         state: dict[str, tuple[int, int | None]] = {}
 
+        quiet_polls = 0
+
         def quiet() -> bool:
-            nonlocal state
+            # rabbitmqctl's counts can lag: the ready count of every queue (passive
+            # declare, exact) must be 0 too, twice in a row (a retry copy in transit)
+            nonlocal state, quiet_polls
             state = self.queue_state()
-            return all(ready == 0 and not unacked for ready, unacked in state.values())
+            now_quiet = (all(ready == 0 and not unacked for ready, unacked in state.values())
+                         and all(self.probe.counts(q)[0] == 0 for q in state)
+                         and (self.sandbox is None or _sandbox_idle(self.sandbox.stats())))
+            quiet_polls = quiet_polls + 1 if now_quiet else 0
+            return quiet_polls >= 2
 
         empty = poll_until(quiet, max(timeout_s - (time.monotonic() - started), 10.0), 0.5)
         return {"all_terminal": terminal, "terminal_after_s": round(finished_s, 2),
                 "receipts_posted": receipts, "queues_empty": empty,
                 "busy_queues": {q: s for q, s in state.items() if s[0] or s[1]}}
+
+    def drain_events(self, timeout_s: float = 15.0) -> bool:
+        """After the services stopped: wait until the ledger has read every event and
+        dead letter left in the namespace (their queues hold nothing ready)."""
+        queues = (self.topology.events_queue, self.topology.dead_queue)
+        return poll_until(lambda: all(self.probe.counts(q)[0] == 0 for q in queues)
+                          and (self.ledger is None or self.ledger.idle_for(0.3)),
+                          timeout_s, 0.2)
 
     def queue_state(self) -> dict[str, tuple[int, int | None]]:
         return self.probe.queues(self.namespace, self.topology.queue_names())
@@ -622,6 +646,10 @@ class Stack:
             pass  # best effort: the keys expire on their own
         finally:
             client.close()
+
+
+def _sandbox_idle(stats: Mapping[str, Any]) -> bool:
+    return stats["receipts_pending"] == 0 and not stats.get("requests_in_flight")
 
 
 def _answers(url: str) -> bool:

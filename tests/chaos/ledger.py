@@ -27,6 +27,9 @@ __all__ = ["DeadLetter", "Ledger", "Verdict", "account"]
 
 _TERMINAL = frozenset(s.value for s in TERMINAL_STATUSES)
 _EXAMPLES = 5
+DUPLICATE_PUBLISH = "duplicate"
+"""``error_code`` of the ``rejected`` event that refuses a second publish of a message_id
+(issue 13): the refusal of that publish, not a second final status of the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class Ledger(threading.Thread):
         self._topology = topology
         self._stop_flag = threading.Event()
         self._ready = threading.Event()
+        self._events_paused = threading.Event()
         self._lock = threading.Lock()
         self._watch = [(name, value.encode()) for name, value in (watch or {}).items() if value]
         # what was seen (guarded by _lock)
@@ -65,6 +69,7 @@ class Ledger(threading.Thread):
         self.submissions: Counter[str] = Counter()
         self.submit_attempts: Counter[int] = Counter()
         self.terminal_before_submitted = 0
+        self.duplicate_refusals: Counter[str] = Counter()
         self.invalid: list[str] = []
         self.dead: list[DeadLetter] = []
         self.secret_hits: list[str] = []
@@ -82,6 +87,14 @@ class Ledger(threading.Thread):
             raise AssertionError("the ledger could not start consuming within "
                                  f"{timeout_s:g}s")
         return self
+
+    def pause_events(self, paused: bool) -> None:
+        """Stop (or resume) consuming ``sms.events``, as a stalled analytics consumer would;
+        dead letters are still read."""
+        if paused:
+            self._events_paused.set()
+        else:
+            self._events_paused.clear()
 
     def stop(self) -> None:
         self._stop_flag.set()
@@ -103,11 +116,17 @@ class Ledger(threading.Thread):
         try:
             channel = connection.channel()
             channel.basic_qos(prefetch_count=2000)
-            channel.basic_consume(self._topology.events_queue, self._on_event)
+            events: str | None = channel.basic_consume(self._topology.events_queue,
+                                                       self._on_event)
             channel.basic_consume(self._topology.dead_queue, self._on_dead)
             self._ready.set()
             while not self._stop_flag.is_set():
                 connection.process_data_events(time_limit=0.1)
+                if self._events_paused.is_set() and events is not None:
+                    channel.basic_cancel(events)
+                    events = None
+                elif not self._events_paused.is_set() and events is None:
+                    events = channel.basic_consume(self._topology.events_queue, self._on_event)
         finally:
             if connection.is_open:
                 connection.close()
@@ -145,7 +164,9 @@ class Ledger(threading.Thread):
             return
         self.seen.add(event.event_id)
         self.by_status[status] += 1
-        if status in _TERMINAL:
+        if event.status is Status.REJECTED and event.error_code == DUPLICATE_PUBLISH:
+            self.duplicate_refusals[event.message_id] += 1
+        elif status in _TERMINAL:
             if event.message_id not in self.submissions and status in ("delivered", "failed"):
                 self.terminal_before_submitted += 1  # the receipt overtook the worker's event
             self.terminal[event.message_id][event.event_id] = status
@@ -190,7 +211,8 @@ class Ledger(threading.Thread):
                     "duplicate_events": self.duplicate_events, "dead_letters": len(self.dead),
                     "submitted_at_attempt": dict(sorted(self.submit_attempts.items())),
                     "receipt_before_submitted": self.terminal_before_submitted,
-                    "terminal_messages": len(self.terminal)}
+                    "terminal_messages": len(self.terminal),
+                    "duplicate_publishes_refused": self.duplicate_refusals.total()}
 
     def snapshot_ids(self) -> set[str]:
         """Every message id any event named."""
@@ -200,6 +222,17 @@ class Ledger(threading.Thread):
     def dead_letters(self) -> list[DeadLetter]:
         with self._lock:
             return list(self.dead)
+
+    def idle_for(self, seconds: float) -> bool:
+        """True when no event came in the last ``seconds``."""
+        with self._lock:
+            return time.monotonic() - self.last_event_at >= seconds
+
+    def finals(self, ids: Iterable[str]) -> dict[str, int]:
+        """How many final events (distinct event ids) each of ``ids`` has; refusals of a
+        duplicate publish are not final events of the message."""
+        with self._lock:
+            return {i: len(self.terminal.get(i, ())) for i in ids}
 
     def terminal_of(self, message_id: str) -> dict[str, str]:
         with self._lock:

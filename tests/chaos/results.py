@@ -38,6 +38,10 @@ class Row:
     lost: int | None = None
     duplicate_sends: int | None = None
     duplicate_events: int | None = None
+    duplicate_sms: int | None = None
+    """Acceptances by ICS beyond the first of a message_id (per the sandbox's count)."""
+    several_finals: int | None = None
+    """Messages with more than one final event (distinct event ids)."""
     recovery_s: float | None = None
     duration_s: float | None = None
     problems: list[str] = field(default_factory=list)
@@ -73,9 +77,10 @@ def _cell(value: object) -> str:
 
 def format_table(rows: list[Row]) -> list[str]:
     header = ("scenario", "profile", "messages", "lost", "dup sends", "dup events",
-              "recovery s", "duration s", "result")
+              "dup SMS", ">1 finals", "recovery s", "duration s", "result")
     body = [(r.scenario, r.profile, _cell(r.messages), _cell(r.lost), _cell(r.duplicate_sends),
-             _cell(r.duplicate_events), _cell(r.recovery_s), _cell(r.duration_s),
+             _cell(r.duplicate_events), _cell(r.duplicate_sms), _cell(r.several_finals),
+             _cell(r.recovery_s), _cell(r.duration_s),
              "pass" if r.passed else f"FAIL ({len(r.problems)})") for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 

@@ -3,33 +3,110 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.chaos.harness import Stack
-from tests.chaos.ledger import account
+from tests.chaos.ledger import Ledger, account
 from tests.chaos.results import Row, record
 
-__all__ = ["finish"]
+__all__ = ["Once", "finish", "once_figures", "sms_per_message"]
+
+
+def sms_per_message(accepted: Mapping[str, int], ids: Collection[str]
+                    ) -> tuple[Counter[str], int]:
+    """SMS ICS accepted per message_id (an smsgid is ``<message_id>.<mac>`` or the
+    message_id itself), and the acceptances of smsgids that name no planned message."""
+    known = set(ids)
+    per_message: Counter[str] = Counter()
+    strangers = 0
+    for smsgid, count in accepted.items():
+        candidates = (smsgid, smsgid.rpartition(".")[0], smsgid.partition(".")[0])
+        message_id = next((c for c in candidates if c in known), None)
+        if message_id is None:
+            strangers += count
+        else:
+            per_message[message_id] += count
+    return per_message, strangers
+
+
+@dataclass
+class Once:
+    """The effectively-once figures of a campaign (issue 13)."""
+
+    duplicate_sms: int = 0
+    sent_more_than_once: int = 0
+    most_sms_of_one_message: int = 0
+    stranger_sms: int = 0
+    several_finals: int = 0
+    most_finals_of_one_message: int = 0
+    duplicate_publishes_refused: int = 0
+    bare_dead_letters: int = 0
+    examples: dict[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.duplicate_sms:
+            found.append(f"{self.duplicate_sms} duplicate SMS: {self.sent_more_than_once} "
+                         f"messages accepted by ICS more than once (up to "
+                         f"{self.most_sms_of_one_message} times), e.g. "
+                         f"{self.examples.get('sent_more_than_once')}")
+        if self.several_finals:
+            found.append(f"{self.several_finals} messages have more than one final event (up "
+                         f"to {self.most_finals_of_one_message}), e.g. "
+                         f"{self.examples.get('several_finals')}")
+        if self.bare_dead_letters:
+            found.append(f"{self.bare_dead_letters} dead letters of messages with no final "
+                         "event")
+        return found
+
+
+def once_figures(accepted: Mapping[str, int], ledger: Ledger, ids: Collection[str]) -> Once:
+    """Count duplicate SMS (the sandbox's acceptances per smsgid, ``accepted``) and final
+    events per message (what the ledger has read)."""
+    unique = list(dict.fromkeys(ids))
+    per_message, strangers = sms_per_message(accepted, unique)
+    again = {m: n for m, n in per_message.items() if n > 1}
+    finals = ledger.finals(unique)
+    several = {m: n for m, n in finals.items() if n > 1}
+    dead = {d.message_id for d in ledger.dead_letters()}
+    with ledger._lock:
+        refused = ledger.duplicate_refusals.total()
+    return Once(
+        duplicate_sms=sum(n - 1 for n in again.values()), sent_more_than_once=len(again),
+        most_sms_of_one_message=max(per_message.values(), default=0), stranger_sms=strangers,
+        several_finals=len(several), most_finals_of_one_message=max(finals.values(), default=0),
+        duplicate_publishes_refused=refused,
+        bare_dead_letters=sum(1 for m in dead if m in finals and not finals[m]),
+        examples={"sent_more_than_once": sorted(again)[:3], "several_finals": sorted(several)[:3]})
 
 
 def finish(stack: Stack, *, scenario: str, profile: str,
            expected: Mapping[str, frozenset[str]], confirmed: Collection[str],
            started: float, settle_timeout_s: float, recovery_s: float | None = None,
            figures: Mapping[str, Any] | None = None, problems: Iterable[str] = (),
-           duplicate_bound: int | None = None) -> Row:
+           duplicate_bound: int | None = None, effectively_once: bool = False) -> Row:
     """Wait for the campaign to settle, stop every service (SIGTERM), judge and record.
 
-    ``duplicate_bound`` is the most duplicate submissions the scenario may cause.
+    ``duplicate_bound`` is the most duplicate submissions the scenario may cause;
+    ``effectively_once`` demands what issue 13 promises: no duplicate SMS and no message
+    with more than one final event (figures recorded either way).
     """
     assert stack.ledger is not None
     settled = stack.settle(confirmed, timeout_s=settle_timeout_s)
     duration_s = time.monotonic() - started
     stats = stack.sandbox.stats() if stack.sandbox is not None else {}
+    accepted = stack.sandbox.accepted_by_smsgid() if stack.sandbox is not None else {}
     stack.stop_services()
+    stack.drain_events()
+    once = once_figures(accepted, stack.ledger, confirmed)
     duplicate_sends = int(stats.get("duplicate_smsgids", 0))
     verdict = account(stack.ledger, expected, confirmed, duplicate_sends=duplicate_sends)
     found = [*problems, *verdict.problems]
+    if effectively_once:
+        found = [*once.problems(), *found]
     if not settled["receipts_posted"]:
         found.append(f"the sandbox still had receipts to post: {stats.get('receipts_pending')}")
     if not settled["queues_empty"]:
@@ -47,9 +124,13 @@ def finish(stack: Stack, *, scenario: str, profile: str,
                    "events": stack.ledger.snapshot(),
                    "sandbox": {k: stats.get(k) for k in (
                        "requests", "records_accepted", "records_refused", "responses",
-                       "receipts_posted", "receipts_retried", "receipt_posts")}}
+                       "receipts_posted", "receipts_retried", "receipt_posts",
+                       "answer_faults", "requests_poisoned")},
+                   "once": {k: v for k, v in vars(once).items() if k != "examples"}}
     return record(Row(
-        scenario=scenario, profile=profile, messages=len(confirmed), lost=len(verdict.lost),
-        duplicate_sends=duplicate_sends, duplicate_events=verdict.duplicate_events,
+        scenario=scenario, profile=profile, messages=len(set(confirmed)),
+        lost=len(verdict.lost), duplicate_sends=duplicate_sends,
+        duplicate_events=verdict.duplicate_events, duplicate_sms=once.duplicate_sms,
+        several_finals=once.several_finals,
         recovery_s=None if recovery_s is None else round(recovery_s, 2),
         duration_s=round(duration_s, 1), problems=found, figures=all_figures))
