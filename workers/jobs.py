@@ -42,6 +42,8 @@ class Job:
     info: TextInfo
     text: str
     links: dict[str, str]
+    fingerprint: str = ""
+    """Hash of the request's content (set when the job is claimed)."""
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ class Disposition(Enum):
     THROTTLED = "throttled"  # 429: wait (Retry-After) and slow the sender; not an attempt
     PAUSE_SENDER = "pause_sender"  # 401/403: credentials; park the sender's messages
     REJECT = "reject"  # other 4xx: permanent for these messages
+    UNCERTAIN = "uncertain"  # ICS may have accepted some or all records: never resend
 
 
 def classify_http_status(status: int) -> Disposition:
