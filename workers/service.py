@@ -34,6 +34,8 @@ from ics_sms.stores.messages import (
     Claim,
     MessageStore,
     MessageStoreError,
+    State,
+    Transition,
     fingerprint,
     open_message_store,
 )
@@ -313,16 +315,23 @@ class _Session:
         worker = self.worker
         in_flight = IN_FLIGHT.labels(sender.lane.value)
         in_flight.inc()
+        claimed: list[Job] = []
+        calling = False
         try:
-            jobs = await self._claim(sender, jobs)
-            if not jobs:
-                return
-            jobs = await self._store_links(sender, jobs)
-            if not jobs:
-                return
             await worker.buckets[sender.name].acquire(len(jobs))
+            jobs = claimed = await self._claim(sender, jobs)
+            if not jobs:
+                return
+            jobs = claimed = await self._store_links(sender, jobs)
+            if not jobs:
+                return
             await self._remember(sender, jobs)
+            calling = True
             result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
+        except asyncio.CancelledError:
+            if claimed:
+                await asyncio.shield(self._give_up(sender, claimed, sent=calling))
+            raise
         finally:
             in_flight.dec()
         worker.stats.ics_requests += 1
@@ -365,6 +374,21 @@ class _Session:
             log.info("messages not sent again", sender=sender.name, messages=len(items))
             await self._settle(items, sender.name)
         return send
+
+    async def _give_up(self, sender: Sender, jobs: list[Job], *, sent: bool) -> None:
+        """The batch is abandoned (stop, lost connection). Claims of messages never sent
+        are released; a request that may have reached ICS leaves them uncertain: they are
+        not sent again and wait for their receipts."""
+        to = State.UNCERTAIN if sent else State.PENDING
+        if sent:
+            log.warning("gave up waiting for ICS; these messages are uncertain and will not "
+                        "be sent again", sender=sender.name, messages=len(jobs))
+        try:
+            async with asyncio.timeout(_STORE_WAIT_S):
+                await self.worker.messages.apply(
+                    [Transition(job.request.message_id, to) for job in jobs])
+        except (MessageStoreError, TimeoutError) as exc:
+            log.error("could not record abandoned messages", error=str(exc), messages=len(jobs))
 
     async def _conclude(self, verdicts: Verdicts, sender: str) -> None:
         """Record the messages' new states (one round trip), then publish and ack: a
