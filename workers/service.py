@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import aiohttp
 import structlog
 
-from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery
+from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery, Outgoing
 from ics_sms.broker.connect import connect_once, connect_with_backoff
 from ics_sms.schemas.senders import Lane, Sender, Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.topology import HEADER_ATTEMPT
 from ics_sms.stores.context import (
     ContextStore,
     ContextStoreError,
@@ -66,6 +67,8 @@ BrokerFactory = Callable[[Settings], Awaitable[Broker]]
 """One attempt to open the settings' broker; raises :class:`ConnectionLost` when it cannot."""
 _WINDOW_POLL_S = 5.0
 _DRAIN_TIMEOUT_S = 30.0
+_REPUBLISH_DELAY_S = 15.0
+"""When the broker refuses a batch's events, the deliveries come back after this."""
 _STORE_WAIT_S = 5.0
 """How long messages wait (parked, no attempt spent) while the message store is down."""
 
@@ -164,7 +167,8 @@ class _Session:
         settings = worker.settings
         self.topology = settings.topology
         self.tracker = AckTracker(broker)
-        self.settler = Settler(broker, self.tracker)
+        self.settler = Settler(broker, self.tracker, later=self._later)
+        self.lane_of_queue = {self.topology.send_queue(lane): lane for lane in Lane}
         self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes,
                                max_attempts=worker.policy.max_attempts,
                                link_secret=settings.callback_secret.get_secret_value().encode(),
@@ -268,6 +272,14 @@ class _Session:
             self._settle_soon(Settle(delivery, items[0][1]))
             return
         self.batcher.add(decision)
+
+    def _later(self, delivery: Delivery) -> Outgoing:
+        """The delivery again in a while, same attempt: its events were refused."""
+        lane = self.lane_of_queue.get(delivery.queue, Lane.SERVICE)
+        attempt = delivery.headers.get(HEADER_ATTEMPT)
+        return self.worker.outcomes.retry_copy(
+            delivery, lane, _REPUBLISH_DELAY_S,
+            attempt=attempt if type(attempt) is int else 1, reason="events refused")
 
     def _settle_soon(self, settle: Settle) -> None:
         self.immediate.append(settle)
