@@ -361,6 +361,10 @@ class _Session:
             log.warning("ICS may have accepted messages it did not confirm; they are not "
                         "sent again and wait for their receipts", sender=sender.name,
                         messages=verdicts.uncertain_count, reason=result.reason or None)
+        if verdicts.resends:
+            log.warning("ICS may have accepted messages it did not confirm; sending them again "
+                        "(the sender opted in: resend_uncertain)", sender=sender.name,
+                        messages=verdicts.resends)
         await self._conclude(verdicts, sender.name)
 
     async def _claim(self, sender: Sender, jobs: list[Job]) -> list[Job]:

@@ -99,7 +99,7 @@ class Submitter:
             return out
         if may_have_reached_ics(result):
             for job in jobs:
-                out.uncertain(job)
+                self._uncertain(job, result.reason, now, out)
             return out
         match result.disposition:
             case Disposition.THROTTLED:
@@ -169,7 +169,7 @@ class Submitter:
                         out: Verdicts) -> None:
         answer = result.results.get(job.smsgid)
         if answer is None:
-            out.uncertain(job)  # ICS may have taken it: never send it again
+            self._uncertain(job, "ICS gave no answer for this record", now, out)
             return
         if not answer.accepted:
             self._reject(job, "ics_refused", answer.error or "refused by ICS", now, out)
@@ -179,6 +179,15 @@ class Submitter:
             provider_message_id=answer.mid, segments=job.info.segments,
             encoding=job.info.encoding)],
             Transition(job.request.message_id, State.SUBMITTED, provider_message_id=answer.mid))
+
+    def _uncertain(self, job: Job, reason: str, now: datetime, out: Verdicts) -> None:
+        """ICS may have taken it: never send it again, unless its sender opted in to
+        resending (then it is retried as a new attempt, counted in ``resends``)."""
+        if job.sender.resend_uncertain is True and not self._policy.exhausted(job.attempt):
+            out.resends += 1
+            self._retry(job, f"resend, ICS may have accepted it: {reason}", now, out)
+        else:
+            out.uncertain(job)
 
     def retry(self, jobs: Sequence[Job], reason: str, now: datetime) -> Verdicts:
         """Transient trouble on our side (e.g. the link store): try these jobs again later
@@ -271,6 +280,8 @@ class Verdicts:
     items: BatchOutcome = field(default_factory=list)
     marks: list[Transition] = field(default_factory=list)
     uncertain_count: int = 0
+    resends: int = 0
+    """Uncertain messages sent again because their sender opted in (``resend_uncertain``)."""
 
     def add(self, job: Job, messages: Sequence[Outgoing], mark: Transition) -> None:
         self.items.append((job.delivery, messages))

@@ -8,12 +8,14 @@ from typing import Any
 from aiohttp import web
 
 from ics_sms.schemas.messages import Status
+from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import HEADER_REASON
 from ics_sms.stores.messages import ClaimResult, fingerprint, open_message_store
 from ics_sms.workers.sweeper import NO_RECEIPT
 from tests.stores.test_messages import claim
 from tests.workers.conftest import (
+    SERVICE,
     FakeIcs,
     Pipeline,
     accept_all,
@@ -99,3 +101,16 @@ async def test_a_message_ics_certainly_did_not_get_is_released_and_sent_later(
         [event] = await pipeline.next_events(1, timeout_s=30)
     assert event.status is Status.SUBMITTED
     assert len(fake_ics.records) == 4
+
+
+async def test_a_sender_may_opt_in_to_resending_uncertain_messages(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    fake_ics.responders = [status(500), accept_all]
+    otp = SERVICE.model_copy(update={"resend_uncertain": True})
+    senders = Senders(default=otp.name, senders={otp.name: otp})
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings, senders):
+        [event] = await pipeline.next_events(1)
+    assert event.status is Status.SUBMITTED and event.attempt == 2  # the resend shows
+    assert len(fake_ics.records) == 2
