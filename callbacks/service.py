@@ -86,7 +86,7 @@ class ReceiptService:
         transitions = [Transition(receipts[i].message_id, State(receipts[i].status.value),
                                   event_id=receipts[i].event_id) for i in indexes]
         try:
-            applied = await self._messages.apply(transitions)
+            applied = await self._messages.apply(transitions, records=True)
         except MessageStoreError as exc:
             log.warning("message store unavailable; final receipts published unchecked",
                         reason=str(exc), receipts=len(transitions))

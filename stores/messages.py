@@ -173,12 +173,16 @@ class MessageStore(abc.ABC):
         return int(max(self.window_s, self.receipt_deadline_s + 86400))
 
     @abc.abstractmethod
-    async def claim(self, claims: Sequence[Claim]) -> list[tuple[ClaimResult, MessageRecord]]:
-        """Claim every message for sending; raises MessageStoreError."""
+    async def claim(self, claims: Sequence[Claim]
+                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
+        """Claim every message for sending; the record of those not claimed (None for
+        those claimed). Raises MessageStoreError."""
 
     @abc.abstractmethod
-    async def apply(self, transitions: Sequence[Transition]) -> list[Applied]:
-        """Apply the transitions in order; raises MessageStoreError."""
+    async def apply(self, transitions: Sequence[Transition], *,
+                    records: bool = False) -> list[Applied]:
+        """Apply the transitions in order; with ``records`` each result carries the
+        record as the transition left it. Raises MessageStoreError."""
 
     @abc.abstractmethod
     async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
@@ -239,9 +243,10 @@ class InMemoryMessageStore(MessageStore):
             return None
         return entry
 
-    async def claim(self, claims: Sequence[Claim]) -> list[tuple[ClaimResult, MessageRecord]]:
+    async def claim(self, claims: Sequence[Claim]
+                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
         now = self.clock()
-        out = []
+        out: list[tuple[ClaimResult, MessageRecord | None]] = []
         for claim in claims:
             entry = self._get(claim.message_id, now)
             if entry is None:
@@ -249,22 +254,24 @@ class InMemoryMessageStore(MessageStore):
                     State.SENDING, claim.fingerprint, claim.attempt, claim.context,
                     claim.smsgid, expires=now + self.ttl_s)
                 self._deadlines[claim.message_id] = now + self.receipt_deadline_s
-                out.append((ClaimResult.CLAIMED, entry.record()))
+                out.append((ClaimResult.CLAIMED, None))
             elif entry.fp != claim.fingerprint:
                 out.append((ClaimResult.DUPLICATE, entry.record()))
             elif entry.state is State.PENDING:
                 entry.state, entry.attempt = State.SENDING, claim.attempt
                 self._deadlines[claim.message_id] = now + self.receipt_deadline_s
-                out.append((ClaimResult.CLAIMED, entry.record()))
+                out.append((ClaimResult.CLAIMED, None))
             elif entry.state in (State.SENDING, State.UNCERTAIN):
                 out.append((ClaimResult.BUSY, entry.record()))
             else:
                 out.append((ClaimResult.DONE, entry.record()))
         return out
 
-    async def apply(self, transitions: Sequence[Transition]) -> list[Applied]:
+    async def apply(self, transitions: Sequence[Transition], *,
+                    records: bool = False) -> list[Applied]:
         now = self.clock()
-        return [self._apply(t, now) for t in transitions]
+        applied = [self._apply(t, now) for t in transitions]
+        return applied if records else [Applied(a.result, None) for a in applied]
 
     def _apply(self, t: Transition, now: float) -> Applied:
         entry = self._get(t.message_id, now)
@@ -332,7 +339,9 @@ class InMemoryMessageStore(MessageStore):
 # A record is a hash: s (state), fp, a (attempt), ctx (MessageContext JSON), g (smsgid),
 # mid, fe (final event id), fj (final fields, JSON), x (expired by the sweeper, event not
 # yet confirmed). KEYS[1] is the sorted set of deadlines (members: message ids), KEYS[2..]
-# the records; ARGV[1..4] = ttl, now, deadline score, prefix length.
+# the records; ARGV[1..4] = ttl, now, deadline score, prefix length (apply: ARGV[5] = '1'
+# to return the records). A successful claim returns only its code: the hot path parses
+# nothing it does not need.
 
 _RECORD_FIELDS = "'s', 'a', 'mid', 'ctx', 'fj'"
 
@@ -350,22 +359,23 @@ for i = 2, #KEYS do
                'g', ARGV[b + 4])
     redis.call('EXPIRE', key, ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
-    r = {{fp, 'sending', ARGV[b + 2], false, ARGV[b + 3], false}}
     code = 'claimed'
   elseif r[1] ~= fp then
     code = 'duplicate'
   elseif r[2] == 'pending' then
     redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2])
     redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
-    r[2] = 'sending'
-    r[3] = ARGV[b + 2]
     code = 'claimed'
   elseif r[2] == 'sending' or r[2] == 'uncertain' then
     code = 'busy'
   else
     code = 'done'
   end
-  out[#out + 1] = {{code, r[2], r[3] or '1', r[4] or '', r[5] or '', r[6] or ''}}
+  if code == 'claimed' then
+    out[#out + 1] = code
+  else
+    out[#out + 1] = {{code, r[2], r[3] or '1', r[4] or '', r[5] or '', r[6] or ''}}
+  end
 end
 return out
 """
@@ -379,7 +389,7 @@ local from = {{submitted = {{sending = true, uncertain = true}},
 for i = 2, #KEYS do
   local key = KEYS[i]
   local id = string.sub(key, plen + 1)
-  local b = 4 + (i - 2) * 4
+  local b = 5 + (i - 2) * 4
   local to, mid, fe, fj = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe')
   local s = r[1]
@@ -416,7 +426,11 @@ for i = 2, #KEYS do
       code = 'applied'
     end
   end
-  out[#out + 1] = {{code, r[1] or '', r[2] or '1', r[3] or '', r[4] or '', r[5] or ''}}
+  if ARGV[5] == '1' then
+    out[#out + 1] = {{code, r[1] or '', r[2] or '1', r[3] or '', r[4] or '', r[5] or ''}}
+  else
+    out[#out + 1] = code
+  end
 end
 return out
 """
@@ -450,6 +464,9 @@ for i = 2, #ARGV do
 end
 return #ARGV - 1
 """
+
+
+_CLAIMED = ClaimResult.CLAIMED
 
 
 def _text(value: object) -> str:
@@ -493,7 +510,8 @@ class RedisMessageStore(RedisStore, MessageStore):
         now = self.clock()
         return [self.ttl_s, now, now + self.receipt_deadline_s, len(self._prefix)]
 
-    async def claim(self, claims: Sequence[Claim]) -> list[tuple[ClaimResult, MessageRecord]]:
+    async def claim(self, claims: Sequence[Claim]
+                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
         if not claims:
             return []
         args = self._head()
@@ -502,19 +520,23 @@ class RedisMessageStore(RedisStore, MessageStore):
         keys = [self._deadlines, *(self._prefix + c.message_id for c in claims)]
         with self.failing_as("claim messages"):
             rows = await self._claim(keys=keys, args=args)
-        return [(ClaimResult(_text(row[0])), _record(c.message_id, row[1:]))
+        return [(_CLAIMED, None) if row == b"claimed" or row == "claimed"
+                else (ClaimResult(_text(row[0])), _record(c.message_id, row[1:]))
                 for c, row in zip(claims, rows, strict=True)]
 
-    async def apply(self, transitions: Sequence[Transition]) -> list[Applied]:
+    async def apply(self, transitions: Sequence[Transition], *,
+                    records: bool = False) -> list[Applied]:
         if not transitions:
             return []
-        args = self._head()
+        args = [*self._head(), "1" if records else "0"]
         for t in transitions:
             args += [t.to.value, t.provider_message_id or "", t.event_id,
                      orjson.dumps(t.final) if t.final else ""]
         keys = [self._deadlines, *(self._prefix + t.message_id for t in transitions)]
         with self.failing_as("record message states"):
             rows = await self._apply(keys=keys, args=args)
+        if not records:
+            return [Applied(TransitionResult(_text(row)), None) for row in rows]
         return [Applied(TransitionResult(_text(row[0])),
                         _record(t.message_id, row[1:]) if row[1] else None)
                 for t, row in zip(transitions, rows, strict=True)]

@@ -121,7 +121,8 @@ class Submitter:
                     self._retry(job, result.reason, now, out)
         return out
 
-    def triage(self, jobs: Sequence[Job], claims: Sequence[tuple[ClaimResult, MessageRecord]],
+    def triage(self, jobs: Sequence[Job],
+               claims: Sequence[tuple[ClaimResult, MessageRecord | None]],
                now: datetime) -> tuple[list[Job], BatchOutcome]:
         """The claimed jobs (to send), and what to do with the others: a duplicate is
         refused, a message in flight waits for its receipt, a redelivery of a message
@@ -135,8 +136,10 @@ class Submitter:
                 items.append(self._duplicate(job, now))
             elif claim is ClaimResult.BUSY:
                 items.append((job.delivery, []))
-            else:
+            elif record is not None:
                 items.append((job.delivery, self._replay(job, record, now)))
+            else:
+                items.append((job.delivery, []))
         return send, items
 
     def _duplicate(self, job: Job, now: datetime) -> tuple[Delivery, Sequence[Outgoing]]:

@@ -71,7 +71,7 @@ class TestClaim:
         again = await store.claim([claim(1)])
         assert again[0][0] is ClaimResult.BUSY
         record = again[0][1]
-        assert record.state is State.SENDING
+        assert record is not None and record.state is State.SENDING
         assert record.context is not None and record.context.metadata == {"k": 1}
 
     async def test_other_content_with_the_same_id_is_a_duplicate(self, store: MessageStore
@@ -84,8 +84,9 @@ class TestClaim:
         [applied] = await store.apply([Transition("m1", State.PENDING)])
         assert applied.result is TransitionResult.APPLIED
         [(result, record)] = await store.claim([claim(1, attempt=2)])
-        assert result is ClaimResult.CLAIMED
-        assert record.attempt == 2
+        assert result is ClaimResult.CLAIMED and record is None  # nothing to parse
+        [(busy, record)] = await store.claim([claim(1, attempt=3)])
+        assert busy is ClaimResult.BUSY and record is not None and record.attempt == 2
 
     async def test_submitted_or_final_is_done(self, store: MessageStore) -> None:
         await store.claim([claim(1), claim(2)])
@@ -94,9 +95,10 @@ class TestClaim:
                                       final={"status": "rejected", "error_code": "x"})])
         results = await store.claim([claim(1), claim(2)])
         assert [r for r, _ in results] == [ClaimResult.DONE, ClaimResult.DONE]
-        assert results[0][1].provider_message_id == "mid-1"
-        assert results[1][1].state is State.REJECTED
-        assert results[1][1].final == {"status": "rejected", "error_code": "x"}
+        first, second = results[0][1], results[1][1]
+        assert first is not None and first.provider_message_id == "mid-1"
+        assert second is not None and second.state is State.REJECTED
+        assert second.final == {"status": "rejected", "error_code": "x"}
 
 
 class TestTransitions:
@@ -108,7 +110,7 @@ class TestTransitions:
             Transition("m1", State.DELIVERED, event_id="d"),
             Transition("m1", State.FAILED, event_id="f"),
             Transition("m1", State.DELIVERED, event_id="d"),
-        ])
+        ], records=True)
         assert [a.result for a in results] == [TransitionResult.APPLIED, TransitionResult.LOST,
                                                TransitionResult.REPLAY]
         assert results[0].record is not None
@@ -128,7 +130,7 @@ class TestTransitions:
         await store.claim([claim(1)])
         await store.apply([Transition("m1", State.DELIVERED, event_id="d")])
         [applied] = await store.apply([Transition("m1", State.SUBMITTED,
-                                                  provider_message_id="mid-1")])
+                                                  provider_message_id="mid-1")], records=True)
         assert applied.result is TransitionResult.SKIPPED
         assert applied.record is not None and applied.record.state is State.DELIVERED
         assert applied.record.provider_message_id == "mid-1"
@@ -141,8 +143,13 @@ class TestTransitions:
 
     async def test_non_final_transition_of_unknown_message_is_skipped(
             self, store: MessageStore) -> None:
-        [applied] = await store.apply([Transition("m9", State.SUBMITTED)])
+        [applied] = await store.apply([Transition("m9", State.SUBMITTED)], records=True)
         assert applied.result is TransitionResult.SKIPPED and applied.record is None
+
+    async def test_records_come_back_only_when_asked(self, store: MessageStore) -> None:
+        await store.claim([claim(1)])
+        [applied] = await store.apply([Transition("m1", State.SUBMITTED)])
+        assert applied.result is TransitionResult.APPLIED and applied.record is None
 
 
 class TestSweep:

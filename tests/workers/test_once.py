@@ -87,7 +87,7 @@ async def test_a_server_error_after_the_request_is_not_retried(
     assert len(fake_ics.requests) == 1
     async with open_message_store(worker_settings) as store:
         [(result, record)] = await store.claim([claim(1, fingerprint(request(1)))])
-    assert result is ClaimResult.BUSY and record.state == "uncertain"
+    assert result is ClaimResult.BUSY and record is not None and record.state == "uncertain"
     assert pipeline.events.empty()
 
 
