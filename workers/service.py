@@ -6,6 +6,10 @@ that owns the consumers, the in-flight submissions and a
 drops the session is discarded (the broker requeues what was unacked) and a new one starts.
 Service and promotional lanes have their own consumers and their own limits on batches in
 flight, so service traffic never waits behind a promotional backlog.
+
+Effectively once: a batch is claimed in the message store (one round trip) before its ICS
+request, and only the claimed messages are sent; the outcome is recorded (one round trip)
+before its events are published and its deliveries acked (:mod:`ics_sms.stores.messages`).
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ async def _default_broker(settings: Settings) -> Broker:
 
 
 class Worker:
-    """Stateless worker process; all durable state lives in the broker."""
+    """Worker process; durable state lives in the broker (messages) and in the message
+    store (each message's record: claimed, submitted, uncertain, final)."""
 
     def __init__(self, settings: Settings, senders: Senders, *, clock: Clock = system_clock,
                  broker_factory: BrokerFactory = _default_broker,
