@@ -394,6 +394,10 @@ class _Session:
         if items:
             log.info("messages not sent again", sender=sender.name, messages=len(items))
             await self._settle(items, sender.name)
+        expired = [job for job in send if job.request.expired(now)]
+        if expired:
+            await self._conclude(self.submitter.expire(expired, now), sender.name)
+            send = [job for job in send if not job.request.expired(now)]
         return send
 
     async def _give_up(self, sender: Sender, jobs: list[Job], *, sent: bool) -> None:

@@ -192,6 +192,18 @@ class Submitter:
         else:
             out.uncertain(job)
 
+    def expire(self, jobs: Sequence[Job], now: datetime) -> Verdicts:
+        """Claimed jobs whose ``expires_at`` passed before they could be sent."""
+        out = Verdicts()
+        error = "expired before it could be sent"
+        for job in jobs:
+            out.add(job, [
+                self._out.event(job.request, Status.EXPIRED, now, sender=job.sender.name,
+                                attempt=job.attempt, error=error),
+                self._out.dead_copy(job.delivery, "expired", "expires_at passed before sending"),
+            ], _final(job, Status.EXPIRED, "", error))
+        return out
+
     def retry(self, jobs: Sequence[Job], reason: str, now: datetime) -> Verdicts:
         """Transient trouble on our side (e.g. the link store): try these jobs again later
         (their claims are released: ICS never saw them)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from tests.workers.conftest import (
     FakeIcs,
     Pipeline,
     accept_all,
+    fixed_clock,
     request,
     running_worker,
     status,
@@ -114,3 +116,19 @@ async def test_a_sender_may_opt_in_to_resending_uncertain_messages(
         [event] = await pipeline.next_events(1)
     assert event.status is Status.SUBMITTED and event.attempt == 2  # the resend shows
     assert len(fake_ics.records) == 2
+
+
+async def test_a_redelivery_after_expiry_does_not_end_a_sent_message_twice(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    sent_at = datetime.now(UTC)
+    message = request(1, expires_at=(sent_at + timedelta(minutes=10)).isoformat())
+    await pipeline.publish(message)
+    async with running_worker(worker_settings, clock=fixed_clock(sent_at)):
+        [first] = await pipeline.next_events(1)
+    await pipeline.publish(message)  # e.g. its ack was lost, and it is redelivered later
+    async with running_worker(worker_settings, clock=fixed_clock(sent_at + timedelta(hours=1))):
+        [again] = await pipeline.next_events(1)
+    assert first.status is again.status is Status.SUBMITTED
+    assert again.event_id == first.event_id
+    assert len(fake_ics.records) == 1
