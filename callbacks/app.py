@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ics_sms.broker.base import Broker
 from ics_sms.broker.connect import connect_once
-from ics_sms.callbacks.clicks import ClickRecorder, LinkViews
+from ics_sms.callbacks.clicks import ClickRecorder, LinkViews, link_secrets
 from ics_sms.callbacks.connection import BrokerConnection, BrokerOpener
 from ics_sms.callbacks.publisher import ConfirmingPublisher
 from ics_sms.callbacks.service import ReceiptService
@@ -79,10 +79,10 @@ def create_app(
     publisher = ConfirmingPublisher(connection, timeout_s=publish_timeout_s)
     messages = message_store if message_store is not None else open_message_store(settings)
     service = ReceiptService(settings.topology, store, publisher, messages)
-    views = ReceiptViews(senders, signer, service, connection)
+    views = ReceiptViews(senders, signer, service, connection, store)
     links = link_store if link_store is not None else open_link_store(settings)
     recorder = ClickRecorder(publisher)
-    link_views = LinkViews(links, recorder, settings.topology)
+    link_views = LinkViews(links, recorder, settings.topology, link_secrets(settings))
 
     app = web.Application(client_max_size=settings.receiver_max_body_bytes,
                           middlewares=[json_errors(settings.receiver_max_body_bytes)])

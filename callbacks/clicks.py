@@ -4,12 +4,21 @@ The redirect never waits on the broker for longer than ``wait_s``: the event's p
 goes on in the background until the broker confirms it, retrying through broker outages,
 and shutdown waits (bounded) for those still pending. A click is lost only if the
 receiver process dies while the broker has been unreachable since that click.
+
+A click is reported only for a link that is still bound to its message: the stored
+:class:`ShortLink` must carry the code it was found under, and that code must be the
+worker's ``HMAC(callback secret, message_id, url)`` (current or previous secret). A link
+record that fails this (written by something else, or for another message or URL) is
+answered 404, logged without the code, counted as ``ics_sms_receipts_refused{reason=
+"unbound_link"}`` and produces no event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import structlog
@@ -18,13 +27,15 @@ from aiohttp import web
 from ics_sms.backoff import backoff
 from ics_sms.broker.base import BrokerError, Outgoing
 from ics_sms.broker.codec import event_message
-from ics_sms.callbacks.metrics import CLICKS
+from ics_sms.callbacks.metrics import CLICKS, REFUSED
 from ics_sms.callbacks.publisher import ConfirmingPublisher
 from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
+from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink
+from ics_sms.workers.links import link_code
 
-__all__ = ["ClickRecorder", "LinkViews", "click_event"]
+__all__ = ["ClickRecorder", "LinkViews", "click_event", "is_bound", "link_secrets"]
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +44,24 @@ _NOT_FOUND = ("<!doctype html><title>Link not found</title><h1>This link is unkn
 _MAX_USER_AGENT = 512
 _RETRY_BASE_S = 0.5
 _RETRY_CAP_S = 10.0
+
+
+def link_secrets(settings: Settings) -> list[bytes]:
+    """The secrets short-link codes may have been made with (as the worker makes them)."""
+    previous = settings.callback_secret_previous
+    secrets = [settings.callback_secret, *([previous] if previous else [])]
+    return [s.get_secret_value().encode() for s in secrets if s.get_secret_value()]
+
+
+def is_bound(link: ShortLink, code: str, secrets: Sequence[bytes]) -> bool:
+    """Whether ``link``, found under ``code``, is the worker's link of its message and URL."""
+    if not hmac.compare_digest(link.code.encode(), code.encode()):
+        return False
+    valid = False
+    for secret in secrets:
+        valid |= hmac.compare_digest(link_code(secret, link.message_id, link.url).encode(),
+                                     code.encode())
+    return valid
 
 
 def click_event(topology: Topology, link: ShortLink, count: int, user_agent: str | None,
@@ -94,10 +123,12 @@ class ClickRecorder:
 
 
 class LinkViews:
-    def __init__(self, store: LinkStore, recorder: ClickRecorder, topology: Topology) -> None:
+    def __init__(self, store: LinkStore, recorder: ClickRecorder, topology: Topology,
+                 secrets: Sequence[bytes]) -> None:
         self._store = store
         self._recorder = recorder
         self._topology = topology
+        self._secrets = list(secrets)
 
     async def follow(self, request: web.Request) -> web.StreamResponse:
         """``GET /l/{code}``: 302 to the original URL, or a small 404 page."""
@@ -110,6 +141,11 @@ class LinkViews:
         if found is None:
             return web.Response(status=404, text=_NOT_FOUND, content_type="text/html")
         link, count = found
+        if not is_bound(link, code, self._secrets):
+            log.warning("short link not bound to its message; no click event",
+                        message_id=link.message_id, sender=link.sender)
+            REFUSED.labels("unbound_link").inc()
+            return web.Response(status=404, text=_NOT_FOUND, content_type="text/html")
         message = click_event(self._topology, link, count,
                               request.headers.get("User-Agent"), datetime.now(UTC))
         await self._recorder.record(message)

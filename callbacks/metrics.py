@@ -24,6 +24,14 @@ def refusal_kind(reason: str) -> str:
     """A bounded label for a refusal reason (reasons can echo what the client sent)."""
     if reason.startswith("invalid smsgid"):
         return "invalid_smsgid"
+    if reason.startswith("smsgid of another sender"):
+        return "other_sender"
+    if reason.startswith("clicked url is not"):
+        return "url_not_in_message"
+    if reason.startswith("clicked url cannot be checked"):
+        return "links_unknown"
+    if reason.startswith("smsgid without sender binding"):
+        return "unbound_legacy"
     if reason.startswith("unknown event"):
         return "unknown_event"
     return "malformed"

@@ -11,13 +11,33 @@ they count as *processed*, since there is nothing for ICS to send again) and rec
 are refused, each with a reason (they are listed as *unprocessed*). A body that cannot be
 read at all raises :class:`BodyError`.
 
-Every record's ``meta``/``smsgid`` must carry a valid MAC; otherwise it is refused with
-reason ``invalid smsgid``. Event ids are stable: the same receipt twice gives the same id.
+Receipts are bound to their message
+    Every record's ``meta``/``smsgid`` must carry a MAC over the message id *and the sender
+    of the tracking URL* (:class:`SmsgidCheck`); otherwise it is refused with reason
+    ``invalid smsgid``, or ``smsgid of another sender`` when it is valid for another
+    configured sender. :func:`bind` then checks what only the message context can tell:
+    a ``clicked`` receipt's URL must be one of the links of the message, and a legacy
+    smsgid (signed before sender binding, accepted for the transition) must belong to this
+    sender. Refusals are per record: the good receipts of a request are still published.
+
+Event ids
+    ``event_id`` is unique per (message_id, status, occurrence) and the same for every
+    replay of a receipt, whatever its ``ts``, ``code`` or ``description`` say:
+
+    * ``delivered``, ``failed``, ``expired``: ``(message_id, status)``; a message has one
+      such fact per status (a second ``failed`` with another code is the same fact told
+      again; which final wins is the state store's business);
+    * ``clicked`` (ICS click tracking): ``(message_id, status, link)`` with the link as
+      :func:`~ics_sms.stores.context.link_key` spells it. ICS reports no click count, so
+      repeated clicks on one link share the id: analytics sees unique clicks per link.
+      (Self-tracked clicks, :mod:`ics_sms.callbacks.clicks`, count every click.)
+
+    A forged replay with a new ``ts`` therefore cannot mint a new event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,14 +55,21 @@ from ics_sms.schemas.ics import (
 )
 from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
 from ics_sms.schemas.smsgid import SmsgidSigner
-from ics_sms.stores.context import MessageContext
+from ics_sms.stores.context import MessageContext, link_key
 
 __all__ = [
+    "FORGERIES",
     "IGNORED_EVENTS",
     "INVALID_SMSGID",
+    "OTHER_SENDER",
+    "UNBOUND_LEGACY",
+    "UNKNOWN_LINKS",
+    "URL_NOT_IN_MESSAGE",
     "BodyError",
     "ParsedReceipts",
     "Receipt",
+    "SmsgidCheck",
+    "bind",
     "parse_groups",
     "parse_operator",
     "to_event",
@@ -59,6 +86,12 @@ IGNORED_EVENTS = frozenset({"replied"})
 """JSON event groups we accept without publishing anything."""
 
 INVALID_SMSGID = "invalid smsgid"
+OTHER_SENDER = "smsgid of another sender"
+URL_NOT_IN_MESSAGE = "clicked url is not a link of this message"
+UNKNOWN_LINKS = "clicked url cannot be checked: the links of this message are unknown"
+UNBOUND_LEGACY = "smsgid without sender binding and no record of its sender"
+FORGERIES = frozenset({INVALID_SMSGID, OTHER_SENDER, URL_NOT_IN_MESSAGE})
+"""Refusals that only a forged or misdirected receipt gets (never a genuine one of ours)."""
 
 _MAX_ECHO_CHARS = 200
 _records: TypeAdapter[list[ReceiptData]] = TypeAdapter(list[ReceiptData])
@@ -66,6 +99,35 @@ _records: TypeAdapter[list[ReceiptData]] = TypeAdapter(list[ReceiptData])
 
 class BodyError(ValueError):
     """The request body cannot be used at all (answered with 400 and this reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmsgidCheck:
+    """Checks smsgids arriving on the tracking URL of ``sender``.
+
+    ``others`` are the other configured senders: an smsgid valid for one of them is refused
+    as ``smsgid of another sender`` (a misdirected or cross-sender receipt) rather than as
+    invalid. With ``accept_legacy`` an smsgid signed before sender binding is let through
+    marked ``legacy``; :func:`bind` accepts it only if the message context names ``sender``.
+    """
+
+    signer: SmsgidSigner
+    sender: str
+    others: Sequence[str] = ()
+    accept_legacy: bool = True
+
+    def message_id(self, smsgid: str) -> tuple[str, bool]:
+        """``(message_id, legacy)``; raises ``ValueError`` with the refusal reason."""
+        message_id = self.signer.verify(smsgid, self.sender)
+        if message_id is not None:
+            return message_id, False
+        if any(self.signer.verify(smsgid, other) is not None for other in self.others):
+            raise ValueError(OTHER_SENDER)
+        if self.accept_legacy:
+            message_id = self.signer.verify_legacy(smsgid)
+            if message_id is not None:
+                return message_id, True
+        raise ValueError(INVALID_SMSGID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +141,23 @@ class Receipt:
     error_code: str | None = None
     error: str | None = None
     url: str | None = None
+    provider_message_id: str | None = None
+    legacy: bool = False
+    """Its smsgid predates sender binding: :func:`bind` must confirm the sender."""
+    origin: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    """Where it was in the body (listed in ``unprocessed`` if :func:`bind` refuses it)."""
 
     @property
     def event_id(self) -> str:
-        """Same receipt, same id: message, status and what tells two receipts apart."""
-        return make_event_id(self.message_id, self.status, self.ts or "",
-                             self.error_code or "", self.url or "")
+        """Same fact, same id (see the module documentation): replays never mint one."""
+        if self.status is Status.CLICKED:
+            return make_event_id(self.message_id, self.status, link_key(self.url or ""))
+        return make_event_id(self.message_id, self.status)
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether :func:`bind` needs the message context to accept it."""
+        return self.legacy or self.status is Status.CLICKED
 
 
 @dataclass(slots=True)
@@ -133,7 +206,7 @@ def _occurred_at(ts: int) -> datetime:
 # -- JSON event groups -------------------------------------------------------------------
 
 
-def parse_groups(body: bytes, signer: SmsgidSigner) -> ParsedReceipts:
+def parse_groups(body: bytes, check: SmsgidCheck) -> ParsedReceipts:
     """Parse a JSON array of event groups (a single group object is tolerated)."""
     try:
         raw = orjson.loads(body)
@@ -151,7 +224,7 @@ def parse_groups(body: bytes, signer: SmsgidSigner) -> ParsedReceipts:
         if kind in IGNORED_EVENTS:
             parsed.ignored += len(group.data)
         elif kind in GROUP_STATUS:
-            _parse_group(parsed, number, kind, group.data, signer)
+            _parse_group(parsed, number, kind, group.data, check)
         else:
             for index, record in enumerate(group.data):
                 parsed.refuse(f"unknown event {group.event!r}", _meta_of(record),
@@ -160,7 +233,7 @@ def parse_groups(body: bytes, signer: SmsgidSigner) -> ParsedReceipts:
 
 
 def _parse_group(parsed: ParsedReceipts, number: int, kind: str, data: list[object],
-                 signer: SmsgidSigner) -> None:
+                 check: SmsgidCheck) -> None:
     """Validate a group's records at once; one by one only when some are malformed."""
     try:
         records: list[ReceiptData | str] = list(_records.validate_python(data))
@@ -171,8 +244,9 @@ def _parse_group(parsed: ParsedReceipts, number: int, kind: str, data: list[obje
         if isinstance(record, str):
             parsed.refuse(record, _meta_of(data[index]), group=number, event=kind, index=index)
             continue
+        origin = {"group": number, "event": kind, "index": index, "meta": record.meta}
         try:
-            parsed.receipts.append(_group_receipt(status, record, signer))
+            parsed.receipts.append(_group_receipt(status, record, check, origin))
         except ValueError as exc:
             parsed.refuse(str(exc), record.meta, group=number, event=kind, index=index)
 
@@ -185,29 +259,30 @@ def _validate_one(record: object) -> ReceiptData | str:
         return "; ".join(describe(exc))
 
 
-def _group_receipt(status: Status, record: ReceiptData, signer: SmsgidSigner) -> Receipt:
-    message_id = signer.verify(record.meta)
-    if message_id is None:
-        raise ValueError(INVALID_SMSGID)
+def _group_receipt(status: Status, record: ReceiptData, check: SmsgidCheck,
+                   origin: Mapping[str, Any]) -> Receipt:
+    message_id, legacy = check.message_id(record.meta)
     occurred_at = _occurred_at(record.ts)
+    common: dict[str, Any] = {"provider_message_id": record.mid, "legacy": legacy,
+                              "origin": origin}
     if status is Status.FAILED:
         if not record.code:
             raise ValueError("a failed receipt needs a code")
         error = record.description or FAILURE_CODES.get(record.code)
         return Receipt(message_id, status, occurred_at, record.ts,
-                       error_code=record.code, error=error)
+                       error_code=record.code, error=error, **common)
     if status is Status.CLICKED:
         url = record.url or record.short_url
         if not url:
             raise ValueError("a clicked receipt needs a url")
-        return Receipt(message_id, status, occurred_at, record.ts, url=url)
-    return Receipt(message_id, status, occurred_at, record.ts)
+        return Receipt(message_id, status, occurred_at, record.ts, url=url, **common)
+    return Receipt(message_id, status, occurred_at, record.ts, **common)
 
 
 # -- operator-style receipts -------------------------------------------------------------
 
 
-def parse_operator(params: Mapping[str, str], signer: SmsgidSigner,
+def parse_operator(params: Mapping[str, str], check: SmsgidCheck,
                    received_at: datetime) -> ParsedReceipts:
     """Parse one operator-style receipt; ``received_at`` stands in for a missing ``ts``."""
     fields = dict(params)
@@ -218,11 +293,13 @@ def parse_operator(params: Mapping[str, str], signer: SmsgidSigner,
     except ValidationError as exc:
         raise BodyError("operator receipt: " + "; ".join(describe(exc))) from None
     parsed = ParsedReceipts()
-    message_id = signer.verify(record.smsgid)
+    try:
+        message_id, legacy = check.message_id(record.smsgid)
+    except ValueError as exc:
+        parsed.refuse(str(exc), record.smsgid)
+        return parsed
     mapped = OPERATOR_STATUS_MAP[record.status]
-    if message_id is None:
-        parsed.refuse(INVALID_SMSGID, record.smsgid)
-    elif mapped is None:
+    if mapped is None:
         parsed.ignored += 1
     else:
         try:
@@ -236,8 +313,48 @@ def parse_operator(params: Mapping[str, str], signer: SmsgidSigner,
             message_id, status, occurred_at, record.ts,
             error_code=record.err if failure else None,
             error=record.status.value if failure else None,
+            provider_message_id=record.mid, legacy=legacy, origin={"meta": record.smsgid},
         ))
     return parsed
+
+
+# -- binding to the message ---------------------------------------------------------------
+
+
+def bind(parsed: ParsedReceipts, sender: str, contexts: Mapping[str, MessageContext]) -> None:
+    """Refuse (in place) the receipts that their message context contradicts.
+
+    Only receipts that :attr:`Receipt.needs_context` are checked: a ``clicked`` URL must be
+    a link of the message (refused when the context or its links are unknown: an
+    unverifiable URL is never passed on to analytics); a legacy smsgid must belong to a
+    message that ``sender`` submitted (refused when no context says so).
+    """
+    kept: list[Receipt] = []
+    for receipt in parsed.receipts:
+        reason = _contradiction(receipt, sender, contexts.get(receipt.message_id))
+        if reason is None:
+            kept.append(receipt)
+        else:
+            origin = dict(receipt.origin)
+            meta = origin.pop("meta", None)
+            parsed.refuse(reason, meta if isinstance(meta, str) else None, **origin)
+    parsed.receipts = kept
+
+
+def _contradiction(receipt: Receipt, sender: str, context: MessageContext | None) -> str | None:
+    if not receipt.needs_context:
+        return None
+    if context is not None and context.sender not in (None, sender):
+        return OTHER_SENDER
+    if receipt.legacy and (context is None or context.sender is None):
+        return UNBOUND_LEGACY
+    if receipt.status is Status.CLICKED:
+        known = None if context is None else context.has_link(receipt.url or "")
+        if known is None:
+            return UNKNOWN_LINKS
+        if not known:
+            return URL_NOT_IN_MESSAGE
+    return None
 
 
 # -- enrichment ---------------------------------------------------------------------------
@@ -252,6 +369,7 @@ def to_event(receipt: Receipt, sender: str, context: MessageContext | None) -> R
         status=receipt.status,
         occurred_at=receipt.occurred_at,
         sender=sender,
+        provider_message_id=receipt.provider_message_id,
         error_code=receipt.error_code,
         error=receipt.error,
         url=receipt.url,

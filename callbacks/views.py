@@ -3,8 +3,18 @@
 Answers (ICS_API.md): ``200 {"status", "processed", "unprocessed"}`` once the events are
 confirmed by the broker; ``400`` for a body that cannot be read, ``404`` for an unknown
 tracking URL, ``413`` for a body over the limit, ``503`` when the broker cannot confirm
-(ICS sends again later). Error answers carry a ``reason``. Tracking tokens are secrets:
-they are never logged (the access log is off, see :mod:`ics_sms.callbacks.serve`).
+or the context store cannot be read for receipts that need it (ICS sends again later).
+Error answers carry a ``reason``. Tracking tokens are secrets: they are never logged (the
+access log is off, see :mod:`ics_sms.callbacks.serve`).
+
+Forged and cross-sender receipts (:data:`~ics_sms.callbacks.receipts.FORGERIES`) are
+refused *per record*: they are listed in ``unprocessed`` with their reason, logged (by
+reason, never with the token), counted in ``ics_sms_receipts_refused{reason}`` and produce
+no event, while the genuine receipts of the same request are published and the answer is
+``200 partial``. Refusing the whole request would make ICS send the genuine receipts
+again and again because of one bad record. A request in which nothing was accepted and
+something was forged is answered ``403`` with the same body and a ``reason``: there is
+nothing in it worth sending again.
 """
 
 from __future__ import annotations
@@ -30,10 +40,19 @@ from ics_sms.callbacks.metrics import (
     refusal_kind,
     route_label,
 )
-from ics_sms.callbacks.receipts import BodyError, ParsedReceipts, parse_groups, parse_operator
+from ics_sms.callbacks.receipts import (
+    FORGERIES,
+    BodyError,
+    ParsedReceipts,
+    SmsgidCheck,
+    bind,
+    parse_groups,
+    parse_operator,
+)
 from ics_sms.callbacks.service import ReceiptService
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.stores.context import ContextStore, ContextStoreError
 
 __all__ = ["ReceiptViews", "error_response", "json_errors", "json_response"]
 
@@ -43,6 +62,8 @@ _JSON_STARTS = (b"[", b"{")
 _BODY_TIMEOUT_S = 10.0
 """A body that trickles in slower than this is cut off (slowloris)."""
 _UNAVAILABLE = "cannot store receipts right now, send them again later"
+_UNCHECKABLE = "cannot check receipts against their messages right now, send them again later"
+_FORGED = "receipts refused: not bound to this sender's messages"
 
 
 def json_response(payload: dict[str, Any], status: int = 200) -> web.Response:
@@ -93,15 +114,33 @@ async def _form_fields(request: web.Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
+def _forged(parsed: ParsedReceipts) -> bool:
+    return any(entry["reason"] in FORGERIES for entry in parsed.unprocessed)
+
+
+def _report_refusals(parsed: ParsedReceipts) -> None:
+    """Count refusals by reason and log them once per request (reasons, not the records)."""
+    kinds: dict[str, int] = {}
+    for entry in parsed.unprocessed:
+        kind = refusal_kind(str(entry["reason"]))
+        kinds[kind] = kinds.get(kind, 0) + 1
+        REFUSED.labels(kind).inc()
+    log.warning("receipts refused", refused=len(parsed.unprocessed), by_reason=kinds,
+                first_reason=parsed.unprocessed[0]["reason"], accepted=len(parsed.receipts))
+
+
 class ReceiptViews:
     """The receiver's endpoints, bound to what they need."""
 
     def __init__(self, senders: Senders, signer: SmsgidSigner, service: ReceiptService,
-                 connection: BrokerConnection) -> None:
+                 connection: BrokerConnection, contexts: ContextStore, *,
+                 accept_legacy: bool = True) -> None:
         self._senders = senders
         self._signer = signer
         self._service = service
         self._connection = connection
+        self._contexts = contexts
+        self._accept_legacy = accept_legacy
 
     def __repr__(self) -> str:
         return f"<ReceiptViews senders={len(self._senders)} connection={self._connection!r}>"
@@ -111,20 +150,28 @@ class ReceiptViews:
         sender = self._senders.by_tracking_token(request.match_info["token"])
         if sender is None:
             return error_response(404, "unknown tracking URL")
+        check = SmsgidCheck(self._signer, sender.name,
+                            [name for name in self._senders.senders if name != sender.name],
+                            self._accept_legacy)
         with structlog.contextvars.bound_contextvars(sender=sender.name):
             try:
                 async with asyncio.timeout(_BODY_TIMEOUT_S):
-                    parsed = await self._read_safely(request)
+                    parsed = await self._read_safely(request, check)
             except TimeoutError:
                 return error_response(408, f"body not received within {_BODY_TIMEOUT_S:g}s")
             except BodyError as exc:
                 log.info("receipt request refused", reason=str(exc))
                 return error_response(400, str(exc))
+            try:
+                await self._bind(parsed, sender.name)
+            except ContextStoreError as exc:
+                log.warning("message contexts unreadable, answering 503", reason=str(exc),
+                            receipts=len(parsed.receipts))
+                return error_response(503, _UNCHECKABLE)
             if parsed.unprocessed:
-                log.warning("receipts refused", refused=len(parsed.unprocessed),
-                            first_reason=parsed.unprocessed[0]["reason"])
-                for entry in parsed.unprocessed:
-                    REFUSED.labels(refusal_kind(str(entry["reason"]))).inc()
+                _report_refusals(parsed)
+                if not parsed.processed and _forged(parsed):
+                    return json_response({**parsed.answer(), "reason": _FORGED}, 403)
             try:
                 with PUBLISH_DURATION.time():
                     await self._service.publish(sender.name, parsed.receipts)
@@ -136,34 +183,40 @@ class ReceiptViews:
             count_receipts(sender.name, (r.status.value for r in parsed.receipts))
             return json_response(parsed.answer())
 
-    async def _read_safely(self, request: web.Request) -> ParsedReceipts:
+    async def _bind(self, parsed: ParsedReceipts, sender: str) -> None:
+        """Refuse what the message contexts contradict (one lookup, only when needed)."""
+        wanted = [r.message_id for r in parsed.receipts if r.needs_context]
+        if wanted:
+            bind(parsed, sender, await self._contexts.get_many(wanted))
+
+    async def _read_safely(self, request: web.Request, check: SmsgidCheck) -> ParsedReceipts:
         """:meth:`_read`, with every way a body can be unreadable answered as a 400."""
         try:
-            return await self._read(request)
+            return await self._read(request, check)
         except (ValueError, LookupError, HttpProcessingError, RequestPayloadError,
                 web.HTTPBadRequest) as exc:
             if isinstance(exc, BodyError):
                 raise
             raise BodyError(f"unreadable body: {type(exc).__name__}") from None
 
-    async def _read(self, request: web.Request) -> ParsedReceipts:
+    async def _read(self, request: web.Request, check: SmsgidCheck) -> ParsedReceipts:
         """JSON event groups, or an operator receipt from the query or a form.
 
         A body that looks like JSON is read as JSON whatever its content type says.
         """
         now = datetime.now(UTC)
         if request.method == "GET":
-            return parse_operator(request.query, self._signer, now)
+            return parse_operator(request.query, check, now)
         if request.content_type == "multipart/form-data":
-            return parse_operator(await _form_fields(request), self._signer, now)
+            return parse_operator(await _form_fields(request), check, now)
         body = await request.read()
         if body.lstrip()[:1] in _JSON_STARTS:
-            return parse_groups(body, self._signer)
+            return parse_groups(body, check)
         if request.content_type == "application/x-www-form-urlencoded":
-            return parse_operator(await _form_fields(request), self._signer, now)
+            return parse_operator(await _form_fields(request), check, now)
         if not body and "smsgid" in request.query:
-            return parse_operator(request.query, self._signer, now)
-        return parse_groups(body, self._signer)
+            return parse_operator(request.query, check, now)
+        return parse_groups(body, check)
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """The process answers."""

@@ -14,12 +14,27 @@ JSON Lines
     field is a missing value; an unknown field is an error (a typo must not go unnoticed).
 
 Missing ``campaign_id``, ``sender``, ``text`` and ``dlt_template_id`` take the
-:class:`CampaignDefaults`. A missing ``message_id`` is derived from the campaign id and the
-line number where the record starts (:func:`derive_message_id`), so publishing the same file
-again gives the same ids (and workers can drop the duplicates). Keep one campaign id per
-file, or give ``message_id`` in the file.
+:class:`CampaignDefaults`.
 
-Reading streams: a million-line file is never held in memory. A row that does not validate
+Message ids. A ``message_id`` given in the file is used as is; the same id on two rows of a
+file is an error on every row after the first (``message_id: duplicate of line N``): two
+messages with one id would share one smsgid and one set of event ids. A missing
+``message_id`` is derived (:func:`derive_message_id`) from the campaign id, a digest of the
+row's content once the defaults are applied (every field: recipient, text, sender,
+template, expiry, metadata) and the line where the record starts:
+``<campaign>-<digest>-<line>``. So:
+
+- publishing the same file again (same options) gives the same ids, and the workers send
+  each message once;
+- two files, or two campaigns, never share an id for different messages: rows that differ
+  in anything, or sit on different lines, get different ids (so different smsgids);
+- editing a row in place changes that row's id only: it is a new message and is sent, the
+  other rows are not sent again. Inserting or deleting rows moves the rows below to other
+  lines and so gives them new ids: append new rows at the end (or give ``message_id``);
+- to send the same file again on purpose, use a new campaign id.
+
+Reading streams: a million-line file is never held in memory (only the message ids given
+in the file are remembered, to find repeats). A row that does not validate
 is yielded with its problems (``field: reason``); a file that cannot be read at all (missing,
 not UTF-8, broken CSV, no usable header) raises :class:`CampaignFileError`.
 """
@@ -27,16 +42,18 @@ not UTF-8, broken CSV, no usable header) raises :class:`CampaignFileError`.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
 from pydantic import ValidationError
 
 from ics_sms.producers.errors import ProducerError
@@ -56,9 +73,10 @@ __all__ = [
     "valid_requests",
 ]
 
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9._:\-]+")
 _MAX_ID = 64
+_MAX_SLUG = 32
+_DIGEST_BYTES = 8
 _METADATA = "metadata"
 _JSON_FIELDS = frozenset(SendRequest.model_fields)
 _CSV_FIELDS = _JSON_FIELDS - {_METADATA, "schema_version"}
@@ -142,19 +160,38 @@ def detect_format(path: Path, given: CampaignFormat | str | None = None) -> Camp
     return found
 
 
-def derive_message_id(campaign_id: str, line: int) -> str:
-    """A stable message id for line ``line`` of campaign ``campaign_id``.
+def derive_message_id(campaign_id: str, line: int, fields: Mapping[str, Any]) -> str:
+    """The message id of the record at line ``line`` whose fields (defaults applied) are
+    ``fields``: ``<slug>-<digest>-<line>``.
 
-    ``<campaign_id>-<line>`` when that is a valid identifier (letters, digits, ``._:-``, at
-    most 64); otherwise a readable part of the campaign id, a short hash of all of it and the
-    line: ``<slug>-<hash>-<line>``.
+    ``slug`` is a readable, lower-case part of the campaign id (at most 32 characters);
+    ``digest`` is 64 bits of BLAKE2b over the campaign id and every field, so a different
+    campaign or a different row gives a different id, and the same row of the same file
+    gives the same id on every run. Always a valid message id (letters, digits, ``._:-``,
+    at most 64), lower case, so no two derived ids differ only in case.
     """
-    plain = f"{campaign_id}-{line}"
-    if len(plain) <= _MAX_ID and _IDENTIFIER.fullmatch(plain):
-        return plain
-    slug = _NOT_IDENTIFIER.sub("-", campaign_id).strip("-._:")[:24].rstrip("-._:") or "c"
-    digest = hashlib.blake2b(campaign_id.encode(), digest_size=6).hexdigest()
-    return f"{slug}-{digest}-{line}"
+    content = b"%s\x1e%s" % (campaign_id.encode(), _canonical(fields))
+    tail = f"{hashlib.blake2b(content, digest_size=_DIGEST_BYTES).hexdigest()}-{line}"
+    slug = _slug(campaign_id, min(_MAX_SLUG, _MAX_ID - len(tail) - 1))
+    return f"{slug}-{tail}" if slug else tail
+
+
+@functools.lru_cache(maxsize=64)
+def _slug(campaign_id: str, size: int) -> str:
+    """A readable, lower-case part of the campaign id, at most ``size`` characters."""
+    slug = _NOT_IDENTIFIER.sub("-", campaign_id.lower()).strip("-._:")
+    return slug[:max(size, 0)].rstrip("-._:")
+
+
+def _canonical(fields: Mapping[str, Any]) -> bytes:
+    """The fields as bytes that are equal exactly when the fields are (``message_id`` aside)."""
+    content = fields
+    if "message_id" in fields:
+        content = {key: value for key, value in fields.items() if key != "message_id"}
+    try:
+        return orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # a value JSON cannot hold: the row fails validation
+        return repr(sorted(content.items())).encode()
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -199,30 +236,55 @@ def read_campaign(path: Path, fmt: CampaignFormat | str | None = None,
     with _open(path) as handle:
         lines = _Lines(path, handle)
         try:
+            finish = _Finisher(defaults)
             if kind is CampaignFormat.CSV:
-                yield from _csv_rows(lines, defaults)
+                yield from _csv_rows(lines, defaults, finish)
             else:
-                yield from _jsonl_rows(lines, defaults)
+                yield from _jsonl_rows(lines, finish)
         except OSError as exc:
             raise CampaignFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
-def _finish(line: int, fields: dict[str, Any], defaults: CampaignDefaults) -> Row:
-    """Apply defaults, derive the message id, validate."""
-    for name, value in defaults.items():
-        if fields.get(name) is None:
-            fields[name] = value
-    campaign_id = fields.get("campaign_id")
-    if fields.get("message_id") is None and isinstance(campaign_id, str) and campaign_id:
-        fields["message_id"] = derive_message_id(campaign_id, line)
-    try:
-        return Row(line, SendRequest.model_validate(fields))
-    except ValidationError as exc:
-        return Row(line, None, tuple(describe(exc)))
+_Finish = Callable[[int, dict[str, Any]], Row]
+
+
+class _Finisher:
+    """Turns the fields of each record into a :class:`Row`: applies the defaults, derives a
+    missing message id, refuses a given id already seen on an earlier line, validates."""
+
+    __slots__ = ("_defaults", "_seen")
+
+    def __init__(self, defaults: CampaignDefaults) -> None:
+        self._defaults = tuple(defaults.items())
+        self._seen: dict[str, int] = {}
+        """Line of each message id given in the file (derived ids are unique by line)."""
+
+    def __repr__(self) -> str:
+        return f"<_Finisher given_ids={len(self._seen)}>"
+
+    def __call__(self, line: int, fields: dict[str, Any]) -> Row:
+        for name, value in self._defaults:
+            if fields.get(name) is None:
+                fields[name] = value
+        given = fields.get("message_id")
+        problems: tuple[str, ...] = ()
+        if isinstance(given, str):
+            first = self._seen.setdefault(given, line)
+            if first != line:
+                problems = (f"message_id: duplicate of line {first}",)
+        elif given is None:
+            campaign_id = fields.get("campaign_id")
+            if isinstance(campaign_id, str) and campaign_id:
+                fields["message_id"] = derive_message_id(campaign_id, line, fields)
+        try:
+            request = SendRequest.model_validate(fields)
+        except ValidationError as exc:
+            return Row(line, None, (*problems, *describe(exc)))
+        return Row(line, None, problems) if problems else Row(line, request)
 
 
 # -- JSON Lines --------------------------------------------------------------------------
-def _jsonl_rows(lines: _Lines, defaults: CampaignDefaults) -> Iterator[Row]:
+def _jsonl_rows(lines: _Lines, finish: _Finish) -> Iterator[Row]:
     for text in lines:
         if not text.strip():
             continue
@@ -239,7 +301,8 @@ def _jsonl_rows(lines: _Lines, defaults: CampaignDefaults) -> Iterator[Row]:
         if unknown:
             yield Row(lines.number, None, tuple(f"{key}: unknown field" for key in unknown))
             continue
-        yield _finish(lines.number, value, defaults)
+        # a null field is a missing one (and derives the same id)
+        yield finish(lines.number, {k: v for k, v in value.items() if v is not None})
 
 
 def _json_kind(value: object) -> str:
@@ -249,7 +312,7 @@ def _json_kind(value: object) -> str:
 
 
 # -- CSV ---------------------------------------------------------------------------------
-def _csv_rows(lines: _Lines, defaults: CampaignDefaults) -> Iterator[Row]:
+def _csv_rows(lines: _Lines, defaults: CampaignDefaults, finish: _Finish) -> Iterator[Row]:
     reader = csv.reader(lines, strict=True)
     try:
         header = next(reader, None)
@@ -259,7 +322,7 @@ def _csv_rows(lines: _Lines, defaults: CampaignDefaults) -> Iterator[Row]:
         start = reader.line_num + 1
         for record in reader:
             if any(cell.strip() for cell in record):
-                yield _csv_row(start, columns, record, defaults)
+                yield _csv_row(start, columns, record, finish)
             start = reader.line_num + 1
     except csv.Error as exc:
         raise CampaignFileError(f"{lines.path}:{reader.line_num}: not valid CSV: {exc}") from None
@@ -286,8 +349,7 @@ def _check_header(path: Path, columns: list[str], defaults: CampaignDefaults) ->
     return columns
 
 
-def _csv_row(line: int, columns: list[str], record: list[str],
-             defaults: CampaignDefaults) -> Row:
+def _csv_row(line: int, columns: list[str], record: list[str], finish: _Finish) -> Row:
     if len(record) != len(columns):
         return Row(line, None, (f"{len(record)} fields where the header has {len(columns)}",))
     fields: dict[str, Any] = {}
@@ -311,7 +373,7 @@ def _csv_row(line: int, columns: list[str], record: list[str],
             fields[column] = cell
     if metadata:
         fields[_METADATA] = metadata
-    return _finish(line, fields, defaults)
+    return finish(line, fields)
 
 
 # -- passes ------------------------------------------------------------------------------

@@ -17,16 +17,18 @@ Guarantees:
   turns it into a ``rejected`` event);
 - a call returns only once the broker confirmed every message; a refusal (nack), an
   unroutable message or a lost connection that cannot be re-established raises
-  :class:`~ics_sms.producers.errors.PublishError` with ``confirmed``, the number of requests of the
-  call (from the first) that are safely on the broker;
-- a dropped connection is re-established within the :class:`~ics_sms.producers.retry.RetryPolicy`
-  (kombu's ``ensure``), the topology is declared again and the unconfirmed messages are
-  published again (at-least-once: ``message_id`` is the idempotency key).
+  :class:`~ics_sms.producers.errors.PublishError` with ``confirmed``, the number of requests
+  of the call (from the first) that are safely on the broker;
+- a dropped connection is re-established within the
+  :class:`~ics_sms.producers.retry.RetryPolicy` (kombu's ``ensure``), the topology is
+  declared again and the unconfirmed messages are published again (at-least-once:
+  ``message_id`` is the idempotency key).
 
 Connection handling, retries and declarations use kombu. Publishing itself writes
-pre-encoded frames (:mod:`ics_sms.producers.framing`) on the py-amqp connection underneath kombu and
-keeps up to ``max_in_flight`` confirms outstanding (:mod:`ics_sms.broker.confirms`); kombu's own
-publish waits for each confirm in turn, which caps a producer at a few thousand msgs/s.
+pre-encoded frames (:mod:`ics_sms.producers.framing`) on the py-amqp connection underneath
+kombu and keeps up to ``max_in_flight`` confirms outstanding (:mod:`ics_sms.broker.confirms`);
+kombu's own publish waits for each confirm in turn, which caps a producer at a few thousand
+msgs/s.
 
 A producer holds one connection and one channel; it is not thread-safe (use one per thread).
 """

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, TypeAdapter
 
 __all__ = [
     "DATASEND_PATH",
@@ -122,6 +122,19 @@ class RecordResult(_Ics):
 datasend_response: TypeAdapter[list[RecordResult]] = TypeAdapter(list[RecordResult])
 
 
+def _optional_id(value: object) -> str | None:
+    """An informational id (ICS's ``mid``) if usable; anything odd is dropped, never fatal."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and 0 < len(value.strip()) <= 100:
+        return value.strip()
+    return None
+
+
+ProviderId = Annotated[str | None, BeforeValidator(_optional_id)]
+"""ICS's message id (``mid``) where a receipt carries it (not documented for receipts)."""
+
+
 class ReceiptData(_Ics):
     """One receipt inside an event group. ``meta`` is our smsgid exactly as sent."""
 
@@ -131,6 +144,7 @@ class ReceiptData(_Ics):
     description: str | None = Field(default=None, max_length=1000)
     url: str | None = Field(default=None, max_length=2048)
     short_url: str | None = Field(default=None, alias="shortUrl", max_length=2048)
+    mid: ProviderId = None
 
 
 class ReceiptGroup(_Ics):
@@ -174,3 +188,4 @@ class OperatorReceipt(_Ics):
     status: OperatorStatus
     err: str | None = Field(default=None, max_length=32)
     ts: int | None = Field(default=None, ge=0)
+    mid: ProviderId = None

@@ -263,6 +263,11 @@ class Senders(BaseModel):
             default = new_default
         return Senders(default=default, senders=rest)
 
+    def named(self, name: str) -> Sender:
+        """The sender called ``name``; :class:`SenderError` naming the known ones if none."""
+        self._require(name)
+        return self.senders[name]
+
     def _require(self, name: str) -> None:
         if name not in self.senders:
             known = ", ".join(sorted(self.senders)) or "none configured"

@@ -17,8 +17,16 @@ What a receipt-only event can lack
     ``event_id``, ``message_id``, ``status``, ``occurred_at``, ``sender`` (from the
     tracking URL), ``error_code``/``error`` and ``url``. It then lacks ``campaign_id``
     (null), ``metadata`` (``{}``), ``segments`` and ``encoding`` (absent), and the receiver
-    logs a warning with the number of such receipts. A receipt is never held back or
-    refused for want of context: losing a delivery receipt is worse than an incomplete one.
+    logs a warning with the number of such receipts. A delivery receipt is never held back
+    or refused for want of context: losing it is worse than an incomplete event.
+
+What a receipt is checked against
+    ``sender`` and ``urls`` bind receipts to their message (see
+    :func:`ics_sms.callbacks.receipts.bind`): a ``clicked`` receipt's URL must be one of
+    ``urls``, the links in the text the producer sent (for ICS-shortened links ICS reports
+    the original URL). ``urls`` is ``None`` when unknown (a context written before it was
+    recorded); ``()`` means the text had no link. A legacy smsgid (signed before sender
+    binding) is accepted only when ``sender`` matches the tracking URL's sender.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import abc
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import structlog
@@ -35,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, Valid
 from ics_sms.schemas.messages import Encoding, Identifier, SendRequest
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.redis import RedisStore, StoreError
+from ics_sms.workers.links import find_urls
 
 __all__ = [
     "DEFAULT_CONTEXT_TTL_S",
@@ -43,6 +53,7 @@ __all__ = [
     "InMemoryContextStore",
     "MessageContext",
     "RedisContextStore",
+    "link_key",
     "open_context_store",
 ]
 
@@ -69,6 +80,9 @@ class MessageContext(BaseModel):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     segments: int | None = Field(default=None, ge=1)
     encoding: Encoding | None = None
+    urls: tuple[str, ...] | None = Field(
+        default=None, description="The links in the text as sent by the producer; None: "
+                                  "not recorded.")
 
     @classmethod
     def for_request(
@@ -81,10 +95,19 @@ class MessageContext(BaseModel):
     ) -> MessageContext:
         """The context of a send request as the worker submits it (hot path: the request
         is already valid, so nothing is validated again)."""
+        text = request.text
+        urls = tuple(u for _s, _e, u in find_urls(text)) if "://" in text else ()
         return cls.model_construct(message_id=request.message_id,
                                    campaign_id=request.campaign_id, sender=sender,
                                    metadata=request.metadata, segments=segments,
-                                   encoding=encoding)
+                                   encoding=encoding, urls=urls)
+
+    def has_link(self, url: str) -> bool | None:
+        """Whether ``url`` is one of this message's links; None when they are unknown."""
+        if self.urls is None:
+            return None
+        key = link_key(url)
+        return any(link_key(known) == key for known in self.urls)
 
     def to_value(self) -> bytes:
         """Compact JSON of the fields that are set (the defaults are left out)."""
@@ -98,6 +121,8 @@ class MessageContext(BaseModel):
             value["segments"] = self.segments
         if self.encoding is not None:
             value["encoding"] = self.encoding
+        if self.urls is not None:
+            value["urls"] = self.urls
         return orjson.dumps(value)
 
     @classmethod
@@ -107,6 +132,23 @@ class MessageContext(BaseModel):
         if context.message_id != message_id:
             raise ValueError(f"the value holds the context of {context.message_id!r}")
         return context
+
+
+_TRAILING = ".,;:!?)]}'\"\u00bb\u201d\u2019\u2026"
+
+
+def link_key(url: str) -> str:
+    """What two spellings of one link share: without surrounding space and trailing
+    sentence punctuation, scheme and host in lower case, an empty path as ``/``."""
+    url = url.strip().rstrip(_TRAILING)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.scheme or not parts.netloc:
+        return url
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/",
+                       parts.query, parts.fragment))
 
 
 class ContextStore(abc.ABC):

@@ -113,7 +113,7 @@ class JobFactory:
             text, links = rewritten.text, rewritten.links
         return Job(delivery, request, sender, attempt,
                    _header_count(delivery, HEADER_PARKED, 0, MAX_PARKS),
-                   self._signer.sign(request.message_id), analyse(text), text, links)
+                   self._signer.sign(request.message_id, sender.name), analyse(text), text, links)
 
     @staticmethod
     def _dlt_problem(request: SendRequest, sender: Sender) -> str | None:

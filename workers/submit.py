@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -12,16 +14,17 @@ import structlog
 from pydantic import SecretStr
 
 from ics_sms.broker.base import Delivery, Outgoing
+from ics_sms.schemas.ics import RecordResult
 from ics_sms.schemas.messages import TERMINAL_STATUSES, Status, make_event_id
 from ics_sms.schemas.senders import ClickTracking, Sender
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.messages import ClaimResult, MessageRecord, State, Transition
-from ics_sms.workers.ics import IcsClient, SubmitResult
+from ics_sms.workers.ics import Batch, IcsClient, SubmitResult
 from ics_sms.workers.jobs import Job
 from ics_sms.workers.outcomes import Outcomes
 from ics_sms.workers.policy import MAX_PARKS, AttemptPolicy, Disposition
 
-__all__ = ["BatchOutcome", "SenderState", "Submitter", "Verdicts", "may_have_reached_ics"]
+__all__ = ["BatchOutcome", "SenderState", "Submitter", "Verdicts"]
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +70,7 @@ class Submitter:
         items: BatchOutcome = []
         for job in jobs:
             if job.parked >= MAX_PARKS:
-                items.append(self._fail(job, _gave_up(job, reason), now))
+                items.append(self._fail(job, f"gave up after {job.parked} waits: {reason}", now))
                 continue
             items.append((job.delivery, [self._out.retry_copy(
                 job.delivery, job.sender.lane, delay_s, attempt=job.attempt, reason=reason,
@@ -75,51 +78,151 @@ class Submitter:
         return items
 
     async def call(self, sender: Sender, jobs: Sequence[Job], token: SecretStr) -> SubmitResult:
-        """One datasend request for ``jobs``, all of ``sender``."""
+        """Submit ``jobs`` (all of ``sender``): one datasend request, more when ICS refuses it.
+
+        A request ICS refuses as a whole (HTTP 400/413/422 with ICS's body: REJECT) carries
+        no verdict on each record, and ICS took none of them. One bad record must not sink
+        the others, so a refused request of more than one record is split in halves and the
+        halves sent again, level by level (a level's requests concurrently), until the
+        refusals are down to single records; only those end refused (a record answer with
+        ICS's reason). Halves that fail otherwise are not split further (an UNCERTAIN half
+        is never resent): their records carry that failure in ``failed``.
+
+        Bounds: the depth is ``ceil(log2 n)`` for ``n`` records, and the split may spend at
+        most ``4 * ceil(log2 n)`` extra requests (:meth:`split_budget`), enough to isolate
+        any two bad records. The worst case is ``1 + 4 * ceil(log2 n)`` requests for the
+        batch (41 for 1,000 records). Parts still refused when the budget is spent are
+        RETRY (ICS took none of them; they come back in other batches), and a throttled or
+        credential-refused half stops the split: the parts not yet sent share its result.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first = await self._ics.submit(self._request(sender, jobs), token)
+        if first.disposition is not Disposition.REJECT or len(jobs) < 2:
+            return first
+        result = await self._isolate(sender, jobs, token, first)
+        result.latency_s = loop.time() - started
+        return result
+
+    def _request(self, sender: Sender, jobs: Sequence[Job]) -> Batch:
         records = [
             IcsClient.record(job.request.to, sender.sender_id, job.text, job.smsgid,
                              sender.dlt_entity_id, job.request.dlt_template_id)
             for job in jobs
         ]
-        request = IcsClient.build(
+        return IcsClient.build(
             sender.username, records,
             dlrurl=self._settings.tracking_url(sender.tracking_path()),
             urlshortening=sender.click_tracking is ClickTracking.ICS,
         )
-        return await self._ics.submit(request, token)
+
+    async def _isolate(self, sender: Sender, jobs: Sequence[Job], token: SecretStr,
+                       refused: SubmitResult) -> SubmitResult:
+        """Split the batch ICS refused as a whole until the refusals are single records."""
+        merged = SubmitResult(status=refused.status, reason=refused.reason)
+        budget = self.split_budget(len(jobs))
+        level: list[Sequence[Job]] = [jobs]
+        while level:
+            sendable = level[:budget // 2]
+            budget -= 2 * len(sendable)
+            halves = [half for part in sendable for half in self._halves(part)]
+            answers = await asyncio.gather(*(self._ics.submit(self._request(sender, half), token)
+                                             for half in halves))
+            merged.requests += len(halves)
+            left = [job for part in level[len(sendable):] for job in part]
+            level = []
+            for half, answer in zip(halves, answers, strict=True):
+                if answer.retry_after_s is not None:
+                    merged.retry_after_s = max(merged.retry_after_s or 0.0,
+                                               answer.retry_after_s)
+                if answer.ok:
+                    merged.results.update(answer.results)
+                elif answer.disposition is not Disposition.REJECT:
+                    self._unanswered(merged, half, answer)
+                elif len(half) == 1:
+                    merged.results[half[0].smsgid] = RecordResult(smsgid=half[0].smsgid,
+                                                                  error=answer.reason)
+                else:
+                    level.append(half)
+            stop = next((a for a in answers if a.disposition in self._STOP_SPLITTING), None)
+            if stop is not None:
+                left += [job for part in level for job in part]
+                level = []
+            self._unanswered(merged, left, stop or SubmitResult(
+                disposition=Disposition.RETRY, status=refused.status,
+                reason=f"not isolated within {self.split_budget(len(jobs))} requests: "
+                       f"{refused.reason}"))
+        log.info("ICS refused a batch; split it to isolate the refused records",
+                 sender=sender.name, messages=len(jobs), requests=merged.requests,
+                 refused=sum(not answer.accepted for answer in merged.results.values()))
+        return self._whole(merged)
+
+    _STOP_SPLITTING = (Disposition.THROTTLED, Disposition.PAUSE_SENDER)
+    """A half answered like this ends a split: ICS wants fewer requests, not more."""
+
+    @staticmethod
+    def split_budget(records: int) -> int:
+        """Extra requests :meth:`call` may spend isolating the bad records of a batch ICS
+        refused as a whole: two per level for each of two bad records."""
+        return 4 * math.ceil(math.log2(records)) if records > 1 else 0
+
+    @staticmethod
+    def _halves(jobs: Sequence[Job]) -> tuple[Sequence[Job], Sequence[Job]]:
+        middle = len(jobs) // 2
+        return jobs[:middle], jobs[middle:]
+
+    @staticmethod
+    def _unanswered(merged: SubmitResult, jobs: Sequence[Job], answer: SubmitResult) -> None:
+        for job in jobs:
+            merged.failed[job.smsgid] = answer
+
+    @staticmethod
+    def _whole(merged: SubmitResult) -> SubmitResult:
+        """``merged`` as one batch-wide failure when no record was answered and every part
+        failed alike (so a 401 during a split still pauses the sender), else as it is."""
+        parts = {id(part): part for part in merged.failed.values()}
+        if merged.results or len({part.disposition for part in parts.values()}) != 1:
+            return merged
+        part = next(iter(parts.values()))
+        return SubmitResult(disposition=part.disposition, status=part.status,
+                            reason=part.reason, retry_after_s=merged.retry_after_s,
+                            requests=merged.requests)
 
     def interpret(self, sender: Sender, jobs: Sequence[Job], result: SubmitResult,
                   now: datetime) -> Verdicts:
         """What the answer means for each claimed job: what to publish, and the state
-        transition to record (before publishing) for its message."""
+        transition to record (before publishing) for its message. A record ICS may have
+        taken (UNCERTAIN) is never sent again unless its sender opted in."""
         out = Verdicts()
-        if result.ok:
-            for job in jobs:
+        for job in jobs:
+            disposition = result.disposition_of(job.smsgid)
+            if disposition is None:
                 self._record_outcome(job, result, now, out)
-            return out
-        if may_have_reached_ics(result):
-            for job in jobs:
-                self._uncertain(job, result.reason, now, out)
-            return out
-        match result.disposition:
-            case Disposition.THROTTLED:
-                wait = result.retry_after_s if result.retry_after_s is not None else 1.0
-                self._park(jobs, wait, result.reason, now, out)
-            case Disposition.PAUSE_SENDER:
-                state = self.state(sender)
-                pause_s = self._settings.sender_pause_s
-                if state.paused_for() == 0:
-                    log.error("ICS refused the sender's credentials; pausing the sender",
-                              sender=sender.name, status=result.status, pause_s=pause_s)
-                state.paused_until = time.monotonic() + pause_s
-                self._park(jobs, pause_s, result.reason, now, out)
-            case Disposition.REJECT:
-                for job in jobs:
-                    self._reject(job, "ics_refused", result.reason, now, out)
-            case _:
-                for job in jobs:
-                    self._retry(job, result.reason, now, out)
+                continue
+            reason = result.reason_of(job.smsgid)
+            match disposition:
+                case Disposition.UNCERTAIN:
+                    self._uncertain(job, reason, now, out)
+                case Disposition.THROTTLED:
+                    wait = result.retry_after_s if result.retry_after_s is not None else 1.0
+                    self._park([job], wait, reason, now, out)
+                case Disposition.PAUSE_SENDER:
+                    self._park([job], self._pause(sender, result), reason, now, out)
+                case Disposition.REJECT:
+                    self._reject(job, "ics_refused", reason, now, out)
+                case _:
+                    self._retry(job, reason, now, out)
         return out
+
+    def _pause(self, sender: Sender, result: SubmitResult) -> float:
+        """ICS refused the sender's credentials: pause it (logged once per pause)."""
+        state = self.state(sender)
+        pause_s = self._settings.sender_pause_s
+        if state.paused_for() == 0:
+            log.error("ICS refused the sender's credentials; pausing the sender",
+                      sender=sender.name, status=result.status, pause_s=pause_s)
+        state.paused_until = time.monotonic() + pause_s
+        return pause_s
 
     def triage(self, jobs: Sequence[Job],
                claims: Sequence[tuple[ClaimResult, MessageRecord | None]],
@@ -170,10 +273,7 @@ class Submitter:
 
     def _record_outcome(self, job: Job, result: SubmitResult, now: datetime,
                         out: Verdicts) -> None:
-        answer = result.results.get(job.smsgid)
-        if answer is None:
-            self._uncertain(job, "ICS gave no answer for this record", now, out)
-            return
+        answer = result.results[job.smsgid]
         if not answer.accepted:
             self._reject(job, "ics_refused", answer.error or "refused by ICS", now, out)
             return
@@ -255,21 +355,6 @@ class Submitter:
 
 
 _FINAL_VALUES = frozenset(status.value for status in TERMINAL_STATUSES)
-
-
-def may_have_reached_ics(result: SubmitResult) -> bool:
-    """True when ICS may have accepted some or all records of a failed call: they must
-    not be sent again. ``Disposition.UNCERTAIN`` says so; until the ICS adapter tells
-    every such case apart, a RETRY after the request could have been written counts too:
-    a 5xx other than 503, a 200 we could not read, a timeout, a connection that broke
-    (only a refused connection or a failed DNS lookup, ``ClientConnector*``, is certain)."""
-    if result.disposition is Disposition.UNCERTAIN:
-        return True
-    if result.disposition is not Disposition.RETRY:
-        return False
-    if result.status is not None:
-        return result.status == 200 or (result.status >= 500 and result.status != 503)
-    return "ClientConnector" not in result.reason
 
 
 def _gave_up(job: Job, reason: str) -> str:

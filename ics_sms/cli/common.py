@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,7 +15,8 @@ from ics_sms.schemas.redact import SECRETS, known_secrets
 from ics_sms.schemas.senders import SenderError, Senders, load_senders
 from ics_sms.schemas.settings import Settings
 
-__all__ = ["SERVICES", "CliError", "ErrorHandlingGroup", "load_settings", "read_senders"]
+__all__ = ["SERVICES", "CliError", "ErrorHandlingGroup", "field_errors", "load_settings",
+           "read_senders"]
 
 
 SERVICES = frozenset({"worker", "receiver"})
@@ -59,11 +61,18 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        lines = []
-        for line in describe(exc):
-            field, _, reason = line.partition(": ")
-            lines.append(f"ICS_SMS_{field.upper()}: {reason}")
-        raise CliError("invalid configuration: " + "; ".join(lines)) from None
+        raise CliError("invalid configuration: "
+                       + field_errors(exc, lambda field: f"ICS_SMS_{field.upper()}")) from None
+
+
+def field_errors(exc: ValidationError, name: Callable[[str], str]) -> str:
+    """``exc`` as ``NAME: reason; ...``, each field named the way the user set it
+    (``name`` maps a model field to its variable or option)."""
+    lines = []
+    for line in describe(exc):
+        field, _, reason = line.partition(": ")
+        lines.append(f"{name(field)}: {reason}")
+    return "; ".join(lines)
 
 
 def read_senders(settings: Settings) -> Senders:

@@ -2,7 +2,9 @@
 
 The whole file is checked first (a streaming pass) so that a bad row never leaves a campaign
 half published; then a second streaming pass publishes the valid rows with publisher
-confirms. Message ids are stable, so publishing a file again after an interruption is safe.
+confirms. Message ids are stable (given in the file, or derived from the campaign id, the
+row's content and its line), so publishing a file again after an interruption publishes the
+same ids and the workers send each message once.
 """
 
 from __future__ import annotations
@@ -185,8 +187,15 @@ def publish_command(file: Path, fmt: str | None, campaign_id: str | None, sender
 
     CSV columns (header row): message_id, campaign_id, to, text, sender, dlt_template_id,
     expires_at, metadata (a JSON object) and metadata.KEY; an empty cell is a missing
-    value. JSON Lines: one SendRequest object per line. A missing message_id becomes
-    CAMPAIGN-LINE, stable across runs.
+    value. JSON Lines: one SendRequest object per line.
+
+    A message_id repeated in the file is an error on every later row. A missing message_id
+    becomes CAMPAIGN-DIGEST-LINE, DIGEST covering the row's content with the defaults
+    applied: the same file with the same options gives the same ids on every run (the
+    workers send each message once); rows that differ in campaign, content or line never
+    share an id. Editing a row in place gives it a new id (it is sent; the others are not
+    sent again); inserting or deleting rows renews the ids of the rows below: append
+    instead, or give message_id. To send a file again on purpose, use a new --campaign-id.
     """
     settings = load_settings()
     senders = read_senders(settings)

@@ -11,10 +11,9 @@ import click
 import structlog
 from pydantic import SecretStr, ValidationError
 
-from ics_sms.cli.common import CliError, load_settings, read_senders
+from ics_sms.cli.common import CliError, field_errors, load_settings, read_senders
 from ics_sms.logs import configure_logging
 from ics_sms.sandbox import SandboxConfig, start_sandbox
-from ics_sms.schemas.errors import describe
 from ics_sms.schemas.senders import SenderError, Senders
 
 __all__ = ["collect_accounts", "sandbox_command"]
@@ -115,11 +114,8 @@ def _build_config(accounts: dict[str, SecretStr], tunables: Mapping[str, Any]) -
     try:
         return SandboxConfig(accounts=accounts, **tunables)
     except ValidationError as exc:
-        lines = []
-        for line in describe(exc):
-            field, _, reason = line.partition(": ")
-            lines.append(f"--{field.replace('_', '-')}: {reason}")
-        raise CliError("invalid option " + "; ".join(lines)) from None
+        raise CliError("invalid option "
+                       + field_errors(exc, lambda field: f"--{field.replace('_', '-')}")) from None
 
 
 async def _serve(config: SandboxConfig, host: str, port: int) -> None:

@@ -105,10 +105,7 @@ def show_sender(name: str) -> None:
     """Show every field of sender NAME (token masked) and its delivery tracking URL."""
     settings = load_settings()
     senders = read_senders(settings)
-    sender = senders.get(name)
-    if sender is None:
-        senders.with_default(name)  # raises the "no sender named" error with the known names
-        return
+    sender = senders.named(name)
     rows = [
         ("name", sender.name),
         ("default", "yes" if senders.default == name else "no"),
@@ -136,10 +133,7 @@ def set_sender(name: str, click_tracking: str | None, rate_per_s: float | None,
     """Change click tracking, rate or DLT entity id of sender NAME."""
     settings = load_settings()
     senders = read_senders(settings)
-    current = senders.get(name)
-    if current is None:
-        senders.with_default(name)
-        return
+    current = senders.named(name)
     changes = {k: v for k, v in {"click_tracking": click_tracking, "rate_per_s": rate_per_s,
                                  "dlt_entity_id": dlt_entity_id}.items() if v is not None}
     if not changes:
@@ -177,7 +171,7 @@ def remove_sender(name: str, new_default: str | None) -> None:
 async def _send_one(settings: Settings, sender: Sender, to: str, text: str,
                     template: str | None) -> SubmitResult:
     signer = SmsgidSigner(settings.callback_secret.get_secret_value() or "senders-test")
-    smsgid = signer.sign(f"test-{uuid.uuid4().hex[:12]}")
+    smsgid = signer.sign(f"test-{uuid.uuid4().hex[:12]}", sender.name)
     record = IcsClient.record(to, sender.sender_id, text, smsgid, sender.dlt_entity_id,
                               template)
     request = IcsClient.build(sender.username, [record],
@@ -197,10 +191,7 @@ def test_sender(name: str, to: str, text: str, dlt_template_id: str | None) -> N
     """Send one SMS through ICS (ICS_SMS_ICS_URL) now and print what ICS answered."""
     settings = load_settings()
     senders = read_senders(settings)
-    sender = senders.get(name)
-    if sender is None:
-        senders.with_default(name)
-        return
+    sender = senders.named(name)
     try:
         number = normalize_e164(to)
     except InvalidNumber as exc:

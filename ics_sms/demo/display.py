@@ -64,7 +64,8 @@ class LiveDisplay:
 
 
 class PlainDisplay:
-    """One line per second: for pipes and CI logs."""
+    """One line per second on stderr: for pipes and CI logs (stdout keeps only the
+    summary, so ``ics-sms demo --json | jq`` reads pure JSON)."""
 
     def __init__(self) -> None:
         self._last = 0.0
@@ -79,13 +80,14 @@ class PlainDisplay:
             return
         self._last = now
         counts = " ".join(f"{k}={v}" for k, v in _counts(tracker).items())
-        click.echo(f"progress {counts} accounted={len(tracker.terminal)}/{self._total}")
+        click.echo(f"progress {counts} accounted={len(tracker.terminal)}/{self._total}",
+                   err=True)
 
     def stop(self) -> None:
         return
 
     def note(self, text: str) -> None:
-        click.echo(text)
+        click.echo(text, err=True)
 
 
 def choose_display(quiet: bool) -> Display:

@@ -16,6 +16,8 @@ from ics_sms.schemas.topology import Topology
 
 TS = 1764230400
 """A receipt time (2025-11-27 08:00:00 UTC)."""
+ACME = "acme-otp"
+"""The name of the ``sender`` fixture (its smsgids are signed for it)."""
 
 @dataclass
 class Receiver:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import time
 
+import pytest
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
+
+from ics_sms.callbacks.clicks import is_bound, link_secrets
 from ics_sms.schemas.messages import Status
+from ics_sms.schemas.settings import Settings
 from ics_sms.stores.links import InMemoryLinkStore, ShortLink
+from ics_sms.workers.links import link_code
 from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver
 
-LINK = ShortLink(code="Ab3dEf9hIj", url="https://shop.example.in/sale?x=1", message_id="m-1",
+SECRET = b"test-callback-secret-of-32-bytes-or-more"
+"""The callback secret of the test settings: workers make link codes with it."""
+URL = "https://shop.example.in/sale?x=1"
+LINK = ShortLink(code=link_code(SECRET, "m-1", URL), url=URL, message_id="m-1",
                  campaign_id="spring", sender="acme-otp", metadata={"list": "vip"})
 
 
@@ -48,3 +58,43 @@ async def test_unknown_and_expired_codes_get_a_small_404_page(
     status, _ = await follow(receiver, f"/l/{LINK.code}")
     assert status == 404
     assert events_queue.take() == []
+
+
+def unbound_refusals() -> float:
+    value = REGISTRY.get_sample_value("ics_sms_receipts_refused_total",
+                                      {"reason": "unbound_link"})
+    return value or 0.0
+
+
+@pytest.mark.parametrize("tampered", [
+    LINK.model_copy(update={"url": "https://phish.example/login"}),
+    LINK.model_copy(update={"message_id": "m-2"}),
+])
+async def test_a_link_record_not_bound_to_its_message_gives_no_click(
+    start_receiver: StartReceiver, events_queue: EventsQueue, tampered: ShortLink
+) -> None:
+    store = InMemoryLinkStore()
+    await store.put_many([tampered])
+    receiver = await start_receiver(links=store)
+    before = unbound_refusals()
+    status, page = await follow(receiver, f"/l/{LINK.code}")
+    assert status == 404 and "phish" not in page
+    assert unbound_refusals() == before + 1
+    assert events_queue.take() == []
+
+
+def test_a_link_record_is_bound_only_under_its_own_code() -> None:
+    secrets = [SECRET]
+    assert is_bound(LINK, LINK.code, secrets)
+    other = link_code(SECRET, "m-1", "https://other.example/")
+    assert not is_bound(LINK, other, secrets)
+    assert not is_bound(LINK.model_copy(update={"code": other}), LINK.code, secrets)
+
+
+def test_links_made_with_the_previous_secret_stay_bound(amqp_settings: Settings) -> None:
+    rotated = amqp_settings.model_copy(update={
+        "callback_secret": SecretStr("the-new-secret-of-at-least-32-bytes-long"),
+        "callback_secret_previous": amqp_settings.callback_secret,
+    })
+    assert is_bound(LINK, LINK.code, link_secrets(rotated))
+    assert not is_bound(LINK, LINK.code, link_secrets(rotated)[:1])

@@ -10,7 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ics_sms.schemas.smsgid import SmsgidSigner
-from tests.callbacks.receiver_helpers import TS, EventsQueue, Receiver
+from tests.callbacks.receiver_helpers import ACME, TS, EventsQueue, Receiver
 
 
 async def metrics(receiver: Receiver) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -25,10 +25,10 @@ async def test_receipts_and_refusals_are_counted(
 ) -> None:
     before = await metrics(receiver)
     delivered_key = ("ics_sms_receipts_total",
-                     frozenset({("sender", "acme-otp"), ("status", "delivered")}))
+                     frozenset({("sender", ACME), ("status", "delivered")}))
     forged_key = ("ics_sms_receipts_refused_total", frozenset({("reason", "invalid_smsgid")}))
     status, _ = await receiver.post([{"event": "delivered", "data": [
-        {"ts": TS, "meta": signer.sign("m-1")}, {"ts": TS, "meta": signer.sign("m-2")},
+        {"ts": TS, "meta": signer.sign("m-1", ACME)}, {"ts": TS, "meta": signer.sign("m-2", ACME)},
         {"ts": TS, "meta": "m-3.forgedmac00"}]}])
     assert status == 200
     after = await metrics(receiver)

@@ -11,14 +11,22 @@ from ics_sms.schemas.messages import Encoding, Status
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.stores.context import InMemoryContextStore, MessageContext, RedisContextStore
-from tests.callbacks.receiver_helpers import TS, EventsQueue, Receiver, StartReceiver, delivered
+from tests.callbacks.receiver_helpers import (
+    ACME,
+    TS,
+    EventsQueue,
+    Receiver,
+    StartReceiver,
+    delivered,
+)
 
 AT = datetime.fromtimestamp(TS, UTC)
 
 
 def context(message_id: str) -> MessageContext:
     return MessageContext(message_id=message_id, campaign_id="spring-sale", sender="acme-otp",
-                          metadata={"list": "vip", "n": 1}, segments=2, encoding=Encoding.GSM7)
+                          metadata={"list": "vip", "n": 1}, segments=2, encoding=Encoding.GSM7,
+                          urls=("https://shop.example/sale", "https://shop.example/"))
 
 
 class TestJsonReceipts:
@@ -29,10 +37,10 @@ class TestJsonReceipts:
         await store.put_many([context("m-1"), context("m-2"), context("m-3")])
         receiver = await start_receiver(store=store)
         status, answer = await receiver.post([
-            {"event": "delivered", "data": [{"ts": TS, "meta": signer.sign("m-1")}]},
-            {"event": "failed", "data": [{"ts": TS, "meta": signer.sign("m-2"), "code": "906",
+            {"event": "delivered", "data": [{"ts": TS, "meta": signer.sign("m-1", ACME)}]},
+            {"event": "failed", "data": [{"ts": TS, "meta": signer.sign("m-2", ACME), "code": "906",
                                           "description": "Header blocked by DLT"}]},
-            {"event": "clicked", "data": [{"ts": TS, "meta": signer.sign("m-3"),
+            {"event": "clicked", "data": [{"ts": TS, "meta": signer.sign("m-3", ACME),
                                            "url": "https://shop.example/sale",
                                            "shortUrl": "https://ics.link/Ab3"}]},
         ])
@@ -53,7 +61,7 @@ class TestJsonReceipts:
         self, receiver: Receiver, signer: SmsgidSigner, events_queue: EventsQueue
     ) -> None:
         status, answer = await receiver.post(
-            [{"event": "replied", "data": [{"ts": TS, "meta": signer.sign("m-1")}]}])
+            [{"event": "replied", "data": [{"ts": TS, "meta": signer.sign("m-1", ACME)}]}])
         assert (status, answer["status"], answer["processed"]) == (200, "success", 1)
         assert events_queue.take() == []
 
@@ -62,16 +70,16 @@ class TestJsonReceipts:
     ) -> None:
         receiver = await start_receiver()
         status, answer = await receiver.post([{"event": "delivered", "data": [
-            {"ts": TS, "meta": signer.sign("m-1")},
-            {"meta": signer.sign("m-2")},
+            {"ts": TS, "meta": signer.sign("m-1", ACME)},
+            {"meta": signer.sign("m-2", ACME)},
             "garbage",
-            {"ts": TS, "meta": signer.sign("m-4")},
+            {"ts": TS, "meta": signer.sign("m-4", ACME)},
         ]}])
         assert status == 200
         assert answer["status"] == "partial"
         assert answer["processed"] == 2
         assert [(u["index"], u.get("meta")) for u in answer["unprocessed"]] == [
-            (1, signer.sign("m-2")), (2, None)]
+            (1, signer.sign("m-2", ACME)), (2, None)]
         assert all(u["reason"] for u in answer["unprocessed"])
         assert [e.message_id for e in events_queue.events()] == ["m-1", "m-4"]
 
@@ -79,7 +87,7 @@ class TestJsonReceipts:
         self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue
     ) -> None:
         receiver = await start_receiver()
-        body = delivered(signer.sign("m-1"))
+        body = delivered(signer.sign("m-1", ACME))
         assert (await receiver.post(body))[0] == 200
         assert (await receiver.post(body))[0] == 200
         first, second = events_queue.events()
@@ -89,8 +97,10 @@ class TestJsonReceipts:
     async def test_out_of_order_receipts_are_all_passed_on_with_their_own_time(
         self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue
     ) -> None:
-        receiver = await start_receiver()
-        smsgid = signer.sign("m-1")
+        store = InMemoryContextStore()
+        await store.put_many([context("m-1")])
+        receiver = await start_receiver(store=store)
+        smsgid = signer.sign("m-1", ACME)
         await receiver.post([{"event": "clicked", "data": [
             {"ts": TS + 600, "meta": smsgid, "url": "https://shop.example/"}]}])
         await receiver.post(delivered(smsgid, ts=TS))
@@ -111,7 +121,7 @@ class TestOperatorReceipts:
     ) -> None:
         receiver = await start_receiver()
         code, answer = await receiver.request("GET", params={
-            "smsgid": signer.sign("m-1"), "status": operator, "err": "901", "ts": str(TS)})
+            "smsgid": signer.sign("m-1", ACME), "status": operator, "err": "901", "ts": str(TS)})
         assert (code, answer["processed"]) == (200, 1)
         ((key, event),) = events_queue.take()
         assert (key, event.status, event.occurred_at) == (status.routing_key, status, AT)
@@ -121,7 +131,7 @@ class TestOperatorReceipts:
     ) -> None:
         receiver = await start_receiver()
         code, answer = await receiver.request("POST", data={
-            "smsgid": signer.sign("m-1"), "status": "UNDELIV", "err": "914", "ts": str(TS)})
+            "smsgid": signer.sign("m-1", ACME), "status": "UNDELIV", "err": "914", "ts": str(TS)})
         assert (code, answer["status"]) == (200, "success")
         (event,) = events_queue.events()
         assert (event.status, event.error_code, event.error) == (Status.FAILED, "914",
@@ -134,7 +144,7 @@ class TestOperatorReceipts:
     ) -> None:
         receiver = await start_receiver()
         code, answer = await receiver.request("GET", params={
-            "smsgid": signer.sign("m-1"), "status": operator})
+            "smsgid": signer.sign("m-1", ACME), "status": operator})
         assert (code, answer) == (200, {"status": "success", "processed": 1,
                                         "unprocessed": []})
         assert events_queue.take() == []
@@ -145,7 +155,7 @@ class TestRefusals:
         self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue
     ) -> None:
         receiver = await start_receiver()
-        status, answer = await receiver.post(delivered(signer.sign("m-1")),
+        status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)),
                                              path="/ics/not-a-known-token-at-all/receipts")
         assert (status, answer["reason"]) == (404, "unknown tracking URL")
         assert events_queue.take() == []
@@ -154,9 +164,10 @@ class TestRefusals:
         self, start_receiver: StartReceiver, events_queue: EventsQueue
     ) -> None:
         receiver = await start_receiver()
-        forged = SmsgidSigner("someone-elses-secret").sign("m-1")
+        forged = SmsgidSigner("someone-elses-secret").sign("m-1", ACME)
         status, answer = await receiver.post(delivered(forged))
-        assert (status, answer["status"], answer["processed"]) == (200, "fail", 0)
+        assert (status, answer["status"], answer["processed"]) == (403, "fail", 0)
+        assert answer["reason"] == "receipts refused: not bound to this sender's messages"
         assert answer["unprocessed"] == [{"group": 0, "event": "delivered", "index": 0,
                                           "meta": forged, "reason": "invalid smsgid"}]
         assert events_queue.take() == []
@@ -167,7 +178,7 @@ class TestRefusals:
         receiver = await start_receiver()
         metas = ["msg-1.\u00e9", "m.\U0001f600\U0001f600", "", "x" * 500, "no-dot", "."]
         status, answer = await receiver.post(delivered(*metas))
-        assert (status, answer["status"], answer["processed"]) == (200, "fail", 0)
+        assert (status, answer["status"], answer["processed"]) == (403, "fail", 0)
         assert [u["index"] for u in answer["unprocessed"]] == list(range(len(metas)))
         assert events_queue.take() == []
 
@@ -179,8 +190,8 @@ class TestRefusals:
             "callback_secret_previous": amqp_settings.callback_secret,
         })
         receiver = await start_receiver(rotated)
-        old = SmsgidSigner(amqp_settings.callback_secret.get_secret_value()).sign("m-old")
-        new = SmsgidSigner("the-new-secret-of-at-least-32-bytes-long").sign("m-new")
+        old = SmsgidSigner(amqp_settings.callback_secret.get_secret_value()).sign("m-old", ACME)
+        new = SmsgidSigner("the-new-secret-of-at-least-32-bytes-long").sign("m-new", ACME)
         status, answer = await receiver.post(delivered(old, new))
         assert (status, answer["processed"]) == (200, 2)
         assert sorted(e.message_id for e in events_queue.events()) == ["m-new", "m-old"]
@@ -236,7 +247,7 @@ class TestRefusals:
             raise RuntimeError("a bug")
 
         monkeypatch.setattr("ics_sms.callbacks.service.to_event", broken)
-        status, answer = await receiver.post(delivered(signer.sign("m-1")))
+        status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
         assert (status, answer["reason"]) == (500, "internal error, send again later")
 
 
@@ -245,7 +256,7 @@ class TestContext:
         self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue
     ) -> None:
         receiver = await start_receiver()
-        assert (await receiver.post(delivered(signer.sign("m-1"))))[0] == 200
+        assert (await receiver.post(delivered(signer.sign("m-1", ACME))))[0] == 200
         (event,) = events_queue.events()
         assert (event.message_id, event.sender, event.campaign_id, event.metadata) == (
             "m-1", "acme-otp", None, {})
@@ -258,7 +269,7 @@ class TestContext:
         await writer.put_many([context("m-1")])
         await writer.close()
         receiver = await start_receiver(store=RedisContextStore(redis_url, prefix=redis_prefix))
-        await receiver.post(delivered(signer.sign("m-1"), signer.sign("m-unknown")))
+        await receiver.post(delivered(signer.sign("m-1", ACME), signer.sign("m-unknown", ACME)))
         known, unknown = events_queue.events()
         assert (known.campaign_id, known.metadata, known.segments) == (
             "spring-sale", {"list": "vip", "n": 1}, 2)
@@ -269,7 +280,7 @@ class TestContext:
     ) -> None:
         store = RedisContextStore("redis://127.0.0.1:9/0", timeout_s=0.5)
         receiver = await start_receiver(store=store)
-        status, answer = await receiver.post(delivered(signer.sign("m-1")))
+        status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
         assert (status, answer["processed"]) == (200, 1)
         (event,) = events_queue.events()
         assert (event.message_id, event.campaign_id) == ("m-1", None)

@@ -16,6 +16,7 @@ from ics_sms.callbacks.connection import BrokerOpener
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from tests.callbacks.receiver_helpers import (
+    ACME,
     EventsQueue,
     StartReceiver,
     delivered,
@@ -32,7 +33,7 @@ async def test_broker_lost_gives_503_then_the_receiver_reconnects_and_accepts_th
         "broker_url": SecretStr(via_proxy(rabbitmq_url, proxy.port))})
     receiver = await start_receiver(settings)
     connection = receiver.app[CONNECTION]
-    assert (await receiver.post(delivered(signer.sign("m-before"))))[0] == 200
+    assert (await receiver.post(delivered(signer.sign("m-before", ACME))))[0] == 200
 
     lost = connection.broker
     assert lost is not None
@@ -40,7 +41,7 @@ async def test_broker_lost_gives_503_then_the_receiver_reconnects_and_accepts_th
     await asyncio.wait([lost.closed], timeout=15)
     assert lost.closed.done()
 
-    retried = delivered(signer.sign("m-during"))
+    retried = delivered(signer.sign("m-during", ACME))
     status, answer = await receiver.post(retried)
     assert status == 503
     assert "send them again later" in answer["reason"]
@@ -94,7 +95,7 @@ def opener_of(kind: type[MemoryBroker]) -> BrokerOpener:
 async def test_nack_gives_503(start_receiver: StartReceiver, signer: SmsgidSigner) -> None:
     opener = opener_of(RefusingBroker)
     receiver = await start_receiver(opener=opener)
-    status, answer = await receiver.post(delivered(signer.sign("m-1")))
+    status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
     assert (status, answer["status"]) == (503, "fail")
 
 
@@ -103,7 +104,7 @@ async def test_missing_confirm_gives_503_after_the_timeout(
 ) -> None:
     opener = opener_of(SilentBroker)
     receiver = await start_receiver(opener=opener, publish_timeout_s=0.3)
-    status, answer = await receiver.post(delivered(signer.sign("m-1")))
+    status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
     assert (status, answer["status"]) == (503, "fail")
 
 
@@ -113,5 +114,5 @@ async def test_a_batch_without_events_needs_no_broker(
     opener = opener_of(RefusingBroker)
     receiver = await start_receiver(opener=opener)
     status, answer = await receiver.request("GET", params={
-        "smsgid": signer.sign("m-1"), "status": "ACCEPTD"})
+        "smsgid": signer.sign("m-1", ACME), "status": "ACCEPTD"})
     assert (status, answer["processed"]) == (200, 1)

@@ -47,7 +47,7 @@ async def test_stop_lets_a_request_in_flight_finish_and_refuses_new_ones(
     receiver = await start_receiver(memory_settings, senders, host="127.0.0.1", port=0,
                                     context_store=store)
     url = f"http://127.0.0.1:{receiver.port}{sender.tracking_path()}"
-    smsgid = SmsgidSigner("serve-secret-of-at-least-32-bytes-long").sign("m-1")
+    smsgid = SmsgidSigner("serve-secret-of-at-least-32-bytes-long").sign("m-1", "acme-otp")
     body = orjson.dumps([{"event": "delivered", "data": [{"ts": 1764230400, "meta": smsgid}]}])
     async with aiohttp.ClientSession() as session:
         in_flight = asyncio.create_task(session.post(url, data=body))

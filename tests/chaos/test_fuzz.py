@@ -301,7 +301,7 @@ def test_receipt_endpoint_never_answers_5xx(profile: str, make_stack: MakeStack)
     url = f"http://127.0.0.1:{stack.receiver_port}{sender.tracking_path()}"
     signer = SmsgidSigner(stack.secret)
     signed_ids = [f"fz-{i}" for i in range(20)]
-    metas = [signer.sign(i) for i in signed_ids]
+    metas = [signer.sign(i, sender.name) for i in signed_ids]
     statuses: dict[int, int] = {}
 
     @_settings(profile)

@@ -252,7 +252,7 @@ def _post(path: str, body: bytes, content_type: str = "application/json",
 
 
 def hostile_requests(path: str, signer: SmsgidSigner, forger: SmsgidSigner,
-                     max_body: int) -> list[tuple[str, bytes]]:
+                     max_body: int, who: str = "chaos-otp") -> list[tuple[str, bytes]]:
     """(name, raw request) pairs; each must get an answer below 500."""
     def groups(meta: str, event: str = "delivered", **extra: Any) -> bytes:
         return orjson.dumps([{"event": event, "data": [{"ts": 1764230400, "meta": meta,
@@ -265,12 +265,12 @@ def hostile_requests(path: str, signer: SmsgidSigner, forger: SmsgidSigner,
     chunked = chunked_head + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * (max_body // 65536 + 2) \
         + b"0\r\n\r\n"
     return [
-        ("forged smsgid (wrong secret)", _post(path, groups(forger.sign("h-1")))),
+        ("forged smsgid (wrong secret)", _post(path, groups(forger.sign("h-1", who)))),
         ("forged smsgid (no mac)", _post(path, groups("h-2"))),
         ("forged smsgid (mac of another id)",
-         _post(path, groups("h-3." + signer.sign("h-4").rpartition(".")[2]))),
+         _post(path, groups("h-3." + signer.sign("h-4", who).rpartition(".")[2]))),
         ("unknown tracking token", _post("/ics/not-a-sender-token/receipts",
-                                         groups(signer.sign("h-5")))),
+                                         groups(signer.sign("h-5", who)))),
         ("empty token", _post("/ics//receipts", b"[]")),
         ("path traversal", _post("/ics/../../etc/passwd", b"[]")),
         ("PUT", _post(path, b"[]").replace(b"POST", b"PUT", 1)),
@@ -279,9 +279,9 @@ def hostile_requests(path: str, signer: SmsgidSigner, forger: SmsgidSigner,
         ("json object, not groups", _post(path, b'{"a": 1}')),
         ("deeply nested", _post(path, b"[" * 10000 + b"]" * 10000)),
         ("nul bytes", _post(path, b"\x00" * 100)),
-        ("huge ts", _post(path, groups(signer.sign("h-6")).replace(b"1764230400", b"9" * 40))),
-        ("failed without code", _post(path, groups(signer.sign("h-7"), "failed"))),
-        ("unknown event", _post(path, groups(signer.sign("h-8"), "exploded"))),
+        ("huge ts", _post(path, groups(signer.sign("h-6", who)).replace(b"1764230400", b"9" * 40))),
+        ("failed without code", _post(path, groups(signer.sign("h-7", who), "failed"))),
+        ("unknown event", _post(path, groups(signer.sign("h-8", who), "exploded"))),
         ("oversized body", _post(path, oversized)),
         ("oversized chunked body", chunked),
         ("content-length not a number",
@@ -292,7 +292,7 @@ def hostile_requests(path: str, signer: SmsgidSigner, forger: SmsgidSigner,
         ("16 KB URL",
          f"GET /{'a' * 16384} HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n".encode()),
         ("operator receipt, bad status",
-         f"GET {path}?smsgid={signer.sign('h-9')}&status=EXPLODED HTTP/1.1\r\nHost: r\r\n"
+         f"GET {path}?smsgid={signer.sign('h-9', who)}&status=EXPLODED HTTP/1.1\r\nHost: r\r\n"
          "Connection: close\r\n\r\n".encode()),
         ("form, invalid utf-8",
          _post(path, b"smsgid=\xff\xfe&status=DELIVRD", "application/x-www-form-urlencoded")),

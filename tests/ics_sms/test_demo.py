@@ -31,5 +31,5 @@ async def test_demo_on_rabbitmq_with_worker_processes(rabbitmq_url: str) -> None
 def test_demo_command_prints_a_json_summary() -> None:
     result = CliRunner().invoke(cli, ["demo", "--messages", "200", "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{"):])
+    summary = json.loads(result.stdout)  # logs go to stderr, the summary alone to stdout
     assert summary["accounted_for"] == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,13 @@ def ids(url: str, topology: Topology, lane: Lane) -> list[str]:
     return [body["message_id"] for _, body in drain(url, topology.send_queue(lane))]
 
 
+def line_of(message_id: str, campaign: str) -> int:
+    """The line of a derived id ``<campaign>-<16 hex digits>-<line>``."""
+    found = re.fullmatch(rf"{re.escape(campaign)}-[0-9a-f]{{16}}-(\d+)", message_id)
+    assert found, message_id
+    return int(found[1])
+
+
 def one_line_error(result: Result) -> str:
     assert result.exit_code not in (0, None), result.output
     assert "Traceback" not in result.output
@@ -86,10 +94,12 @@ def test_publishes_a_csv_into_the_lanes(settings: Settings, rabbitmq_url: str,
     result = run(settings, path, "--campaign-id", "spring")
 
     assert result.exit_code == 0, result.output
-    assert ids(rabbitmq_url, topology, Lane.PROMOTIONAL) == ["spring-2", "spring-4"]
+    promotional = ids(rabbitmq_url, topology, Lane.PROMOTIONAL)
+    assert [line_of(i, "spring") for i in promotional] == [2, 4]
     [(properties, body)] = drain(rabbitmq_url, topology.send_queue(Lane.SERVICE))
     assert properties.delivery_mode == 2 and properties.content_type == "application/json"
-    assert properties.message_id == "spring-3"
+    assert properties.message_id == body["message_id"] and line_of(body["message_id"],
+                                                                   "spring") == 3
     assert body["metadata"] == {"customer": "c-2"} and body["campaign_id"] == "spring"
     assert "published 3 message(s) (service 1, promotional 2)" in result.stdout
     assert "msgs/s" in result.stdout
@@ -106,20 +116,40 @@ def test_publishes_json_lines_with_defaults(settings: Settings, rabbitmq_url: st
 
     assert result.exit_code == 0, result.output
     got = drain(rabbitmq_url, topology.send_queue(Lane.PROMOTIONAL))
-    assert [(b["message_id"], b["text"], b["dlt_template_id"]) for _, b in got] == [
-        ("c9-1", "Default", "1207"), ("own", "Mine", "1207")]
+    assert [(b["text"], b["dlt_template_id"]) for _, b in got] == [
+        ("Default", "1207"), ("Mine", "1207")]
+    assert line_of(got[0][1]["message_id"], "c9") == 1 and got[1][1]["message_id"] == "own"
 
 
-def test_publishing_again_gives_the_same_ids(settings: Settings, rabbitmq_url: str,
-                                            topology: Topology, tmp_path: Path) -> None:
+def test_publishing_a_file_three_times_gives_the_same_ids(
+        settings: Settings, rabbitmq_url: str, topology: Topology, tmp_path: Path) -> None:
+    """The workers send each message id once: three runs are one campaign, not three."""
     path = tmp_path / "c.csv"
     path.write_text("to,text\n" + f"{NUMBER},Hi\n" * 3)
 
-    assert run(settings, path, "--campaign-id", "c").exit_code == 0
-    first = ids(rabbitmq_url, topology, Lane.SERVICE)
-    assert run(settings, path, "--campaign-id", "c").exit_code == 0
+    runs = []
+    for _ in range(3):
+        assert run(settings, path, "--campaign-id", "c").exit_code == 0
+        runs.append(ids(rabbitmq_url, topology, Lane.SERVICE))
 
-    assert first == ids(rabbitmq_url, topology, Lane.SERVICE) == ["c-2", "c-3", "c-4"]
+    assert runs[0] == runs[1] == runs[2]
+    assert [line_of(i, "c") for i in runs[0]] == [2, 3, 4]
+
+
+def test_two_files_under_one_campaign_id_give_disjoint_ids(
+        settings: Settings, rabbitmq_url: str, topology: Topology, tmp_path: Path) -> None:
+    """Their rows are other people on the same lines: sharing an id would share an smsgid."""
+    one, two = tmp_path / "one.csv", tmp_path / "two.csv"
+    one.write_text("to,text\n+919812345670,Hi\n+919812345671,Hi\n")
+    two.write_text("to,text\n+919812345672,Hi\n+919812345673,Hi\n")
+
+    assert run(settings, one, "--campaign-id", "spring").exit_code == 0
+    first = ids(rabbitmq_url, topology, Lane.SERVICE)
+    assert run(settings, two, "--campaign-id", "spring").exit_code == 0
+    second = ids(rabbitmq_url, topology, Lane.SERVICE)
+
+    assert len(first) == len(second) == 2
+    assert not set(first) & set(second)
 
 
 def test_plain_output_when_not_a_terminal(settings: Settings, tmp_path: Path) -> None:
@@ -164,7 +194,37 @@ def test_skip_invalid_publishes_the_valid_rows(settings: Settings, rabbitmq_url:
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith(f"{path}:3: to: ")
     assert "skipped 1 invalid row(s)" in result.stdout
-    assert ids(rabbitmq_url, topology, Lane.SERVICE) == ["c-2", "c-4"]
+    assert [line_of(i, "c") for i in ids(rabbitmq_url, topology, Lane.SERVICE)] == [2, 4]
+
+
+def test_a_repeated_message_id_stops_the_file(settings: Settings, rabbitmq_url: str,
+                                              topology: Topology, tmp_path: Path) -> None:
+    declare_topology(rabbitmq_url, topology)
+    path = tmp_path / "c.csv"
+    path.write_text(f"message_id,to,text\nm-1,{NUMBER},Hi\nm-2,{NUMBER},Hi\n"
+                    f"m-1,{NUMBER},Other\n")
+
+    result = run(settings, path, "--campaign-id", "c")
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == f"{path}:4: message_id: duplicate of line 2"
+    assert ids(rabbitmq_url, topology, Lane.SERVICE) == []
+
+
+def test_skip_invalid_publishes_the_first_row_of_a_repeated_id(
+        settings: Settings, rabbitmq_url: str, topology: Topology, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"message_id,to,text\nm-1,{NUMBER},Hi\nm-2,{NUMBER},Hi\n"
+                    f"m-1,{NUMBER},Other\nm-2,{NUMBER},Again\n")
+
+    result = run(settings, path, "--campaign-id", "c", "--skip-invalid")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"{path}:4: message_id: duplicate of line 2",
+                                          f"{path}:5: message_id: duplicate of line 3"]
+    assert "skipped 2 invalid row(s)" in result.stdout
+    got = drain(rabbitmq_url, topology.send_queue(Lane.SERVICE))
+    assert [(b["message_id"], b["text"]) for _, b in got] == [("m-1", "Hi"), ("m-2", "Hi")]
 
 
 def test_the_list_of_problems_is_capped(settings: Settings, tmp_path: Path) -> None:

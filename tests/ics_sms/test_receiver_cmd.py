@@ -146,7 +146,8 @@ def test_serves_receipts_and_stops_cleanly_on_sigterm(
     process: Process, amqp_settings: Settings, rabbitmq_url: str
 ) -> None:
     port = process.wait_for("receiver listening")["port"]
-    smsgid = SmsgidSigner(amqp_settings.callback_secret.get_secret_value()).sign("m-1")
+    signer = SmsgidSigner(amqp_settings.callback_secret.get_secret_value())
+    smsgid = signer.sign("m-1", SENDER.name)
     body = orjson.dumps([{"event": "delivered", "data": [{"ts": 1764230400, "meta": smsgid}]}])
     response = urllib3.request("POST", f"http://127.0.0.1:{port}{SENDER.tracking_path()}",
                                body=body, headers={"Content-Type": "application/json"})

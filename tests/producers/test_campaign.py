@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,16 @@ from ics_sms.producers.campaign import (
     read_campaign,
     valid_requests,
 )
+from ics_sms.schemas.smsgid import SmsgidSigner
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$")
 NUMBER = "+919812345678"
+SECRET = "s" * 32
+
+
+def derived(campaign: str, line: int) -> re.Pattern[str]:
+    """The shape of a derived id: ``<campaign>-<16 hex digits>-<line>``."""
+    return re.compile(rf"{re.escape(campaign)}-[0-9a-f]{{16}}-{line}")
 
 
 def write(path: Path, text: str) -> Path:
@@ -44,11 +52,11 @@ def test_csv_with_defaults_and_derived_ids(tmp_path: Path) -> None:
                          dlt_template_id="1207161234567890")
 
     assert first.line == 2 and first.request is not None
-    assert first.request.message_id == "spring-2"
+    assert derived("spring", 2).fullmatch(first.request.message_id)
     assert first.request.text == "Hello" and first.request.sender == "acme-promo"
     assert first.request.dlt_template_id == "1207161234567890"
     assert second.request is not None
-    assert second.request.message_id == "spring-3"
+    assert derived("spring", 3).fullmatch(second.request.message_id)
     assert second.request.to == "+919812345679"
     assert second.request.text == "Default text"  # an empty cell is a missing value
     assert second.request.sender == "acme-otp"
@@ -86,7 +94,7 @@ def test_csv_record_spanning_lines_keeps_physical_line_numbers(tmp_path: Path) -
 
     assert (first.line, second.line) == (2, 6)  # blank and all-empty records are skipped
     assert first.request is not None and first.request.text == "two\nlines"
-    assert second.request is not None and second.request.message_id == "c-6"
+    assert second.request is not None and derived("c", 6).fullmatch(second.request.message_id)
 
 
 def test_csv_byte_order_mark_and_spaces_in_header(tmp_path: Path) -> None:
@@ -141,7 +149,7 @@ def test_jsonl_with_defaults_nulls_and_blank_lines(tmp_path: Path) -> None:
     first, second, array, broken, typo = rows(path, campaign_id="spring", sender="acme",
                                               text="Default")
 
-    assert first.request is not None and first.request.message_id == "spring-1"
+    assert first.request is not None and derived("spring", 1).fullmatch(first.request.message_id)
     assert first.request.metadata == {"k": 1} and first.request.sender == "acme"
     assert second.line == 3 and second.request is not None
     assert second.request.message_id == "own-id" and second.request.campaign_id == "x"
@@ -162,32 +170,149 @@ def test_format_from_extension_or_given(tmp_path: Path) -> None:
     assert row.request is not None
 
 
-# -- stable ids ----------------------------------------------------------------------------
+# -- derived ids: stable for a file, unique across files and campaigns -------------------
+def ids_of(path: Path, **defaults: str) -> list[str]:
+    found = valid_requests(read_campaign(path, defaults=CampaignDefaults(**defaults)))
+    return [request.message_id for request in found]
+
+
 def test_ids_are_the_same_on_every_run(tmp_path: Path) -> None:
     path = write(tmp_path / "c.csv", "to,text\n" + f"{NUMBER},Hi\n" * 50)
 
-    def ids() -> list[str]:
-        found = valid_requests(read_campaign(path, defaults=CampaignDefaults(campaign_id="c")))
-        return [r.message_id for r in found]
+    first = ids_of(path, campaign_id="c")
 
-    assert ids() == ids() == [f"c-{n}" for n in range(2, 52)]
+    assert first == ids_of(path, campaign_id="c") == ids_of(path, campaign_id="c")
+    assert len(set(first)) == 50  # the same row on 50 lines is 50 messages
+    assert all(derived("c", line).fullmatch(id_) for line, id_ in enumerate(first, start=2))
 
 
-def test_campaign_ids_that_are_not_identifiers_are_hashed() -> None:
-    weird = derive_message_id("Diwali Sale / 2024 — Tier A", 7)
-    long = derive_message_id("x" * 128, 1_000_000)
+def test_two_files_of_one_campaign_share_no_id_nor_smsgid(tmp_path: Path) -> None:
+    one = write(tmp_path / "one.csv", "to,text\n+919812345670,Hi\n+919812345671,Hi\n")
+    two = write(tmp_path / "two.csv", "to,text\n+919812345672,Hi\n+919812345673,Hi\n")
+    signer = SmsgidSigner(SECRET)
 
-    assert weird == derive_message_id("Diwali Sale / 2024 — Tier A", 7)
-    assert weird.startswith("Diwali-Sale-2024-Tier-A-") and weird.endswith("-7")
-    assert weird != derive_message_id("Diwali Sale / 2024 — Tier B", 7)
+    first, second = ids_of(one, campaign_id="spring"), ids_of(two, campaign_id="spring")
+
+    assert len(set(first + second)) == 4  # the same lines, other recipients: other ids
+    assert len({signer.sign(id_, "acme-otp") for id_ in first + second}) == 4
+
+
+def test_one_file_under_two_campaigns_shares_no_id(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "to,text\n" + f"{NUMBER},Hi\n" * 3)
+
+    lower, upper = ids_of(path, campaign_id="spring"), ids_of(path, campaign_id="Spring")
+
+    assert not set(lower) & set(upper)
+    assert not {i.lower() for i in lower} & {i.lower() for i in upper}  # not even in case
+
+
+def test_editing_a_row_in_place_changes_that_rows_id_only(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", "to,text\n" + f"{NUMBER},Hi\n" * 3)
+    before = ids_of(path, campaign_id="c")
+    write(path, f"to,text\n{NUMBER},Hi\n{NUMBER},Hello\n{NUMBER},Hi\n{NUMBER},New\n")
+
+    after = ids_of(path, campaign_id="c")
+
+    assert after[0] == before[0] and after[2] == before[2]  # not sent again
+    assert after[1] != before[1]  # a new message
+    assert derived("c", 5).fullmatch(after[3])  # an appended row
+
+
+def test_every_field_and_default_the_row_uses_is_part_of_its_id(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv",
+                 f"to,text,sender\n{NUMBER},Hi,\n{NUMBER},Hi,acme-promo\n")
+
+    otp = ids_of(path, campaign_id="c", sender="acme-otp")
+    other = ids_of(path, campaign_id="c", sender="acme-other")
+
+    assert otp[0] != other[0]  # the default sender is part of the message
+    assert otp[1] == other[1]  # a row naming its sender does not use the default
+
+
+def test_a_null_field_derives_the_same_id_as_a_missing_one(tmp_path: Path) -> None:
+    missing = write(tmp_path / "a.jsonl", json.dumps({"to": NUMBER, "text": "Hi"}) + "\n")
+    null = write(tmp_path / "b.jsonl", json.dumps(
+        {"to": NUMBER, "text": "Hi", "message_id": None, "sender": None, "metadata": None}
+    ) + "\n")
+
+    assert ids_of(missing, campaign_id="c") == ids_of(null, campaign_id="c")
+
+
+def test_campaign_ids_that_are_not_identifiers_give_a_readable_slug() -> None:
+    fields = {"to": NUMBER, "text": "Hi"}
+    weird = derive_message_id("Diwali Sale / 2024 — Tier A", 7, fields)
+    long = derive_message_id("x" * 128, 1_000_000, fields)
+
+    assert weird == derive_message_id("Diwali Sale / 2024 — Tier A", 7, fields)
+    assert derived("diwali-sale-2024-tier-a", 7).fullmatch(weird)
+    assert weird != derive_message_id("Diwali Sale / 2024 — Tier B", 7, fields)
     assert len(long) <= 64 and IDENTIFIER.match(long)
 
 
-@given(st.text(min_size=1, max_size=128), st.integers(min_value=1, max_value=10**9))
-def test_derived_ids_are_always_identifiers(campaign_id: str, line: int) -> None:
-    message_id = derive_message_id(campaign_id, line)
+@given(st.text(min_size=1, max_size=128), st.integers(min_value=1, max_value=10**12),
+       st.dictionaries(st.sampled_from(["to", "text", "sender"]), st.text(max_size=30)))
+def test_derived_ids_are_always_lower_case_identifiers(campaign_id: str, line: int,
+                                                       fields: dict[str, str]) -> None:
+    message_id = derive_message_id(campaign_id, line, fields)
     assert len(message_id) <= 64 and IDENTIFIER.match(message_id)
-    assert message_id.endswith(f"-{line}")
+    assert message_id == message_id.lower() and message_id.endswith(f"-{line}")
+
+
+ROWS = st.lists(st.tuples(st.sampled_from(["+919812345670", "+919812345671"]),
+                          st.sampled_from(["Hi", "Sale"])), min_size=1, max_size=6)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["spring", "Spring", "autumn"]), ROWS),
+                min_size=2, max_size=4))
+def test_rows_share_an_id_only_when_campaign_line_and_content_agree(
+        files: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    """Whatever files are published under whatever campaigns: two rows get one message id
+    (one smsgid) only when they are the same message on the same line; never two
+    recipients, two texts or two campaigns."""
+    seen: dict[str, tuple[str, int, str, str]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for number, (campaign, content) in enumerate(files):
+            path = write(Path(folder) / f"{number}.csv",
+                         "to,text\n" + "".join(f"{to},{text}\n" for to, text in content))
+            for row in read_campaign(path, defaults=CampaignDefaults(campaign_id=campaign)):
+                assert row.request is not None
+                message = (campaign, row.line, row.request.to, row.request.text)
+                assert seen.setdefault(row.request.message_id, message) == message
+
+
+# -- message ids given in the file ---------------------------------------------------------
+def test_a_repeated_message_id_is_an_error_on_every_later_row(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv",
+                 f"message_id,to,text\nm-1,{NUMBER},Hi\nm-2,{NUMBER},Hi\nm-1,{NUMBER},Hi\n"
+                 f"m-1,12345,Hi\nM-1,{NUMBER},Hi\n")
+
+    found = rows(path, campaign_id="c")
+
+    assert [r.message_id for r in valid_requests(found)] == ["m-1", "m-2", "M-1"]
+    assert found[2].describe(path) == [f"{path}:4: message_id: duplicate of line 2"]
+    problems = found[3].describe(path)
+    assert problems[0] == f"{path}:5: message_id: duplicate of line 2"
+    assert problems[1].startswith(f"{path}:5: to: ")
+
+
+def test_a_repeated_message_id_in_json_lines_and_in_the_check(tmp_path: Path) -> None:
+    line = json.dumps({"message_id": "own", "to": NUMBER, "text": "Hi"}) + "\n"
+    path = write(tmp_path / "c.jsonl", line + "\n" + line + line)
+
+    check = check_campaign(path, defaults=CampaignDefaults(campaign_id="c"))
+
+    assert (check.rows, check.valid, check.invalid) == (3, 1, 2)
+    assert check.problems == [f"{path}:3: message_id: duplicate of line 1",
+                              f"{path}:4: message_id: duplicate of line 1"]
+
+
+def test_the_first_row_with_an_id_owns_it_even_when_invalid(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.csv", f"message_id,to,text\nm-1,12345,Hi\nm-1,{NUMBER},Hi\n")
+
+    first, second = rows(path, campaign_id="c")
+
+    assert first.request is None and second.request is None
+    assert second.problems == ("message_id: duplicate of line 2",)
 
 
 # -- files that cannot be used at all ------------------------------------------------------

@@ -597,3 +597,12 @@ def test_an_unreadable_file_is_a_sender_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe not utf-8")
     with pytest.raises(SenderError, match="cannot read"):
         load_senders(path)
+
+
+def test_named_gives_the_sender_or_names_the_known_ones() -> None:
+    one = Sender(name="a", type=SenderType.SERVICE_IMPLICIT, sender_id="ACMEIN",
+                 username="acme", token_env="A_TOKEN")
+    senders = Senders(default="a", senders={"a": one})
+    assert senders.named("a") is one
+    with pytest.raises(SenderError, match=r"no sender named 'b' \(known: a\)"):
+        senders.named("b")

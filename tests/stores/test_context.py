@@ -33,7 +33,22 @@ class TestMessageContext:
                               text="hi", metadata={"list": "vip", "tags": ["a", "b"]})
         context = MessageContext.for_request(request, sender="acme-otp", segments=2,
                                              encoding=Encoding.UCS2)
-        assert context == A
+        assert context == A.model_copy(update={"urls": ()})
+
+    def test_for_request_records_the_links_of_the_text(self) -> None:
+        request = SendRequest(message_id="m-1", campaign_id="spring", to="+919812345678",
+                              text="Sale! https://shop.example/sale, and (https://x.example/a).")
+        context = MessageContext.for_request(request, sender="acme-otp")
+        assert context.urls == ("https://shop.example/sale", "https://x.example/a")
+        assert MessageContext.from_value("m-1", context.to_value()) == context
+        assert context.has_link("HTTPS://SHOP.EXAMPLE/sale") is True
+        assert context.has_link("https://shop.example/sale2") is False
+
+    def test_unrecorded_links_are_unknown_not_absent(self) -> None:
+        assert A.urls is None and A.has_link("https://shop.example/") is None
+        no_links = A.model_copy(update={"urls": ()})
+        assert no_links.has_link("https://shop.example/") is False
+        assert orjson.loads(no_links.to_value())["urls"] == []
 
     def test_value_is_compact_json_without_empty_fields(self) -> None:
         assert orjson.loads(B.to_value()) == {"message_id": "m-2", "campaign_id": "spring"}

@@ -96,7 +96,7 @@ async def test_a_server_error_after_the_request_is_not_retried(
 async def test_a_message_ics_certainly_did_not_get_is_released_and_sent_later(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
-    fake_ics.responders = [status(429, {"Retry-After": "0"}), status(503), status(503),
+    fake_ics.responders = [status(429, {"Retry-After": "0"}), status(404), status(404),
                            accept_all]
     await pipeline.publish(request(1))
     async with running_worker(worker_settings):

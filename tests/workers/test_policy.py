@@ -1,4 +1,4 @@
-"""Retry policy, the transient/permanent table, the promotional window, the rate limit."""
+"""Retry policy, what ICS answers mean, the promotional window, the rate limit."""
 
 from __future__ import annotations
 
@@ -8,28 +8,53 @@ from time import monotonic
 
 import pytest
 
-from ics_sms.workers.policy import AttemptPolicy, Disposition, classify_http_status
+from ics_sms.workers.policy import (
+    VERDICT_STATUSES,
+    AttemptPolicy,
+    Disposition,
+    classify_http_status,
+)
 from ics_sms.workers.ratelimit import TokenBucket
 from ics_sms.workers.submit import SenderState
 from ics_sms.workers.window import PromoWindow
 
 
-@pytest.mark.parametrize(("status", "disposition"), [
-    (500, Disposition.RETRY),
-    (502, Disposition.RETRY),
-    (503, Disposition.RETRY),
-    (504, Disposition.RETRY),
-    (408, Disposition.RETRY),
-    (429, Disposition.THROTTLED),
-    (401, Disposition.PAUSE_SENDER),
-    (403, Disposition.PAUSE_SENDER),
-    (400, Disposition.REJECT),
-    (404, Disposition.REJECT),
-    (413, Disposition.REJECT),
-    (422, Disposition.REJECT),
+@pytest.mark.parametrize(("status", "html", "disposition"), [
+    # ICS may have accepted some or all records: the answer was lost, not a refusal
+    (500, False, Disposition.UNCERTAIN),
+    (502, True, Disposition.UNCERTAIN),  # a gateway's page: ICS may have taken the request
+    (503, False, Disposition.RETRY),  # unavailable: ICS took nothing
+    (504, True, Disposition.UNCERTAIN),
+    (200, False, Disposition.UNCERTAIN),  # only asked for a 200 whose body is unreadable
+    (200, True, Disposition.UNCERTAIN),
+    (202, False, Disposition.UNCERTAIN),
+    # ICS did not take the request
+    (408, False, Disposition.RETRY),
+    (425, False, Disposition.RETRY),
+    (404, False, Disposition.RETRY),  # a proxy or a wrong URL: no verdict on the messages
+    (404, True, Disposition.RETRY),
+    (405, False, Disposition.RETRY),
+    (407, True, Disposition.RETRY),
+    (302, False, Disposition.RETRY),
+    (400, True, Disposition.RETRY),  # a proxy's HTML 400 is not ICS's verdict
+    (413, True, Disposition.RETRY),
+    # slow down / credentials
+    (429, False, Disposition.THROTTLED),
+    (429, True, Disposition.THROTTLED),
+    (401, False, Disposition.PAUSE_SENDER),
+    (403, False, Disposition.PAUSE_SENDER),
+    # ICS's verdict on the request (the submitter splits it to find the bad records)
+    (400, False, Disposition.REJECT),
+    (413, False, Disposition.REJECT),
+    (422, False, Disposition.REJECT),
 ])
-def test_what_is_transient(status: int, disposition: Disposition) -> None:
-    assert classify_http_status(status) is disposition
+def test_what_an_answer_means(status: int, html: bool, disposition: Disposition) -> None:
+    assert classify_http_status(status, html=html) is disposition
+
+
+def test_a_verdict_is_what_ics_says_about_the_request() -> None:
+    assert {s for s in range(100, 600)
+            if classify_http_status(s) is Disposition.REJECT} == VERDICT_STATUSES
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:

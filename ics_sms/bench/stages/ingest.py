@@ -41,8 +41,9 @@ async def run_ingest(ctx: RunContext, *, profile: Path | None = None) -> Sample:
     assert sender is not None
     async with stage_scope(ctx, "ingest") as settings, Children(ctx.folder) as children:
         ids = [message_id(tag_of(settings), n) for n in range(count)]
-        bodies = make_bodies(SmsgidSigner(ctx.callback_secret), ids, options.receipt_batch)
-        await _fill_contexts(settings, ids)
+        bodies = make_bodies(SmsgidSigner(ctx.callback_secret), ids, options.receipt_batch,
+                             sender.name)
+        await _fill_contexts(settings, ids, sender.name)
         receiver = await start_receiver(children, settings, port)
         if profile is not None:
             await children.profile(receiver, profile)
@@ -78,7 +79,8 @@ def _record(kind: str, smsgid: str, ts: int) -> dict[str, object]:
     return record
 
 
-def make_bodies(signer: SmsgidSigner, message_ids: Sequence[str], batch: int) -> list[bytes]:
+def make_bodies(signer: SmsgidSigner, message_ids: Sequence[str], batch: int,
+                sender: str) -> list[bytes]:
     """JSON receipt bodies of ``batch`` records each, grouped by event as ICS does."""
     ts = int(time.time())
     bodies = []
@@ -86,7 +88,7 @@ def make_bodies(signer: SmsgidSigner, message_ids: Sequence[str], batch: int) ->
         groups: dict[str, list[dict[str, object]]] = {}
         for offset, one in enumerate(message_ids[start:start + batch]):
             kind = _KINDS[(start + offset) % len(_KINDS)]
-            groups.setdefault(kind, []).append(_record(kind, signer.sign(one), ts))
+            groups.setdefault(kind, []).append(_record(kind, signer.sign(one, sender), ts))
         bodies.append(orjson.dumps([{"event": k, "data": v} for k, v in groups.items()]))
     return bodies
 
@@ -113,11 +115,12 @@ async def post_batches(url: str, bodies: Sequence[bytes], concurrency: int
     return statuses, processed
 
 
-async def _fill_contexts(settings: Settings, message_ids: Sequence[str]) -> None:
+async def _fill_contexts(settings: Settings, message_ids: Sequence[str], sender: str) -> None:
     """The contexts the workers would have left in Redis (deleted with the namespace)."""
     async with open_context_store(settings) as store:
         for start in range(0, len(message_ids), _CHUNK):
             await store.put_many([
-                MessageContext(message_id=m, campaign_id="bench", sender="bench",
-                               metadata={"list": "bench"}, segments=1, encoding=Encoding.GSM7)
+                MessageContext(message_id=m, campaign_id="bench", sender=sender,
+                               metadata={"list": "bench"}, segments=1, encoding=Encoding.GSM7,
+                               urls=("https://shop.example/sale",))
                 for m in message_ids[start:start + _CHUNK]])
