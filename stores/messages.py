@@ -255,7 +255,7 @@ class InMemoryMessageStore(MessageStore):
                     claim.smsgid, expires=now + self.ttl_s)
                 self._deadlines[claim.message_id] = now + self.receipt_deadline_s
                 out.append((ClaimResult.CLAIMED, None))
-            elif entry.fp != claim.fingerprint:
+            elif entry.fp and entry.fp != claim.fingerprint:
                 out.append((ClaimResult.DUPLICATE, entry.record()))
             elif entry.state is State.PENDING:
                 entry.state, entry.attempt = State.SENDING, claim.attempt
@@ -360,7 +360,7 @@ for i = 2, #KEYS do
     redis.call('EXPIRE', key, ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
     code = 'claimed'
-  elseif r[1] ~= fp then
+  elseif r[1] and r[1] ~= fp then
     code = 'duplicate'
   elseif r[2] == 'pending' then
     redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2])

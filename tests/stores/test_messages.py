@@ -141,6 +141,13 @@ class TestTransitions:
         [later] = await store.apply([Transition("m9", State.FAILED, event_id="f")])
         assert later.result is TransitionResult.LOST
 
+    async def test_a_record_a_receipt_created_is_no_duplicate_of_its_message(
+            self, store: MessageStore) -> None:
+        await store.apply([Transition("m9", State.DELIVERED, event_id="d")])
+        [(result, record)] = await store.claim([claim(9)])
+        assert result is ClaimResult.DONE  # ended: never sent, and not called a duplicate
+        assert record is not None and record.state is State.DELIVERED
+
     async def test_non_final_transition_of_unknown_message_is_skipped(
             self, store: MessageStore) -> None:
         [applied] = await store.apply([Transition("m9", State.SUBMITTED)], records=True)
