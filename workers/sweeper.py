@@ -58,6 +58,8 @@ class Sweeper:
                 return
             except (MessageStoreError, BrokerError) as exc:
                 log.warning("sweeping receipt deadlines failed; trying again", error=str(exc))
+            except Exception:  # a bug must not end sweeping (nor the worker's session)
+                log.exception("sweeping receipt deadlines crashed; trying again")
             await asyncio.sleep(self._interval_s)
 
     async def sweep_once(self) -> int:
