@@ -24,6 +24,7 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.stores.context import ContextStore, open_context_store
 from ics_sms.stores.links import LinkStore, open_link_store
+from ics_sms.stores.messages import MessageStore, open_message_store
 
 __all__ = [
     "CONNECTION",
@@ -66,6 +67,7 @@ def create_app(
     *,
     context_store: ContextStore | None = None,
     link_store: LinkStore | None = None,
+    message_store: MessageStore | None = None,
     broker_opener: BrokerOpener | None = None,
     publish_timeout_s: float = 10.0,
 ) -> web.Application:
@@ -75,7 +77,8 @@ def create_app(
     connection = BrokerConnection(broker_opener or _default_opener(settings), settings.topology,
                                   broker=settings.broker_url_redacted)
     publisher = ConfirmingPublisher(connection, timeout_s=publish_timeout_s)
-    service = ReceiptService(settings.topology, store, publisher)
+    messages = message_store if message_store is not None else open_message_store(settings)
+    service = ReceiptService(settings.topology, store, publisher, messages)
     views = ReceiptViews(senders, signer, service, connection, store)
     links = link_store if link_store is not None else open_link_store(settings)
     recorder = ClickRecorder(publisher)
@@ -107,6 +110,7 @@ def create_app(
         yield
         await app[STORE].close()
         await links.close()
+        await messages.close()
 
     async def clicks_ctx(_app: web.Application) -> AsyncIterator[None]:
         yield

@@ -166,6 +166,13 @@ class ReceiptEvent(_Wire):
     segments: int | None = Field(default=None, ge=1)
     encoding: Encoding | None = None
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    final: bool | None = Field(
+        default=None,
+        description="false on an event whose status looks final but is not this message's "
+                    "final status (a receipt contradicting the first final, or a second "
+                    "publication of the message_id refused as a duplicate); absent otherwise. "
+                    "Count finals as terminal statuses without final=false: one per message.",
+    )
 
 
 _INT_RANGE = (-(2**63), 2**64 - 1)

@@ -123,6 +123,11 @@ class Sender(BaseModel):
     click_tracking: ClickTracking = ClickTracking.OFF
     dlt_entity_id: Annotated[str, StringConstraints(pattern=r"^\d{19}$")] | None = None
     rate_per_s: float = Field(default=100.0, gt=0, le=100_000)
+    resend_uncertain: bool | None = Field(
+        default=None,
+        description="true: send again a message ICS may or may not have accepted (an OTP may "
+                    "be worth a duplicate; a promotion never is). Absent: false.",
+    )
     tracking_token: Annotated[
         str, StringConstraints(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     ] = Field(default_factory=new_tracking_token, repr=False)

@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=10, ge=1, le=100)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)
+    dedupe_window_s: int = Field(
+        default=7 * 24 * 3600, ge=60,
+        description="A message_id seen within this time is never sent again.",
+    )
+    receipt_deadline_s: float = Field(
+        default=72 * 3600, gt=0,
+        description="A submitted message with no final receipt by then ends expired.",
+    )
     sender_pause_s: float = Field(
         default=60.0, gt=0, description="How long a sender whose credentials ICS refused waits."
     )

@@ -42,6 +42,8 @@ class Job:
     info: TextInfo
     text: str
     links: dict[str, str]
+    fingerprint: str = ""
+    """Hash of the request's content (set when the job is claimed)."""
 
 
 @dataclass(slots=True)
@@ -99,12 +101,8 @@ class JobFactory:
         lane = self._lane_of_queue.get(delivery.queue)
         if lane is not None and lane is not sender.lane:
             return Settle(delivery, [self._out.lane_move(delivery, sender.lane)])
-        if request.expired(now):
-            return Settle(delivery, [
-                self._out.event(request, Status.EXPIRED, now, sender=sender.name,
-                                attempt=attempt, error="expired before it could be sent"),
-                self._out.dead_copy(delivery, "expired", "expires_at passed before sending"),
-            ])
+        # An expired message still becomes a job: it ends ``expired`` once claimed (a
+        # redelivery of a message already sent must not get a second final status).
         problem = self._dlt_problem(request, sender)
         if problem is not None:
             return self._reject(delivery, request, sender.name, "dlt", problem, now, attempt)

@@ -29,14 +29,19 @@ class Outcomes:
     def event(self, request: SendRequest, status: Status, now: datetime, *,
               sender: str | None, attempt: int | None = None, error: str | None = None,
               error_code: str | None = None, provider_message_id: str | None = None,
-              segments: int | None = None, encoding: Encoding | None = None) -> Outgoing:
-        discriminator = provider_message_id or error_code or ""
+              segments: int | None = None, encoding: Encoding | None = None,
+              discriminator: str | None = None, final: bool | None = None) -> Outgoing:
+        """An event of ``request``; ``final=False`` marks a final-looking status that is
+        not the message's final (see :class:`ReceiptEvent`)."""
+        if discriminator is None:
+            discriminator = provider_message_id or error_code or ""
         return event_message_from_fields(self.topology, status, {
             "event_id": make_event_id(request.message_id, status, discriminator),
             "message_id": request.message_id, "campaign_id": request.campaign_id,
             "occurred_at": now, "sender": sender, "provider_message_id": provider_message_id,
             "error_code": error_code, "error": error, "attempt": attempt,
             "segments": segments, "encoding": encoding, "metadata": request.metadata,
+            "final": final,
         })
 
     def orphan_event(self, message_id: str, status: Status, now: datetime, error: str,

@@ -30,6 +30,9 @@ class Disposition(Enum):
     REJECT = "reject"  # ICS's verdict on the request: permanent for its records
 
 
+UNAVAILABLE = 503
+"""ICS (or its load balancer) says it cannot take requests now: it took nothing, retry."""
+
 VERDICT_STATUSES = frozenset({400, 413, 422})
 """Statuses with which ICS judges the request itself (its body): the only ones that REJECT,
 and only when the body is ICS's, not a proxy's HTML page."""
@@ -46,6 +49,7 @@ def classify_http_status(status: int, *, html: bool = False) -> Disposition:
     ========================================  ================
     2xx (a 200 with an unreadable body)       UNCERTAIN
     5xx (ICS or a gateway: it may have sent)  UNCERTAIN
+    503 (unavailable: it took nothing)        RETRY
     429                                       THROTTLED
     401, 403                                  PAUSE_SENDER
     400, 413, 422 with ICS's (non-HTML) body  REJECT
@@ -61,7 +65,7 @@ def classify_http_status(status: int, *, html: bool = False) -> Disposition:
         return Disposition.THROTTLED
     if status in (401, 403):
         return Disposition.PAUSE_SENDER
-    if 200 <= status < 300 or status >= 500:
+    if 200 <= status < 300 or (status >= 500 and status != UNAVAILABLE):
         return Disposition.UNCERTAIN
     if status in VERDICT_STATUSES and not html:
         return Disposition.REJECT

@@ -6,6 +6,10 @@ that owns the consumers, the in-flight submissions and a
 drops the session is discarded (the broker requeues what was unacked) and a new one starts.
 Service and promotional lanes have their own consumers and their own limits on batches in
 flight, so service traffic never waits behind a promotional backlog.
+
+Effectively once: a batch is claimed in the message store (one round trip) before its ICS
+request, and only the claimed messages are sent; the outcome is recorded (one round trip)
+before its events are published and its deliveries acked (:mod:`ics_sms.stores.messages`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from dataclasses import dataclass, field
 import aiohttp
 import structlog
 
-from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery
+from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery, Outgoing
 from ics_sms.broker.connect import connect_once, connect_with_backoff
 from ics_sms.schemas.senders import Lane, Sender, Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
+from ics_sms.schemas.topology import HEADER_ATTEMPT
 from ics_sms.stores.context import (
     ContextStore,
     ContextStoreError,
@@ -30,6 +35,15 @@ from ics_sms.stores.context import (
     open_context_store,
 )
 from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink, open_link_store
+from ics_sms.stores.messages import (
+    Claim,
+    MessageStore,
+    MessageStoreError,
+    State,
+    Transition,
+    fingerprint,
+    open_message_store,
+)
 from ics_sms.workers.batching import Batcher
 from ics_sms.workers.ics import IcsClient
 from ics_sms.workers.jobs import Job, JobFactory, Settle
@@ -45,7 +59,8 @@ from ics_sms.workers.outcomes import Outcomes
 from ics_sms.workers.policy import AttemptPolicy
 from ics_sms.workers.ratelimit import TokenBucket
 from ics_sms.workers.settle import AckTracker, Settler
-from ics_sms.workers.submit import BatchOutcome, Submitter
+from ics_sms.workers.submit import BatchOutcome, Submitter, Verdicts
+from ics_sms.workers.sweeper import Sweeper, sweep_interval_s
 from ics_sms.workers.window import Clock, PromoWindow, system_clock
 
 __all__ = ["Worker", "WorkerStats"]
@@ -56,6 +71,10 @@ BrokerFactory = Callable[[Settings], Awaitable[Broker]]
 """One attempt to open the settings' broker; raises :class:`ConnectionLost` when it cannot."""
 _WINDOW_POLL_S = 5.0
 _DRAIN_TIMEOUT_S = 30.0
+_REPUBLISH_DELAY_S = 15.0
+"""When the broker refuses a batch's events, the deliveries come back after this."""
+_STORE_WAIT_S = 5.0
+"""How long messages wait (parked, no attempt spent) while the message store is down."""
 
 
 @dataclass(slots=True)
@@ -74,12 +93,14 @@ async def _default_broker(settings: Settings) -> Broker:
 
 
 class Worker:
-    """Stateless worker process; all durable state lives in the broker."""
+    """Worker process; durable state lives in the broker (messages) and in the message
+    store (each message's record: claimed, submitted, uncertain, final)."""
 
     def __init__(self, settings: Settings, senders: Senders, *, clock: Clock = system_clock,
                  broker_factory: BrokerFactory = _default_broker,
                  context_store: ContextStore | None = None,
-                 link_store: LinkStore | None = None) -> None:
+                 link_store: LinkStore | None = None,
+                 message_store: MessageStore | None = None) -> None:
         if not settings.callback_secret.get_secret_value():
             raise ValueError("ICS_SMS_CALLBACK_SECRET must be set: smsgids carry its MAC")
         self.settings = settings
@@ -99,6 +120,7 @@ class Worker:
         self.outcomes = Outcomes(settings.topology)
         self.contexts = context_store or open_context_store(settings)
         self.links = link_store or open_link_store(settings)
+        self.messages = message_store or open_message_store(settings)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
         self._submitter: Submitter | None = None
@@ -113,7 +135,7 @@ class Worker:
         timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http, \
-                self.contexts, self.links:
+                self.contexts, self.links, self.messages:
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
             broker = await connect_with_backoff(
@@ -150,7 +172,8 @@ class _Session:
         settings = worker.settings
         self.topology = settings.topology
         self.tracker = AckTracker(broker)
-        self.settler = Settler(broker, self.tracker)
+        self.settler = Settler(broker, self.tracker, later=self._later)
+        self.lane_of_queue = {self.topology.send_queue(lane): lane for lane in Lane}
         self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes,
                                max_attempts=worker.policy.max_attempts,
                                link_secret=settings.callback_secret.get_secret_value().encode(),
@@ -180,6 +203,9 @@ class _Session:
         await self.broker.declare(self.topology)
         await self._start(Lane.SERVICE)
         window_task = asyncio.create_task(self._watch_window())
+        sweeper = Sweeper(self.worker.messages, self.broker, self.topology,
+                          interval_s=sweep_interval_s(self.worker.settings.receipt_deadline_s))
+        sweep_task = asyncio.create_task(sweeper.run())
         self.worker.ready.set()
         log.info("worker consuming", queues=[self.topology.send_queue(lane) for lane in Lane])
         stopping: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
@@ -189,9 +215,10 @@ class _Session:
         finally:
             stopping.cancel()
             closed.cancel()
-            window_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await window_task
+            for task in (window_task, sweep_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.broker.closed.done():
             self._abandon()
             self.broker.closed.result()  # raises ConnectionLost if it was not our close
@@ -251,6 +278,14 @@ class _Session:
             return
         self.batcher.add(decision)
 
+    def _later(self, delivery: Delivery) -> Outgoing:
+        """The delivery again in a while, same attempt: its events were refused."""
+        lane = self.lane_of_queue.get(delivery.queue, Lane.SERVICE)
+        attempt = delivery.headers.get(HEADER_ATTEMPT)
+        return self.worker.outcomes.retry_copy(
+            delivery, lane, _REPUBLISH_DELAY_S,
+            attempt=attempt if type(attempt) is int else 1, reason="events refused")
+
     def _settle_soon(self, settle: Settle) -> None:
         self.immediate.append(settle)
         if not self.immediate_scheduled:
@@ -293,19 +328,27 @@ class _Session:
             log.error("batch task crashed", error=repr(task.exception()))
 
     async def _submit(self, sender: Sender, jobs: list[Job]) -> None:
-        """One ICS request for ``jobs`` (the caller holds a slot of the sender's lane)."""
+        """One ICS request for the claimed ``jobs`` (the caller holds a slot of the lane)."""
         worker = self.worker
         in_flight = IN_FLIGHT.labels(sender.lane.value)
         in_flight.inc()
+        claimed: list[Job] = []
+        calling = False
         try:
-            jobs, items = await self._store_links(sender, jobs)
-            if items:
-                await self._settle(items, sender.name)
+            await worker.buckets[sender.name].acquire(len(jobs))
+            jobs = claimed = await self._claim(sender, jobs)
             if not jobs:
                 return
-            await worker.buckets[sender.name].acquire(len(jobs))
+            jobs = claimed = await self._store_links(sender, jobs)
+            if not jobs:
+                return
             await self._remember(sender, jobs)
+            calling = True
             result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
+        except asyncio.CancelledError:
+            if claimed:
+                await asyncio.shield(self._give_up(sender, claimed, sent=calling))
+            raise
         finally:
             in_flight.dec()
         worker.stats.ics_requests += 1
@@ -318,15 +361,76 @@ class _Session:
                         reason=result.reason, messages=len(jobs))
         if result.retry_after_s is not None:
             worker.buckets[sender.name].block_for(result.retry_after_s)
-        items = self.submitter.interpret(sender, jobs, result, worker.clock())
-        await self._settle(items, sender.name)
+        verdicts = self.submitter.interpret(sender, jobs, result, worker.clock())
+        if verdicts.uncertain_count:
+            log.warning("ICS may have accepted messages it did not confirm; they are not "
+                        "sent again and wait for their receipts", sender=sender.name,
+                        messages=verdicts.uncertain_count, reason=result.reason or None)
+        if verdicts.resends:
+            log.warning("ICS may have accepted messages it did not confirm; sending them again "
+                        "(the sender opted in: resend_uncertain)", sender=sender.name,
+                        messages=verdicts.resends)
+        await self._conclude(verdicts, sender.name)
 
-    async def _store_links(self, sender: Sender, jobs: list[Job]) -> tuple[list[Job], BatchOutcome]:
+    async def _claim(self, sender: Sender, jobs: list[Job]) -> list[Job]:
+        """Claim the batch in one round trip; settle at once what must not be sent."""
+        for job in jobs:
+            job.fingerprint = fingerprint(job.request)
+        claims = [Claim(job.request.message_id, job.fingerprint, job.attempt,
+                        MessageContext.for_request(job.request, sender=sender.name,
+                                                   segments=job.info.segments,
+                                                   encoding=job.info.encoding),
+                        job.smsgid) for job in jobs]
+        now = self.worker.clock()
+        try:
+            results = await self.worker.messages.claim(claims)
+        except MessageStoreError as exc:
+            log.warning("message store unavailable; messages wait (nothing is sent unclaimed)",
+                        error=str(exc), messages=len(jobs))
+            await self._settle(self.submitter.park(jobs, _STORE_WAIT_S, f"message store: {exc}",
+                                                   now), sender.name)
+            return []
+        send, items = self.submitter.triage(jobs, results, now)
+        if items:
+            log.info("messages not sent again", sender=sender.name, messages=len(items))
+            await self._settle(items, sender.name)
+        expired = [job for job in send if job.request.expired(now)]
+        if expired:
+            await self._conclude(self.submitter.expire(expired, now), sender.name)
+            send = [job for job in send if not job.request.expired(now)]
+        return send
+
+    async def _give_up(self, sender: Sender, jobs: list[Job], *, sent: bool) -> None:
+        """The batch is abandoned (stop, lost connection). Claims of messages never sent
+        are released; a request that may have reached ICS leaves them uncertain: they are
+        not sent again and wait for their receipts."""
+        to = State.UNCERTAIN if sent else State.PENDING
+        if sent:
+            log.warning("gave up waiting for ICS; these messages are uncertain and will not "
+                        "be sent again", sender=sender.name, messages=len(jobs))
+        try:
+            async with asyncio.timeout(_STORE_WAIT_S):
+                await self.worker.messages.apply(
+                    [Transition(job.request.message_id, to) for job in jobs])
+        except (MessageStoreError, TimeoutError) as exc:
+            log.error("could not record abandoned messages", error=str(exc), messages=len(jobs))
+
+    async def _conclude(self, verdicts: Verdicts, sender: str) -> None:
+        """Record the messages' new states (one round trip), then publish and ack: a
+        publish that fails after this is redone from the record, never by resending."""
+        try:
+            await self.worker.messages.apply(verdicts.marks)
+        except MessageStoreError as exc:
+            log.error("message states not recorded; a redelivery of these messages will "
+                      "wait for their receipts", error=str(exc), messages=len(verdicts.marks))
+        await self._settle(verdicts.items, sender)
+
+    async def _store_links(self, sender: Sender, jobs: list[Job]) -> list[Job]:
         """Store the short links of the batch; without the store, those messages wait
-        (a retry) rather than go out with links that lead nowhere."""
+        (a retry, their claims released) rather than go out with links that lead nowhere."""
         linked = [job for job in jobs if job.links]
         if not linked:
-            return jobs, []
+            return jobs
         links = [ShortLink(code=code, url=url, message_id=job.request.message_id,
                            campaign_id=job.request.campaign_id, sender=sender.name,
                            metadata=job.request.metadata)
@@ -336,9 +440,10 @@ class _Session:
         except LinkStoreError as exc:
             log.warning("link store unavailable; tracked messages will be retried",
                         error=str(exc), messages=len(linked))
-            plain = [job for job in jobs if not job.links]
-            return plain, self.submitter.retry(linked, f"link store: {exc}", self.worker.clock())
-        return jobs, []
+            await self._conclude(self.submitter.retry(linked, f"link store: {exc}",
+                                                      self.worker.clock()), sender.name)
+            return [job for job in jobs if not job.links]
+        return jobs
 
     async def _remember(self, sender: Sender, jobs: list[Job]) -> None:
         """Store what the receiver needs for complete receipt events (best effort)."""

@@ -10,7 +10,7 @@ deliveries go back to the queue (or, on a lost connection, the broker requeues t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -104,12 +104,24 @@ class _ChannelOrder:
         self.done: set[int] = set()  # acked or nacked on their own, still in order
 
 
-class Settler:
-    """Publishes the consequences of a batch, then acks it; requeues when that fails."""
+Later = Callable[[Delivery], Outgoing]
+"""The delivery again, later (through a delay queue): what to publish instead of its
+events when the broker keeps refusing them (e.g. a max-length policy on ``sms.events``)."""
 
-    def __init__(self, broker: Broker, tracker: AckTracker) -> None:
+
+class Settler:
+    """Publishes the consequences of a batch, then acks it.
+
+    When the consequences are refused repeatedly, the deliveries come back later through
+    ``later`` (their records say what was done: the redelivery publishes the events again
+    and never sends an SMS again); without ``later``, or if that is refused too, they go
+    back to their queue.
+    """
+
+    def __init__(self, broker: Broker, tracker: AckTracker, later: Later | None = None) -> None:
         self._broker = broker
         self._tracker = tracker
+        self._later = later
         self.settled = 0
         self.requeued = 0
 
@@ -131,10 +143,24 @@ class Settler:
             self._tracker.ack(deliveries)
             self.settled += len(deliveries)
             return True
+        if self._later is not None and await self._publish_later(deliveries):
+            return False
         log.error("publish refused repeatedly; returning messages to the queue",
                   messages=len(deliveries))
         self.requeue(deliveries)
         return False
+
+    async def _publish_later(self, deliveries: Sequence[Delivery]) -> bool:
+        assert self._later is not None
+        try:
+            await self._broker.publish([self._later(delivery) for delivery in deliveries])
+        except (PublishFailed, ConnectionLost):
+            return False
+        log.error("events refused repeatedly; the messages come back through a delay queue "
+                  "to publish them again (nothing is sent again)", messages=len(deliveries))
+        self._tracker.ack(deliveries)
+        self.requeued += len(deliveries)
+        return True
 
     def requeue(self, deliveries: Sequence[Delivery]) -> None:
         for delivery in deliveries:

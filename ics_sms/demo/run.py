@@ -41,6 +41,7 @@ from ics_sms.schemas.senders import ClickTracking, Sender, Senders, SenderType, 
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.context import open_context_store
 from ics_sms.stores.links import open_link_store
+from ics_sms.stores.messages import open_message_store
 from ics_sms.workers.service import Worker
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -103,10 +104,11 @@ class _Pipeline:
         self.processes: list[asyncio.subprocess.Process] = []
 
     async def start_workers(self, settings: Settings, senders: Senders, options: DemoOptions,
-                            store: Any, links: Any) -> None:
+                            store: Any, links: Any, messages: Any) -> None:
         if options.embedded:
             for _ in range(options.workers):
-                worker = Worker(settings, senders, context_store=store, link_store=links)
+                worker = Worker(settings, senders, context_store=store, link_store=links,
+                                message_store=messages)
                 self.tasks.append(asyncio.create_task(worker.run(self.stop)))
             return
         for _ in range(options.workers):
@@ -140,8 +142,9 @@ class _Pipeline:
 
 @contextlib.asynccontextmanager
 async def _receiver(settings: Settings, senders: Senders, store: Any, links: Any,
-                    sock: Any) -> AsyncIterator[None]:
-    app = create_app(settings, senders, context_store=store, link_store=links)
+                    messages: Any, sock: Any) -> AsyncIterator[None]:
+    app = create_app(settings, senders, context_store=store, link_store=links,
+                     message_store=messages)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -208,12 +211,14 @@ async def run_demo(options: DemoOptions, display: Display) -> dict[str, Any]:
             save_senders(settings.senders_file, senders)
             store = open_context_store(settings)
             links = open_link_store(settings)
+            messages = open_message_store(settings)
             pipeline = _Pipeline()
             events: Broker | None = None
             try:
-                async with _receiver(settings, senders, store, links, sock):
+                async with _receiver(settings, senders, store, links, messages, sock):
                     events = await _consume_events(settings, tracker)
-                    await pipeline.start_workers(settings, senders, options, store, links)
+                    await pipeline.start_workers(settings, senders, options, store, links,
+                                                 messages)
                     display.start(options.messages)
                     tracker.started = time.monotonic()
                     try:

@@ -173,6 +173,13 @@ def test_rabbitmq_and_redis_have_their_health_commands(services: dict[str, Any])
     assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
 
 
+def test_redis_persists_the_message_records(services: dict[str, Any]) -> None:
+    command = services["redis"]["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"
+    assert options["--maxmemory-policy"] == "noeviction"
+
+
 # -- configuration ---------------------------------------------------------------------------
 
 

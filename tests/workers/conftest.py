@@ -21,6 +21,7 @@ from ics_sms.schemas.messages import ReceiptEvent, SendRequest
 from ics_sms.schemas.senders import Lane, Sender, Senders, SenderType
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.links import LinkStore
+from ics_sms.stores.messages import MessageStore
 from ics_sms.workers.service import Worker
 from ics_sms.workers.window import Clock
 
@@ -47,11 +48,15 @@ class FakeIcs:
     requests: list[dict[str, Any]] = field(default_factory=list)
     auth: list[str] = field(default_factory=list)
     url: str = ""
+    delay_s: float = 0.0
+    """How long ICS takes to answer, after it took the request (a timeout: it accepted)."""
 
     async def handle(self, http: web.Request) -> web.Response:
         body = orjson.loads(await http.read())
         self.requests.append(body)
         self.auth.append(http.headers.get("Authorization", ""))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         index = min(len(self.requests) - 1, len(self.responders) - 1)
         responder = self.responders[index] if self.responders else accept_all
         return responder(body)
@@ -152,10 +157,11 @@ async def pipeline(worker_settings: Settings) -> AsyncIterator[Pipeline]:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, senders: Senders | None = None,
                          clock: Clock | None = None,
-                         link_store: LinkStore | None = None) -> AsyncIterator[Worker]:
+                         link_store: LinkStore | None = None,
+                         message_store: MessageStore | None = None) -> AsyncIterator[Worker]:
     senders = senders or Senders(default=SERVICE.name,
                                  senders={SERVICE.name: SERVICE, PROMO.name: PROMO})
-    worker = Worker(settings, senders, link_store=link_store,
+    worker = Worker(settings, senders, link_store=link_store, message_store=message_store,
                     **({"clock": clock} if clock else {}))
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))

@@ -26,7 +26,8 @@ def test_event_fast_path_matches_the_receipt_event_model() -> None:
         "status": Status.SUBMITTED, "occurred_at": now, "sender": "otp",
         "provider_message_id": "mid-9", "error_code": None, "error": None, "url": None,
         "click_count": None, "user_agent": None, "attempt": 2, "segments": 1,
-        "encoding": Encoding.UCS2, "metadata": {"list": "vip", "n": [1, 2]}}
+        "encoding": Encoding.UCS2, "metadata": {"list": "vip", "n": [1, 2]},
+        "final": None}
     assert message.message_id == event.event_id and message.routing_key == "sms.submitted"
 
 

@@ -23,7 +23,7 @@ from ics_sms.workers.window import PromoWindow
     # ICS may have accepted some or all records: the answer was lost, not a refusal
     (500, False, Disposition.UNCERTAIN),
     (502, True, Disposition.UNCERTAIN),  # a gateway's page: ICS may have taken the request
-    (503, False, Disposition.UNCERTAIN),
+    (503, False, Disposition.RETRY),  # unavailable: ICS took nothing
     (504, True, Disposition.UNCERTAIN),
     (200, False, Disposition.UNCERTAIN),  # only asked for a 200 whose body is unreadable
     (200, True, Disposition.UNCERTAIN),

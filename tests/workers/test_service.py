@@ -116,7 +116,7 @@ async def test_record_refused_by_ics_is_rejected_with_its_reason(
 async def test_transient_errors_retry_then_succeed(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
-    fake_ics.responders = [status(503), status(500), accept_all]
+    fake_ics.responders = [status(404), status(404), accept_all]  # a proxy: ICS never saw it
     await pipeline.publish(request(1))
     async with running_worker(worker_settings):
         [event] = await pipeline.next_events(1)
@@ -127,13 +127,13 @@ async def test_transient_errors_retry_then_succeed(
 async def test_retries_end_in_failed_event_and_dead_letter(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
-    fake_ics.responders = [status(502)]
+    fake_ics.responders = [status(404)]
     await pipeline.publish(request(1))
     async with running_worker(worker_settings):
         [event] = await pipeline.next_events(1)
         [dead] = await pipeline.next_dead(1)
     assert event.status is Status.FAILED and event.attempt == 3
-    assert "502" in (event.error or "")
+    assert "404" in (event.error or "")
     assert dead.headers[HEADER_REASON] == "retries_exhausted"
     assert len(fake_ics.requests) == 3
 

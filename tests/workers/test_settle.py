@@ -108,6 +108,17 @@ async def test_publish_refused_repeatedly_requeues_instead_of_acking() -> None:
     assert broker.acks == [] and broker.nacks == [1]
 
 
+async def test_refused_events_come_back_later_through_the_fallback() -> None:
+    broker = RecordingBroker()
+    broker.refuse = 3  # every try of the events; the delayed copy goes through
+    items = deliveries(1)
+    later = Outgoing("retry", "delay", b"again")
+    settler = Settler(broker, tracked(broker, items), later=lambda _delivery: later)
+    assert not await settler.settle([(items[0], [Outgoing("e", "k", b"x")])])
+    assert broker.published == [later]
+    assert broker.acks == [(1, True)] and broker.nacks == []
+
+
 async def test_a_transient_refusal_is_retried() -> None:
     broker = RecordingBroker()
     broker.refuse = 1

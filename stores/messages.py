@@ -1,0 +1,565 @@
+"""One durable record per message, changed only by atomic conditional transitions.
+
+This is what makes sending *effectively once*. A worker sends a message to ICS only after
+it moved the message's record from ``pending`` (or no record) to ``sending``; everything
+that happens afterwards is a transition that succeeds only from the states that allow it::
+
+    (none)/pending --claim--> sending --submitted--> submitted --final--> delivered|failed|...
+                                 |  \\--uncertain--> uncertain --final--> ...
+                                 \\--release--> pending   (ICS certainly did not get it)
+    any non-final --final--> delivered | failed | rejected | expired   (first final wins)
+
+The record keeps what a final event needs (the :class:`MessageContext`, the smsgid, ICS's
+message id, the attempt) and a *fingerprint* of the send request, so that a redelivery
+(same fingerprint) is told apart from a different message reusing a ``message_id``
+(a duplicate, refused while the record lives: at least ``dedupe_window_s``).
+
+Messages in ``sending``/``submitted``/``uncertain`` have a deadline in a sorted set; the
+sweeper (:meth:`MessageStore.sweep`) ends those whose deadline passed as ``expired``
+(``no_receipt``) and keeps offering them until their event is confirmed (:meth:`swept`).
+
+Two implementations with the same semantics: :class:`RedisMessageStore` (every batch call
+is one Lua script call: one round trip, atomic) and :class:`InMemoryMessageStore` (one
+process: ``memory://`` and unit tests).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import orjson
+
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.context import MEMORY_URL, MessageContext
+from ics_sms.stores.redis import RedisStore, StoreError
+
+__all__ = [
+    "FINAL_STATES",
+    "Applied",
+    "Claim",
+    "ClaimResult",
+    "Expired",
+    "InMemoryMessageStore",
+    "MessageRecord",
+    "MessageStore",
+    "MessageStoreError",
+    "RedisMessageStore",
+    "State",
+    "Transition",
+    "TransitionResult",
+    "fingerprint",
+    "open_message_store",
+]
+
+
+class MessageStoreError(StoreError):
+    """The message store could not be reached or refused the operation."""
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SUBMITTED = "submitted"
+    UNCERTAIN = "uncertain"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.REJECTED, State.EXPIRED})
+_WAITING = frozenset({State.SENDING, State.SUBMITTED, State.UNCERTAIN})
+"""States with a receipt deadline: the sweeper ends them."""
+
+
+def fingerprint(request: SendRequest) -> str:
+    """A hash of what the send request asks for (its canonical content, not its bytes)."""
+    parts = [request.message_id, request.campaign_id, request.to, request.text,
+             request.sender or "", request.dlt_template_id or "",
+             request.expires_at.isoformat() if request.expires_at else ""]
+    metadata = orjson.dumps(request.metadata, option=orjson.OPT_SORT_KEYS).decode()
+    return hashlib.blake2b("\x1f".join([*parts, metadata]).encode(),
+                           digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A worker's request to send ``message_id`` now (attempt ``attempt`` of a batch)."""
+
+    message_id: str
+    fingerprint: str
+    attempt: int
+    context: MessageContext
+    smsgid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """What the store knows about a message (as seen by the call that returned it)."""
+
+    state: State
+    attempt: int = 1
+    provider_message_id: str | None = None
+    context: MessageContext | None = None
+    final: dict[str, str] = field(default_factory=dict)
+    """The final event the worker decided (status, error_code, error, event_id), if any."""
+
+
+class ClaimResult(StrEnum):
+    CLAIMED = "claimed"  # send it
+    DUPLICATE = "duplicate"  # another message with this id: refuse, never send
+    BUSY = "busy"  # sending or uncertain: someone sent it, wait for its receipt
+    DONE = "done"  # submitted or final: a redelivery, re-emit from the record
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """Move ``message_id`` to ``to`` (only from the states that allow it).
+
+    For a final state ``event_id`` names the final event (a replay of the same event is
+    recognised as the winner again) and ``final`` holds what a re-emission needs.
+    """
+
+    message_id: str
+    to: State
+    provider_message_id: str | None = None
+    event_id: str = ""
+    final: dict[str, str] | None = None
+
+
+class TransitionResult(StrEnum):
+    APPLIED = "applied"  # the transition happened (for a final: this is THE final)
+    REPLAY = "replay"  # the same final event again: still the final
+    LOST = "lost"  # a final came first: this one is not the message's final
+    SKIPPED = "skipped"  # not allowed from the current state (or no record)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    result: TransitionResult
+    record: MessageRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """A message the sweeper ended: publish its ``expired`` event, then :meth:`swept`."""
+
+    message_id: str
+    record: MessageRecord
+
+
+class MessageStore(abc.ABC):
+    """Per-message records; every method is one round trip for the whole batch."""
+
+    def __init__(self, *, window_s: int, receipt_deadline_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.window_s = window_s
+        self.receipt_deadline_s = receipt_deadline_s
+        self.clock = clock
+
+    @property
+    def ttl_s(self) -> int:
+        """Records live for the dedupe window, and always past the receipt deadline."""
+        return int(max(self.window_s, self.receipt_deadline_s + 86400))
+
+    @abc.abstractmethod
+    async def claim(self, claims: Sequence[Claim]
+                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
+        """Claim every message for sending; the record of those not claimed (None for
+        those claimed). Raises MessageStoreError."""
+
+    @abc.abstractmethod
+    async def apply(self, transitions: Sequence[Transition], *,
+                    records: bool = False) -> list[Applied]:
+        """Apply the transitions in order; with ``records`` each result carries the
+        record as the transition left it. Raises MessageStoreError."""
+
+    @abc.abstractmethod
+    async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
+        """End (as ``expired``) the waiting messages whose deadline passed, and offer again
+        those whose expiry event was not confirmed within ``retry_s``."""
+
+    @abc.abstractmethod
+    async def swept(self, message_ids: Sequence[str]) -> None:
+        """The expiry events of these messages are confirmed: stop offering them."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def __aenter__(self) -> MessageStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# -- in memory ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    state: State
+    fp: str
+    attempt: int
+    context: MessageContext | None
+    smsgid: str = ""
+    mid: str | None = None
+    event_id: str = ""
+    final: dict[str, str] = field(default_factory=dict)
+    expires: float = 0.0
+    swept: bool = False
+
+    def record(self) -> MessageRecord:
+        return MessageRecord(self.state, self.attempt, self.mid, self.context, dict(self.final))
+
+
+class InMemoryMessageStore(MessageStore):
+    """The same transitions on dicts of one process."""
+
+    def __init__(self, *, window_s: int = 7 * 86400, receipt_deadline_s: float = 72 * 3600,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(window_s=window_s, receipt_deadline_s=receipt_deadline_s, clock=clock)
+        self._entries: dict[str, _Entry] = {}
+        self._deadlines: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<InMemoryMessageStore records={len(self._entries)} waiting={len(self._deadlines)}>"
+
+    def _get(self, message_id: str, now: float) -> _Entry | None:
+        entry = self._entries.get(message_id)
+        if entry is not None and entry.expires <= now:
+            del self._entries[message_id]
+            return None
+        return entry
+
+    async def claim(self, claims: Sequence[Claim]
+                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
+        now = self.clock()
+        out: list[tuple[ClaimResult, MessageRecord | None]] = []
+        for claim in claims:
+            entry = self._get(claim.message_id, now)
+            if entry is None:
+                entry = self._entries[claim.message_id] = _Entry(
+                    State.SENDING, claim.fingerprint, claim.attempt, claim.context,
+                    claim.smsgid, expires=now + self.ttl_s)
+                self._deadlines[claim.message_id] = now + self.receipt_deadline_s
+                out.append((ClaimResult.CLAIMED, None))
+            elif entry.fp and entry.fp != claim.fingerprint:
+                out.append((ClaimResult.DUPLICATE, entry.record()))
+            elif entry.state is State.PENDING:
+                entry.state, entry.attempt = State.SENDING, claim.attempt
+                self._deadlines[claim.message_id] = now + self.receipt_deadline_s
+                out.append((ClaimResult.CLAIMED, None))
+            elif entry.state in (State.SENDING, State.UNCERTAIN):
+                out.append((ClaimResult.BUSY, entry.record()))
+            else:
+                out.append((ClaimResult.DONE, entry.record()))
+        return out
+
+    async def apply(self, transitions: Sequence[Transition], *,
+                    records: bool = False) -> list[Applied]:
+        now = self.clock()
+        applied = [self._apply(t, now) for t in transitions]
+        return applied if records else [Applied(a.result, None) for a in applied]
+
+    def _apply(self, t: Transition, now: float) -> Applied:
+        entry = self._get(t.message_id, now)
+        if t.to.final:
+            if entry is None:
+                entry = self._entries[t.message_id] = _Entry(
+                    t.to, "", 1, None, mid=t.provider_message_id, event_id=t.event_id,
+                    final=dict(t.final or {}), expires=now + self.ttl_s)
+                return Applied(TransitionResult.APPLIED, entry.record())
+            if entry.state.final:
+                same = bool(t.event_id) and t.event_id == entry.event_id
+                return Applied(TransitionResult.REPLAY if same else TransitionResult.LOST,
+                               entry.record())
+            entry.state, entry.event_id, entry.final = t.to, t.event_id, dict(t.final or {})
+            entry.mid = t.provider_message_id or entry.mid
+            self._deadlines.pop(t.message_id, None)
+            return Applied(TransitionResult.APPLIED, entry.record())
+        if entry is None:
+            return Applied(TransitionResult.SKIPPED, None)
+        if entry.state.final and t.provider_message_id and t.to is State.SUBMITTED:
+            entry.mid = entry.mid or t.provider_message_id  # the receipt came first
+            return Applied(TransitionResult.SKIPPED, entry.record())
+        allowed = {State.SUBMITTED: (State.SENDING, State.UNCERTAIN),
+                   State.UNCERTAIN: (State.SENDING,),
+                   State.PENDING: (State.SENDING,)}.get(t.to, ())
+        if entry.state not in allowed:
+            return Applied(TransitionResult.SKIPPED, entry.record())
+        entry.state = t.to
+        entry.mid = t.provider_message_id or entry.mid
+        if t.to is State.PENDING:
+            self._deadlines.pop(t.message_id, None)
+        else:
+            self._deadlines[t.message_id] = now + self.receipt_deadline_s
+        return Applied(TransitionResult.APPLIED, entry.record())
+
+    async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
+        now = self.clock()
+        due = sorted((d, m) for m, d in self._deadlines.items() if d <= now)[:limit]
+        out = []
+        for _deadline, message_id in due:
+            entry = self._get(message_id, now)
+            if entry is not None and entry.state in _WAITING:
+                entry.state, entry.swept = State.EXPIRED, True
+                entry.event_id = "no_receipt"
+            if entry is not None and entry.state is State.EXPIRED and entry.swept:
+                self._deadlines[message_id] = now + retry_s
+                out.append(Expired(message_id, entry.record()))
+            else:
+                del self._deadlines[message_id]
+        return out
+
+    async def swept(self, message_ids: Sequence[str]) -> None:
+        for message_id in message_ids:
+            self._deadlines.pop(message_id, None)
+            entry = self._entries.get(message_id)
+            if entry is not None:
+                entry.swept = False
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+# -- Redis ----------------------------------------------------------------------------------
+#
+# A record is a hash: s (state), fp, a (attempt), ctx (MessageContext JSON), g (smsgid),
+# mid, fe (final event id), fj (final fields, JSON), x (expired by the sweeper, event not
+# yet confirmed). KEYS[1] is the sorted set of deadlines (members: message ids), KEYS[2..]
+# the records; ARGV[1..4] = ttl, now, deadline score, prefix length (apply: ARGV[5] = '1'
+# to return the records). A successful claim returns only its code: the hot path parses
+# nothing it does not need.
+
+_RECORD_FIELDS = "'s', 'a', 'mid', 'ctx', 'fj'"
+
+_CLAIM_LUA = f"""
+local out = {{}}
+local plen = tonumber(ARGV[4])
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local b = 4 + (i - 2) * 4
+  local fp = ARGV[b + 1]
+  local r = redis.call('HMGET', key, 'fp', {_RECORD_FIELDS})
+  local code
+  if not r[2] then
+    redis.call('HSET', key, 's', 'sending', 'fp', fp, 'a', ARGV[b + 2], 'ctx', ARGV[b + 3],
+               'g', ARGV[b + 4])
+    redis.call('EXPIRE', key, ARGV[1])
+    redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
+    code = 'claimed'
+  elseif r[1] and r[1] ~= fp then
+    code = 'duplicate'
+  elseif r[2] == 'pending' then
+    redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2])
+    redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
+    code = 'claimed'
+  elseif r[2] == 'sending' or r[2] == 'uncertain' then
+    code = 'busy'
+  else
+    code = 'done'
+  end
+  if code == 'claimed' then
+    out[#out + 1] = code
+  else
+    out[#out + 1] = {{code, r[2], r[3] or '1', r[4] or '', r[5] or '', r[6] or ''}}
+  end
+end
+return out
+"""
+
+_APPLY_LUA = f"""
+local out = {{}}
+local plen = tonumber(ARGV[4])
+local final = {{delivered = true, failed = true, rejected = true, expired = true}}
+local from = {{submitted = {{sending = true, uncertain = true}},
+               uncertain = {{sending = true}}, pending = {{sending = true}}}}
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local id = string.sub(key, plen + 1)
+  local b = 5 + (i - 2) * 4
+  local to, mid, fe, fj = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe')
+  local s = r[1]
+  local code = 'skipped'
+  if final[to] then
+    if not s then
+      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'a', '1')
+      if mid ~= '' then redis.call('HSET', key, 'mid', mid) end
+      redis.call('EXPIRE', key, ARGV[1])
+      r = {{to, '1', mid, false, fj, fe}}
+      code = 'applied'
+    elseif final[s] then
+      if fe ~= '' and fe == r[6] then code = 'replay' else code = 'lost' end
+    else
+      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj)
+      if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
+      redis.call('ZREM', KEYS[1], id)
+      r[1] = to
+      r[5] = fj
+      code = 'applied'
+    end
+  elseif s then
+    if final[s] and to == 'submitted' and mid ~= '' then
+      if not r[3] then redis.call('HSET', key, 'mid', mid); r[3] = mid end
+    elseif from[to] and from[to][s] then
+      redis.call('HSET', key, 's', to)
+      if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
+      if to == 'pending' then
+        redis.call('ZREM', KEYS[1], id)
+      else
+        redis.call('ZADD', KEYS[1], ARGV[3], id)
+      end
+      r[1] = to
+      code = 'applied'
+    end
+  end
+  if ARGV[5] == '1' then
+    out[#out + 1] = {{code, r[1] or '', r[2] or '1', r[3] or '', r[4] or '', r[5] or ''}}
+  else
+    out[#out + 1] = code
+  end
+end
+return out
+"""
+
+_SWEEP_LUA = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
+local out = {}
+local waiting = {sending = true, submitted = true, uncertain = true}
+for _, id in ipairs(ids) do
+  local key = ARGV[4] .. id
+  local r = redis.call('HMGET', key, 's', 'a', 'mid', 'ctx', 'fj', 'x')
+  if waiting[r[1]] then
+    redis.call('HSET', key, 's', 'expired', 'x', '1', 'fe', 'no_receipt')
+    r[1] = 'expired'
+    r[6] = '1'
+  end
+  if r[1] == 'expired' and r[6] == '1' then
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    out[#out + 1] = {id, r[1], r[2] or '1', r[3] or '', r[4] or '', r[5] or ''}
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+_SWEPT_LUA = """
+for i = 2, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', ARGV[1] .. ARGV[i], 'x')
+end
+return #ARGV - 1
+"""
+
+
+_CLAIMED = ClaimResult.CLAIMED
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _record(message_id: str, row: Sequence[object]) -> MessageRecord:
+    """A record from ``[state, attempt, mid, ctx, fj]`` as the scripts return them."""
+    state, attempt, mid, ctx, fj = (_text(v) for v in row[:5])
+    context = None
+    if ctx:
+        try:
+            context = MessageContext.from_value(message_id, ctx)
+        except ValueError:
+            context = None
+    final = orjson.loads(fj) if fj else {}
+    return MessageRecord(State(state) if state else State.PENDING,
+                         int(attempt) if attempt.isdigit() else 1, mid or None, context,
+                         final if isinstance(final, dict) else {})
+
+
+class RedisMessageStore(RedisStore, MessageStore):
+    """Records as Redis hashes, deadlines in one sorted set; each call one script call.
+    (Single Redis: the keys of a batch are not in one hash slot of a Redis Cluster.)"""
+
+    error = MessageStoreError
+
+    def __init__(self, url: str, *, prefix: str = "ics-sms:msg:", window_s: int = 7 * 86400,
+                 receipt_deadline_s: float = 72 * 3600, timeout_s: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        MessageStore.__init__(self, window_s=window_s, receipt_deadline_s=receipt_deadline_s,
+                              clock=clock)
+        RedisStore.__init__(self, url, prefix=prefix, ttl_s=self.ttl_s, timeout_s=timeout_s)
+        self._deadlines = prefix + "~deadlines"
+        self._claim = self._client.register_script(_CLAIM_LUA)
+        self._apply = self._client.register_script(_APPLY_LUA)
+        self._sweep = self._client.register_script(_SWEEP_LUA)
+        self._swept = self._client.register_script(_SWEPT_LUA)
+
+    def _head(self) -> list[str | bytes | int | float]:
+        now = self.clock()
+        return [self.ttl_s, now, now + self.receipt_deadline_s, len(self._prefix)]
+
+    async def claim(self, claims: Sequence[Claim]
+                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
+        if not claims:
+            return []
+        args = self._head()
+        for c in claims:
+            args += [c.fingerprint, c.attempt, c.context.to_value(), c.smsgid]
+        keys = [self._deadlines, *(self._prefix + c.message_id for c in claims)]
+        with self.failing_as("claim messages"):
+            rows = await self._claim(keys=keys, args=args)
+        return [(_CLAIMED, None) if row == b"claimed" or row == "claimed"
+                else (ClaimResult(_text(row[0])), _record(c.message_id, row[1:]))
+                for c, row in zip(claims, rows, strict=True)]
+
+    async def apply(self, transitions: Sequence[Transition], *,
+                    records: bool = False) -> list[Applied]:
+        if not transitions:
+            return []
+        args = [*self._head(), "1" if records else "0"]
+        for t in transitions:
+            args += [t.to.value, t.provider_message_id or "", t.event_id,
+                     orjson.dumps(t.final) if t.final else ""]
+        keys = [self._deadlines, *(self._prefix + t.message_id for t in transitions)]
+        with self.failing_as("record message states"):
+            rows = await self._apply(keys=keys, args=args)
+        if not records:
+            return [Applied(TransitionResult(_text(row)), None) for row in rows]
+        return [Applied(TransitionResult(_text(row[0])),
+                        _record(t.message_id, row[1:]) if row[1] else None)
+                for t, row in zip(transitions, rows, strict=True)]
+
+    async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
+        now = self.clock()
+        with self.failing_as("sweep message deadlines"):
+            rows = await self._sweep(keys=[self._deadlines],
+                                     args=[0, now, now + retry_s, self._prefix, limit])
+        return [Expired(_text(row[0]), _record(_text(row[0]), row[1:])) for row in rows]
+
+    async def swept(self, message_ids: Sequence[str]) -> None:
+        if not message_ids:
+            return
+        with self.failing_as("clear swept deadlines"):
+            await self._swept(keys=[self._deadlines], args=[self._prefix, *message_ids])
+
+
+def open_message_store(settings: Settings) -> MessageStore:
+    """The store the settings name: Redis at ``redis_url``, in-process for ``memory://``."""
+    if settings.redis_url.startswith(MEMORY_URL):
+        return InMemoryMessageStore(window_s=settings.dedupe_window_s,
+                                    receipt_deadline_s=settings.receipt_deadline_s)
+    return RedisMessageStore(settings.redis_url, prefix=f"ics-sms:{settings.namespace}msg:",
+                             window_s=settings.dedupe_window_s,
+                             receipt_deadline_s=settings.receipt_deadline_s)

@@ -1,0 +1,203 @@
+"""Message records: the same atomic transitions on Redis and in memory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis import Redis
+
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.context import MessageContext
+from ics_sms.stores.messages import (
+    Claim,
+    ClaimResult,
+    InMemoryMessageStore,
+    MessageStore,
+    RedisMessageStore,
+    State,
+    Transition,
+    TransitionResult,
+    fingerprint,
+    open_message_store,
+)
+
+DEADLINE_S = 100.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def claim(i: int, fp: str = "fp", attempt: int = 1) -> Claim:
+    return Claim(f"m{i}", fp, attempt,
+                 MessageContext(message_id=f"m{i}", campaign_id="c1", sender="otp",
+                                metadata={"k": i}), smsgid=f"s{i}")
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[MessageStore]:
+    if request.param == "memory":
+        yield InMemoryMessageStore(receipt_deadline_s=DEADLINE_S, clock=clock)
+        return
+    url: str = request.getfixturevalue("redis_url")
+    prefix = f"test:{uuid.uuid4().hex[:8]}:msg:"
+    redis_store = RedisMessageStore(url, prefix=prefix, receipt_deadline_s=DEADLINE_S,
+                                    clock=clock)
+    yield redis_store
+    await redis_store.close()
+    client = Redis.from_url(url)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+class TestClaim:
+    async def test_first_claim_wins_and_keeps_the_context(self, store: MessageStore) -> None:
+        first = await store.claim([claim(1), claim(2)])
+        assert [r for r, _ in first] == [ClaimResult.CLAIMED] * 2
+        again = await store.claim([claim(1)])
+        assert again[0][0] is ClaimResult.BUSY
+        record = again[0][1]
+        assert record is not None and record.state is State.SENDING
+        assert record.context is not None and record.context.metadata == {"k": 1}
+
+    async def test_other_content_with_the_same_id_is_a_duplicate(self, store: MessageStore
+                                                                   ) -> None:
+        await store.claim([claim(1)])
+        assert (await store.claim([claim(1, fp="other")]))[0][0] is ClaimResult.DUPLICATE
+
+    async def test_released_message_can_be_claimed_again(self, store: MessageStore) -> None:
+        await store.claim([claim(1)])
+        [applied] = await store.apply([Transition("m1", State.PENDING)])
+        assert applied.result is TransitionResult.APPLIED
+        [(result, record)] = await store.claim([claim(1, attempt=2)])
+        assert result is ClaimResult.CLAIMED and record is None  # nothing to parse
+        [(busy, record)] = await store.claim([claim(1, attempt=3)])
+        assert busy is ClaimResult.BUSY and record is not None and record.attempt == 2
+
+    async def test_submitted_or_final_is_done(self, store: MessageStore) -> None:
+        await store.claim([claim(1), claim(2)])
+        await store.apply([Transition("m1", State.SUBMITTED, provider_message_id="mid-1"),
+                           Transition("m2", State.REJECTED, event_id="e2",
+                                      final={"status": "rejected", "error_code": "x"})])
+        results = await store.claim([claim(1), claim(2)])
+        assert [r for r, _ in results] == [ClaimResult.DONE, ClaimResult.DONE]
+        first, second = results[0][1], results[1][1]
+        assert first is not None and first.provider_message_id == "mid-1"
+        assert second is not None and second.state is State.REJECTED
+        assert second.final == {"status": "rejected", "error_code": "x"}
+
+
+class TestTransitions:
+    async def test_first_final_wins_and_a_replay_is_recognised(self, store: MessageStore
+                                                              ) -> None:
+        await store.claim([claim(1)])
+        await store.apply([Transition("m1", State.SUBMITTED, provider_message_id="mid-1")])
+        results = await store.apply([
+            Transition("m1", State.DELIVERED, event_id="d"),
+            Transition("m1", State.FAILED, event_id="f"),
+            Transition("m1", State.DELIVERED, event_id="d"),
+        ], records=True)
+        assert [a.result for a in results] == [TransitionResult.APPLIED, TransitionResult.LOST,
+                                               TransitionResult.REPLAY]
+        assert results[0].record is not None
+        assert results[0].record.provider_message_id == "mid-1"
+        assert results[0].record.context is not None
+
+    async def test_uncertain_only_from_sending(self, store: MessageStore) -> None:
+        await store.claim([claim(1)])
+        results = await store.apply([Transition("m1", State.UNCERTAIN),
+                                     Transition("m1", State.PENDING)])
+        assert [a.result for a in results] == [TransitionResult.APPLIED,
+                                               TransitionResult.SKIPPED]
+        assert (await store.claim([claim(1)]))[0][0] is ClaimResult.BUSY
+
+    async def test_a_receipt_before_submitted_keeps_the_final(self, store: MessageStore
+                                                             ) -> None:
+        await store.claim([claim(1)])
+        await store.apply([Transition("m1", State.DELIVERED, event_id="d")])
+        [applied] = await store.apply([Transition("m1", State.SUBMITTED,
+                                                  provider_message_id="mid-1")], records=True)
+        assert applied.result is TransitionResult.SKIPPED
+        assert applied.record is not None and applied.record.state is State.DELIVERED
+        assert applied.record.provider_message_id == "mid-1"
+
+    async def test_a_final_for_an_unknown_message_creates_it(self, store: MessageStore) -> None:
+        [applied] = await store.apply([Transition("m9", State.DELIVERED, event_id="d")])
+        assert applied.result is TransitionResult.APPLIED
+        [later] = await store.apply([Transition("m9", State.FAILED, event_id="f")])
+        assert later.result is TransitionResult.LOST
+
+    async def test_a_record_a_receipt_created_is_no_duplicate_of_its_message(
+            self, store: MessageStore) -> None:
+        await store.apply([Transition("m9", State.DELIVERED, event_id="d")])
+        [(result, record)] = await store.claim([claim(9)])
+        assert result is ClaimResult.DONE  # ended: never sent, and not called a duplicate
+        assert record is not None and record.state is State.DELIVERED
+
+    async def test_non_final_transition_of_unknown_message_is_skipped(
+            self, store: MessageStore) -> None:
+        [applied] = await store.apply([Transition("m9", State.SUBMITTED)], records=True)
+        assert applied.result is TransitionResult.SKIPPED and applied.record is None
+
+    async def test_records_come_back_only_when_asked(self, store: MessageStore) -> None:
+        await store.claim([claim(1)])
+        [applied] = await store.apply([Transition("m1", State.SUBMITTED)])
+        assert applied.result is TransitionResult.APPLIED and applied.record is None
+
+
+class TestSweep:
+    async def test_waiting_messages_expire_after_the_deadline(self, store: MessageStore,
+                                                             clock: Clock) -> None:
+        await store.claim([claim(1), claim(2), claim(3), claim(4)])
+        await store.apply([Transition("m1", State.SUBMITTED, provider_message_id="mid-1"),
+                           Transition("m2", State.UNCERTAIN),
+                           Transition("m3", State.DELIVERED, event_id="d"),
+                           Transition("m4", State.PENDING)])
+        assert await store.sweep() == []
+        clock.now += DEADLINE_S + 1
+        expired = await store.sweep(retry_s=10)
+        assert sorted(e.message_id for e in expired) == ["m1", "m2"]
+        by_id = {e.message_id: e.record for e in expired}
+        assert by_id["m1"].provider_message_id == "mid-1"
+        assert by_id["m1"].context is not None and by_id["m1"].context.campaign_id == "c1"
+        [late] = await store.apply([Transition("m1", State.DELIVERED, event_id="d")])
+        assert late.result is TransitionResult.LOST
+
+    async def test_unconfirmed_expiries_are_offered_again(self, store: MessageStore,
+                                                         clock: Clock) -> None:
+        await store.claim([claim(1), claim(2)])
+        clock.now += DEADLINE_S + 1
+        assert len(await store.sweep(retry_s=10)) == 2
+        assert await store.sweep(retry_s=10) == []  # another sweeper, within retry_s
+        await store.swept(["m1"])
+        clock.now += 11
+        assert [e.message_id for e in await store.sweep(retry_s=10)] == ["m2"]
+
+
+def test_fingerprint_is_canonical() -> None:
+    a = SendRequest(message_id="m1", campaign_id="c", to="+44 7700 900123", text="hi",
+                    metadata={"a": 1, "b": 2})
+    b = SendRequest(message_id="m1", campaign_id="c", to="+447700900123", text="hi",
+                    metadata={"b": 2, "a": 1})
+    c = a.model_copy(update={"text": "hello"})
+    assert fingerprint(a) == fingerprint(b) != fingerprint(c)
+
+
+def test_open_picks_memory_or_redis() -> None:
+    memory = open_message_store(Settings(redis_url="memory://"))
+    assert isinstance(memory, InMemoryMessageStore)
+    assert isinstance(open_message_store(Settings()), RedisMessageStore)

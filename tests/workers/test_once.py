@@ -1,0 +1,134 @@
+"""Effectively once: a message is claimed before it is sent, and never sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from ics_sms.schemas.messages import Status
+from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import HEADER_REASON
+from ics_sms.stores.messages import ClaimResult, fingerprint, open_message_store
+from ics_sms.workers.sweeper import NO_RECEIPT
+from tests.stores.test_messages import claim
+from tests.workers.conftest import (
+    SERVICE,
+    FakeIcs,
+    Pipeline,
+    accept_all,
+    fixed_clock,
+    request,
+    running_worker,
+    status,
+)
+
+
+async def test_a_redelivered_submitted_message_is_not_sent_again(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings):
+        [first] = await pipeline.next_events(1)
+        await pipeline.publish(request(1))
+        [again] = await pipeline.next_events(1)
+    assert first.status is again.status is Status.SUBMITTED
+    assert again.event_id == first.event_id  # re-emitted from the record
+    assert again.provider_message_id == first.provider_message_id
+    assert len(fake_ics.records) == 1
+
+
+async def test_the_same_message_id_with_other_content_is_a_duplicate(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings):
+        [first] = await pipeline.next_events(1)
+        await pipeline.publish(request(1, text="something else"))
+        [duplicate] = await pipeline.next_events(1)
+        [dead] = await pipeline.next_dead(1)
+    assert first.status is Status.SUBMITTED
+    assert duplicate.status is Status.REJECTED and duplicate.error_code == "duplicate"
+    assert duplicate.final is False  # the message's final status is not this one
+    assert dead.headers[HEADER_REASON] == "duplicate"
+    assert [r["smstext"] for r in fake_ics.records] == ["hello 1"]
+
+
+async def test_an_answer_that_timed_out_leaves_messages_uncertain_until_the_deadline(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    fake_ics.delay_s = 1.0  # ICS takes the request, the answer comes too late
+    settings = worker_settings.model_copy(update={"ics_timeout_s": 0.2,
+                                                  "receipt_deadline_s": 1.0})
+    await pipeline.publish(request(1), request(1), request(2))
+    async with running_worker(settings):
+        events = await pipeline.next_events(2)
+    assert {e.message_id for e in events} == {"m1", "m2"}
+    assert {(e.status, e.error_code) for e in events} == {(Status.EXPIRED, NO_RECEIPT)}
+    assert all(e.campaign_id == "c1" and e.sender == "otp" for e in events)
+    assert sorted(r["smstext"] for r in fake_ics.records) == ["hello 1", "hello 2"]
+    assert pipeline.events.empty()
+
+
+async def test_a_server_error_after_the_request_is_not_retried(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    answered = asyncio.Event()
+
+    def fail_after_taking_it(body: dict[str, Any]) -> web.Response:
+        answered.set()
+        return status(500)(body)
+
+    fake_ics.responders = [fail_after_taking_it]
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings):
+        await asyncio.wait_for(answered.wait(), 20)  # the stop drains the batch in flight
+    assert len(fake_ics.requests) == 1
+    async with open_message_store(worker_settings) as store:
+        [(result, record)] = await store.claim([claim(1, fingerprint(request(1)))])
+    assert result is ClaimResult.BUSY and record is not None and record.state == "uncertain"
+    assert pipeline.events.empty()
+
+
+async def test_a_message_ics_certainly_did_not_get_is_released_and_sent_later(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    fake_ics.responders = [status(429, {"Retry-After": "0"}), status(404), status(404),
+                           accept_all]
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings):
+        [event] = await pipeline.next_events(1, timeout_s=30)
+    assert event.status is Status.SUBMITTED
+    assert len(fake_ics.records) == 4
+
+
+async def test_a_sender_may_opt_in_to_resending_uncertain_messages(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    fake_ics.responders = [status(500), accept_all]
+    otp = SERVICE.model_copy(update={"resend_uncertain": True})
+    senders = Senders(default=otp.name, senders={otp.name: otp})
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings, senders):
+        [event] = await pipeline.next_events(1)
+    assert event.status is Status.SUBMITTED and event.attempt == 2  # the resend shows
+    assert len(fake_ics.records) == 2
+
+
+async def test_a_redelivery_after_expiry_does_not_end_a_sent_message_twice(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    sent_at = datetime.now(UTC)
+    message = request(1, expires_at=(sent_at + timedelta(minutes=10)).isoformat())
+    await pipeline.publish(message)
+    async with running_worker(worker_settings, clock=fixed_clock(sent_at)):
+        [first] = await pipeline.next_events(1)
+    await pipeline.publish(message)  # e.g. its ack was lost, and it is redelivered later
+    async with running_worker(worker_settings, clock=fixed_clock(sent_at + timedelta(hours=1))):
+        [again] = await pipeline.next_events(1)
+    assert first.status is again.status is Status.SUBMITTED
+    assert again.event_id == first.event_id
+    assert len(fake_ics.records) == 1
