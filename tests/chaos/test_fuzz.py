@@ -231,7 +231,7 @@ def test_worker_path_never_crashes(profile: str) -> None:
 
         result = asyncio.run(submit())
         assert not ics.problems, ics.problems[-1]
-        for _delivery, messages in submitter.interpret(sender, [decision], result, now):
+        for _delivery, messages in submitter.interpret(sender, [decision], result, now).items:
             _check_outgoing(messages)
 
     problems: list[str] = []
