@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from ics_sms.schemas.messages import TERMINAL_STATUSES, ReceiptEvent, Status
 from ics_sms.schemas.topology import HEADER_REASON, Topology
+from ics_sms.workers.sweeper import NO_RECEIPT
 
 __all__ = ["DeadLetter", "Ledger", "Verdict", "account"]
 
@@ -64,6 +65,8 @@ class Ledger(threading.Thread):
         self.duplicate_events = 0
         self.redelivered_duplicates = 0
         self.terminal: dict[str, dict[str, str]] = defaultdict(dict)
+        self.no_receipt: set[str] = set()
+        """Messages the sweeper ended (``expired``/``no_receipt``): no delivery to dead-letter."""
         self.touched: set[str] = set()
         self.message_ids: set[str] = set()
         self.submissions: Counter[str] = Counter()
@@ -171,6 +174,8 @@ class Ledger(threading.Thread):
                 self.terminal_before_submitted += 1  # the receipt overtook the worker's event
             self.terminal[event.message_id][event.event_id] = status
             self.touched.add(event.message_id)
+            if event.status is Status.EXPIRED and event.error_code == NO_RECEIPT:
+                self.no_receipt.add(event.message_id)
         elif event.status is Status.SUBMITTED:
             self.submissions[event.message_id] += 1
             self.submit_attempts[event.attempt or 0] += 1
@@ -285,6 +290,7 @@ def account(ledger: Ledger, expected: Mapping[str, frozenset[str]], confirmed: C
         verdict.duplicate_events = ledger.duplicate_events
         verdict.invalid_events = list(ledger.invalid)
         dead = list(ledger.dead)
+        swept = set(ledger.no_receipt)
     verdict.lost = sorted(m for m in confirmed if m not in terminal)
     verdict.strangers = sorted(m for m in terminal if m not in expected)
     for message_id, events in terminal.items():
@@ -298,7 +304,7 @@ def account(ledger: Ledger, expected: Mapping[str, frozenset[str]], confirmed: C
     verdict.dead_without_reason = sum(1 for d in dead if d.reason is None and not d.x_death)
     dead_ids = {d.message_id for d in dead}
     worker_decided = {m for m, events in terminal.items()
-                      if set(events.values()) & {"rejected", "expired"}}
+                      if set(events.values()) & {"rejected", "expired"} and m not in swept}
     verdict.decided_without_dead_letter = sorted(worker_decided - dead_ids)
     _judge(verdict)
     return verdict
