@@ -20,21 +20,21 @@ PUBLISH_DURATION = Histogram("ics_sms_receiver_publish_duration_seconds",
 CLICKS = Counter("ics_sms_clicks", "Click events published.", ["sender"])
 
 
+_REFUSAL_KINDS = (
+    ("invalid smsgid", "invalid_smsgid"),
+    ("smsgid of another sender", "other_sender"),
+    ("clicked url is not", "url_not_in_message"),
+    ("clicked url cannot be checked", "links_unknown"),
+    ("smsgid without sender binding", "unbound_legacy"),
+    ("unknown event", "unknown_event"),
+)
+"""The start of each refusal reason and its metric label."""
+
+
 def refusal_kind(reason: str) -> str:
     """A bounded label for a refusal reason (reasons can echo what the client sent)."""
-    if reason.startswith("invalid smsgid"):
-        return "invalid_smsgid"
-    if reason.startswith("smsgid of another sender"):
-        return "other_sender"
-    if reason.startswith("clicked url is not"):
-        return "url_not_in_message"
-    if reason.startswith("clicked url cannot be checked"):
-        return "links_unknown"
-    if reason.startswith("smsgid without sender binding"):
-        return "unbound_legacy"
-    if reason.startswith("unknown event"):
-        return "unknown_event"
-    return "malformed"
+    return next((kind for start, kind in _REFUSAL_KINDS if reason.startswith(start)),
+                "malformed")
 
 
 def route_label(path: str) -> str:

@@ -6,9 +6,11 @@ test_receiver_cmd.py); the ICS-facing port does not.
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ics_sms.callbacks.metrics import refusal_kind
 from ics_sms.schemas.smsgid import SmsgidSigner
 from tests.callbacks.receiver_helpers import ACME, TS, EventsQueue, Receiver
 
@@ -43,3 +45,16 @@ async def test_receipts_and_refusals_are_counted(
 async def test_the_ics_facing_port_does_not_serve_metrics(receiver: Receiver) -> None:
     async with receiver.session.get(receiver.url("/metrics")) as response:
         assert response.status == 404
+
+
+@pytest.mark.parametrize(("reason", "kind"), [
+    ("invalid smsgid 'x.y'", "invalid_smsgid"),
+    ("smsgid of another sender", "other_sender"),
+    ("clicked url is not a link of the message", "url_not_in_message"),
+    ("clicked url cannot be checked: no context", "links_unknown"),
+    ("smsgid without sender binding", "unbound_legacy"),
+    ("unknown event 'x'", "unknown_event"),
+    ("anything else the client sent <script>", "malformed"),
+])
+def test_refusal_reasons_map_to_bounded_labels(reason: str, kind: str) -> None:
+    assert refusal_kind(reason) == kind
