@@ -25,12 +25,12 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pika
 import pytest
 
 from ics_sms.broker.admin import delete_topology
 from ics_sms.schemas.senders import Lane
 from ics_sms.schemas.topology import Topology
+from tests.ics_sms.test_publish_cmd import drain
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -187,20 +187,6 @@ def _application(tmp: Path) -> Path:
     return app
 
 
-def _take_all(url: str, queue: str) -> list[tuple[object, bytes]]:
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        channel = connection.channel()
-        got = []
-        while True:
-            method, properties, body = channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return got
-            got.append((properties, body))
-    finally:
-        connection.close()
-
-
 @pytest.fixture
 def embedded_topology(rabbitmq_url: str) -> Iterator[Topology]:
     topology = Topology(namespace=f"t{uuid.uuid4().hex[:10]}.")
@@ -239,6 +225,6 @@ def test_the_wheel_embeds_beside_an_application_with_its_own_schemas_and_broker(
     assert Path(where["ics_sms"]).is_relative_to(venv), where  # the wheel, not the repository
     assert Path(where["schemas"]).is_relative_to(app), where
 
-    [(properties, body)] = _take_all(rabbitmq_url, embedded_topology.send_queue(Lane.SERVICE))
-    assert properties.message_id == "embedded-1"  # type: ignore[attr-defined]
-    assert json.loads(body)["text"] == "Hello from an application"
+    [(properties, body)] = drain(rabbitmq_url, embedded_topology.send_queue(Lane.SERVICE))
+    assert properties.message_id == "embedded-1"
+    assert body["text"] == "Hello from an application"
