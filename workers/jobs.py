@@ -18,6 +18,7 @@ from ics_sms.schemas.messages import Identifier, SendRequest, Status
 from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
+from ics_sms.stores.context import MessageContext
 from ics_sms.workers.encoding import TextInfo, analyse
 from ics_sms.workers.links import rewrite_links
 from ics_sms.workers.outcomes import Outcomes
@@ -44,6 +45,8 @@ class Job:
     links: dict[str, str]
     fingerprint: str = ""
     """Hash of the request's content (set when the job is claimed)."""
+    context: MessageContext | None = None
+    """What the receiver needs of the message (built once, when the job is claimed)."""
 
 
 @dataclass(slots=True)

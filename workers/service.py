@@ -374,13 +374,14 @@ class _Session:
 
     async def _claim(self, sender: Sender, jobs: list[Job]) -> list[Job]:
         """Claim the batch in one round trip; settle at once what must not be sent."""
+        claims = []
         for job in jobs:
             job.fingerprint = fingerprint(job.request)
-        claims = [Claim(job.request.message_id, job.fingerprint, job.attempt,
-                        MessageContext.for_request(job.request, sender=sender.name,
-                                                   segments=job.info.segments,
-                                                   encoding=job.info.encoding),
-                        job.smsgid) for job in jobs]
+            job.context = MessageContext.for_request(job.request, sender=sender.name,
+                                                     segments=job.info.segments,
+                                                     encoding=job.info.encoding)
+            claims.append(Claim(job.request.message_id, job.fingerprint, job.attempt,
+                                job.context, job.smsgid))
         now = self.worker.clock()
         try:
             results = await self.worker.messages.claim(claims)
@@ -447,9 +448,9 @@ class _Session:
 
     async def _remember(self, sender: Sender, jobs: list[Job]) -> None:
         """Store what the receiver needs for complete receipt events (best effort)."""
-        contexts = [MessageContext.for_request(job.request, sender=sender.name,
-                                               segments=job.info.segments,
-                                               encoding=job.info.encoding) for job in jobs]
+        contexts = [job.context or MessageContext.for_request(
+            job.request, sender=sender.name, segments=job.info.segments,
+            encoding=job.info.encoding) for job in jobs]  # built by the claim, not again
         try:
             await self.worker.contexts.put_many(contexts)
         except (ContextStoreError, TypeError, ValueError) as exc:
