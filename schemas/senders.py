@@ -22,6 +22,7 @@ import secrets
 import tempfile
 import tomllib
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Self
@@ -42,6 +43,7 @@ from ics_sms.schemas.errors import describe
 __all__ = [
     "ClickTracking",
     "Lane",
+    "RetiredSender",
     "Sender",
     "SenderError",
     "SenderType",
@@ -131,6 +133,11 @@ class Sender(BaseModel):
     tracking_token: Annotated[
         str, StringConstraints(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     ] = Field(default_factory=new_tracking_token, repr=False)
+    disabled: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="Set (to the reason) to stop sending for this sender without deleting it; "
+                    "its receipts are still accepted.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -192,6 +199,17 @@ class Sender(BaseModel):
         return data
 
 
+class RetiredSender(BaseModel):
+    """A removed sender whose tracking URL still accepts receipts until the grace period
+    (``Settings.senders_grace_s``) after ``removed_at`` has passed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: SenderName
+    tracking_token: str = Field(repr=False)
+    removed_at: datetime
+
+
 class Senders(BaseModel):
     """All configured senders and which one is the default."""
 
@@ -199,6 +217,9 @@ class Senders(BaseModel):
 
     default: str | None = None
     senders: dict[str, Sender] = Field(default_factory=dict)
+    retired: tuple[RetiredSender, ...] = ()
+    """Removed senders, newest last: receipts on their tracking URLs are still accepted
+    for a grace period."""
 
     @model_validator(mode="after")
     def _default_exists(self) -> Self:
@@ -239,17 +260,33 @@ class Senders(BaseModel):
         if sender.name in self.senders:
             raise SenderError(f"sender {sender.name!r} already exists")
         default = self.default if self.default is not None else sender.name
-        return Senders(default=default, senders={**self.senders, sender.name: sender})
+        return Senders(default=default, senders={**self.senders, sender.name: sender},
+                       retired=self.retired)
 
     def replace(self, sender: Sender) -> Senders:
         self._require(sender.name)
-        return Senders(default=self.default, senders={**self.senders, sender.name: sender})
+        return Senders(default=self.default, senders={**self.senders, sender.name: sender},
+                       retired=self.retired)
 
     def with_default(self, name: str) -> Senders:
         self._require(name)
-        return Senders(default=name, senders=self.senders)
+        return Senders(default=name, senders=self.senders, retired=self.retired)
 
-    def remove(self, name: str, new_default: str | None = None) -> Senders:
+    def retired_by_tracking_token(self, token: str, now: datetime,
+                                  grace_s: float) -> RetiredSender | None:
+        """The removed sender whose tracking URL this is, while its grace period lasts."""
+        if not token.isascii():
+            return None
+        for retired in reversed(self.retired):
+            if secrets.compare_digest(retired.tracking_token, token):
+                age = (now - retired.removed_at).total_seconds()
+                return retired if age <= grace_s else None
+        return None
+
+    def remove(self, name: str, new_default: str | None = None, *,
+               now: datetime | None = None) -> Senders:
+        """Without the sender ``name``; its tracking URL is remembered as retired (at
+        ``now``) so late receipts are still accepted for the grace period."""
         self._require(name)
         rest = {k: v for k, v in self.senders.items() if k != name}
         default = self.default
@@ -261,7 +298,11 @@ class Senders(BaseModel):
             if new_default is not None and new_default not in rest:
                 raise SenderError(f"new default {new_default!r} is not another existing sender")
             default = new_default
-        return Senders(default=default, senders=rest)
+        gone = self.senders[name]
+        retired = (*self.retired, RetiredSender(
+            name=name, tracking_token=gone.tracking_token,
+            removed_at=now or datetime.now(UTC)))
+        return Senders(default=default, senders=rest, retired=retired)
 
     def named(self, name: str) -> Sender:
         """The sender called ``name``; :class:`SenderError` naming the known ones if none."""

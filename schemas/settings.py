@@ -85,6 +85,24 @@ class Settings(BaseSettings):
     )
     queue_type: QueueType = QueueType.QUORUM
     senders_file: Path = Path("senders.toml")
+    senders_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://... of the shared senders registry; unset: the senders file.",
+    )
+    senders_key: SecretStr | None = Field(
+        default=None,
+        description="Key(s) encrypting ICS tokens in the registry, newest first, comma-separated "
+                    "(older keys still decrypt while a rotation runs).",
+    )
+    senders_reload_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="How often running services look for changed senders (at most; the "
+                    "registry notifies them at once).",
+    )
+    senders_grace_s: float = Field(
+        default=7 * 24 * 3600, ge=0,
+        description="How long a removed sender's tracking URL still accepts receipts.",
+    )
     public_url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:8080"),
         description="Base URL where ICS reaches the receiver.",
@@ -123,6 +141,11 @@ class Settings(BaseSettings):
     )
     sender_pause_s: float = Field(
         default=60.0, gt=0, description="How long a sender whose credentials ICS refused waits."
+    )
+    sender_unauthorized_after_s: float = Field(
+        default=3600.0, gt=0,
+        description="Messages of a sender whose credentials stay refused (or missing) end "
+                    "failed (sender_unauthorized) after waiting this long.",
     )
 
     promo_window_start: time = Field(
