@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from typing import Any
 
 import orjson
@@ -11,7 +13,18 @@ from ics_sms.schemas.messages import SCHEMA_VERSION, ReceiptEvent, SendRequest, 
 from ics_sms.schemas.senders import Lane
 from ics_sms.schemas.topology import Topology
 
-__all__ = ["event_message", "event_message_from_fields", "send_message"]
+__all__ = ["event_message", "event_message_from_fields", "new_publish_id", "send_message"]
+
+_PUBLISHER = secrets.token_hex(6)
+_PUBLISHES = itertools.count(1)
+
+
+def new_publish_id(message_id: str) -> str:
+    """The AMQP ``message_id`` of one publish of a send request: the request's id, a
+    random part per process and a counter, so every publish has its own (a republish of
+    the same request is told apart from a redelivery or a retry of the same publish,
+    which keep it)."""
+    return f"{message_id}/{_PUBLISHER}{next(_PUBLISHES):x}"
 
 
 def event_message(topology: Topology, event: ReceiptEvent) -> Outgoing:
@@ -40,13 +53,16 @@ def event_message_from_fields(topology: Topology, status: Status,
 
 
 def send_message(
-    topology: Topology, request: SendRequest, lane: Lane, headers: dict[str, Any] | None = None
+    topology: Topology, request: SendRequest, lane: Lane, headers: dict[str, Any] | None = None,
+    publish_id: str | None = None,
 ) -> Outgoing:
-    """A send request for the lane of its sender."""
+    """A send request for the lane of its sender, as a new publish (``publish_id``: the
+    id of the publish it repeats, e.g. a producer publishing again what the broker did
+    not confirm)."""
     return Outgoing(
         exchange=topology.send_exchange,
         routing_key=topology.send_routing_key(lane),
         body=request.model_dump_json(exclude_none=True).encode(),
         headers=headers,
-        message_id=request.message_id,
+        message_id=publish_id or new_publish_id(request.message_id),
     )

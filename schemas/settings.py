@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         default=72 * 3600, gt=0,
         description="A submitted message with no final receipt by then ends expired.",
     )
+    claim_lease_s: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="How long a batch's claim on its messages lasts before its ICS request; "
+                    "messages of a worker that died before calling ICS are sent after it.",
+    )
     sender_pause_s: float = Field(
         default=60.0, gt=0, description="How long a sender whose credentials ICS refused waits."
     )

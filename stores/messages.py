@@ -4,10 +4,18 @@ This is what makes sending *effectively once*. A worker sends a message to ICS o
 it moved the message's record from ``pending`` (or no record) to ``sending``; everything
 that happens afterwards is a transition that succeeds only from the states that allow it::
 
-    (none)/pending --claim--> sending --submitted--> submitted --final--> delivered|failed|...
-                                 |  \\--uncertain--> uncertain --final--> ...
-                                 \\--release--> pending   (ICS certainly did not get it)
+    (none)/pending --claim--> sending --call--> uncertain --submitted--> submitted --final--> ...
+                                 |                  |  \\--final--> delivered|failed|...
+                                 \\--release--------+--> pending   (ICS certainly did not get it)
     any non-final --final--> delivered | failed | rejected | expired   (first final wins)
+
+A claim is a *lease*: it names the claiming batch (a token) and lasts ``lease_s``. Just
+before its ICS request the batch moves its messages from ``sending`` to ``uncertain`` (ICS
+may have them from now on), only where its token still holds; the answer then moves them
+on. So a message found ``sending`` after its lease ran out was never handed to ICS (its
+worker died or stalled before the call): it is claimed again and sent. A message found
+``uncertain`` may be at ICS: it is never sent again, it waits for its receipt. A stalled
+worker that wakes up after its lease was taken finds its token gone and sends nothing.
 
 The record keeps what a final event needs (the :class:`MessageContext`, the smsgid, ICS's
 message id, the attempt) and a *fingerprint* of the send request, so that a redelivery
@@ -82,11 +90,18 @@ _WAITING = frozenset({State.SENDING, State.SUBMITTED, State.UNCERTAIN})
 """States with a receipt deadline: the sweeper ends them."""
 
 
-def fingerprint(request: SendRequest) -> str:
-    """A hash of what the send request asks for (its canonical content, not its bytes)."""
+def fingerprint(request: SendRequest, publish_id: str | None = None) -> str:
+    """A hash of what the send request asks for (its canonical content, not its bytes)
+    and of the publish that carried it (the AMQP ``message_id``, which redeliveries,
+    retries and lane moves keep): publishing the same request again is a duplicate, not
+    a redelivery. A publish id equal to the request's id (publishers that set nothing
+    better) does not count."""
+    publish = publish_id if publish_id and publish_id != request.message_id else ""
     parts = [request.message_id, request.campaign_id, request.to, request.text,
              request.sender or "", request.dlt_template_id or "",
              request.expires_at.isoformat() if request.expires_at else ""]
+    if publish:
+        parts.append(publish)
     metadata = orjson.dumps(request.metadata, option=orjson.OPT_SORT_KEYS).decode()
     return hashlib.blake2b("\x1f".join([*parts, metadata]).encode(),
                            digest_size=12).hexdigest()
@@ -113,12 +128,15 @@ class MessageRecord:
     context: MessageContext | None = None
     final: dict[str, str] = field(default_factory=dict)
     """The final event the worker decided (status, error_code, error, event_id), if any."""
+    lease_until: float = 0.0
+    """For ``sending``: when the claim's lease ends (store clock, epoch seconds)."""
 
 
 class ClaimResult(StrEnum):
     CLAIMED = "claimed"  # send it
     DUPLICATE = "duplicate"  # another message with this id: refuse, never send
-    BUSY = "busy"  # sending or uncertain: someone sent it, wait for its receipt
+    WAIT = "wait"  # claimed by another batch whose lease runs: look again after it
+    BUSY = "busy"  # uncertain (or an old claim): ICS may have it, wait for its receipt
     DONE = "done"  # submitted or final: a redelivery, re-emit from the record
 
 
@@ -135,6 +153,9 @@ class Transition:
     provider_message_id: str | None = None
     event_id: str = ""
     final: dict[str, str] | None = None
+    token: str = ""
+    """The claim token of the batch making it: applies only while that claim holds (and
+    allows ``uncertain -> pending``: the batch's own request certainly failed)."""
 
 
 class TransitionResult(StrEnum):
@@ -173,10 +194,10 @@ class MessageStore(abc.ABC):
         return int(max(self.window_s, self.receipt_deadline_s + 86400))
 
     @abc.abstractmethod
-    async def claim(self, claims: Sequence[Claim]
-                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
-        """Claim every message for sending; the record of those not claimed (None for
-        those claimed). Raises MessageStoreError."""
+    async def claim(self, claims: Sequence[Claim], *, token: str = "",
+                    lease_s: float = 60.0) -> list[tuple[ClaimResult, MessageRecord | None]]:
+        """Claim every message for sending, for ``lease_s``, as the batch ``token``; the
+        record of those not claimed (None for those claimed). Raises MessageStoreError."""
 
     @abc.abstractmethod
     async def apply(self, transitions: Sequence[Transition], *,
@@ -219,9 +240,12 @@ class _Entry:
     final: dict[str, str] = field(default_factory=dict)
     expires: float = 0.0
     swept: bool = False
+    token: str = ""
+    lease: float = 0.0
 
     def record(self) -> MessageRecord:
-        return MessageRecord(self.state, self.attempt, self.mid, self.context, dict(self.final))
+        return MessageRecord(self.state, self.attempt, self.mid, self.context, dict(self.final),
+                             self.lease)
 
 
 class InMemoryMessageStore(MessageStore):
@@ -243,8 +267,8 @@ class InMemoryMessageStore(MessageStore):
             return None
         return entry
 
-    async def claim(self, claims: Sequence[Claim]
-                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
+    async def claim(self, claims: Sequence[Claim], *, token: str = "",
+                    lease_s: float = 60.0) -> list[tuple[ClaimResult, MessageRecord | None]]:
         now = self.clock()
         out: list[tuple[ClaimResult, MessageRecord | None]] = []
         for claim in claims:
@@ -252,15 +276,19 @@ class InMemoryMessageStore(MessageStore):
             if entry is None:
                 entry = self._entries[claim.message_id] = _Entry(
                     State.SENDING, claim.fingerprint, claim.attempt, claim.context,
-                    claim.smsgid, expires=now + self.ttl_s)
+                    claim.smsgid, expires=now + self.ttl_s, token=token, lease=now + lease_s)
                 self._deadlines[claim.message_id] = now + self.receipt_deadline_s
                 out.append((ClaimResult.CLAIMED, None))
             elif entry.fp and entry.fp != claim.fingerprint:
                 out.append((ClaimResult.DUPLICATE, entry.record()))
-            elif entry.state is State.PENDING:
+            elif entry.state is State.PENDING or (
+                    entry.state is State.SENDING and 0 < entry.lease < now):
                 entry.state, entry.attempt = State.SENDING, claim.attempt
+                entry.token, entry.lease = token, now + lease_s
                 self._deadlines[claim.message_id] = now + self.receipt_deadline_s
                 out.append((ClaimResult.CLAIMED, None))
+            elif entry.state is State.SENDING and entry.lease:
+                out.append((ClaimResult.WAIT, entry.record()))
             elif entry.state in (State.SENDING, State.UNCERTAIN):
                 out.append((ClaimResult.BUSY, entry.record()))
             else:
@@ -296,8 +324,9 @@ class InMemoryMessageStore(MessageStore):
             return Applied(TransitionResult.SKIPPED, entry.record())
         allowed = {State.SUBMITTED: (State.SENDING, State.UNCERTAIN),
                    State.UNCERTAIN: (State.SENDING,),
-                   State.PENDING: (State.SENDING,)}.get(t.to, ())
-        if entry.state not in allowed:
+                   State.PENDING: (State.SENDING, State.UNCERTAIN) if t.token else
+                   (State.SENDING,)}.get(t.to, ())
+        if entry.state not in allowed or (t.token and t.token != entry.token):
             return Applied(TransitionResult.SKIPPED, entry.record())
         entry.state = t.to
         entry.mid = t.provider_message_id or entry.mid
@@ -338,34 +367,40 @@ class InMemoryMessageStore(MessageStore):
 #
 # A record is a hash: s (state), fp, a (attempt), ctx (MessageContext JSON), g (smsgid),
 # mid, fe (final event id), fj (final fields, JSON), x (expired by the sweeper, event not
-# yet confirmed). KEYS[1] is the sorted set of deadlines (members: message ids), KEYS[2..]
-# the records; ARGV[1..4] = ttl, now, deadline score, prefix length (apply: ARGV[5] = '1'
-# to return the records). A successful claim returns only its code: the hot path parses
-# nothing it does not need.
+# yet confirmed), ct (claim token), le (claim lease end). KEYS[1] is the sorted set of
+# deadlines (members: message ids), KEYS[2..] the records; ARGV[1..4] = ttl, now, deadline
+# score, prefix length (claim: ARGV[5], ARGV[6] = token, lease end; apply: ARGV[5] = '1' to
+# return the records). A successful claim returns only its code: the hot path parses
+# nothing it does not need. A record without ``le`` in ``sending`` was claimed by a worker
+# that had no leases: it is treated as busy (ICS may have it).
 
 _RECORD_FIELDS = "'s', 'a', 'mid', 'ctx', 'fj'"
 
 _CLAIM_LUA = f"""
 local out = {{}}
 local plen = tonumber(ARGV[4])
+local now = tonumber(ARGV[2])
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local b = 4 + (i - 2) * 4
+  local b = 6 + (i - 2) * 4
   local fp = ARGV[b + 1]
-  local r = redis.call('HMGET', key, 'fp', {_RECORD_FIELDS})
+  local r = redis.call('HMGET', key, 'fp', {_RECORD_FIELDS}, 'le')
+  local le = tonumber(r[7] or '')
   local code
   if not r[2] then
     redis.call('HSET', key, 's', 'sending', 'fp', fp, 'a', ARGV[b + 2], 'ctx', ARGV[b + 3],
-               'g', ARGV[b + 4])
+               'g', ARGV[b + 4], 'ct', ARGV[5], 'le', ARGV[6])
     redis.call('EXPIRE', key, ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
     code = 'claimed'
   elseif r[1] and r[1] ~= fp then
     code = 'duplicate'
-  elseif r[2] == 'pending' then
-    redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2])
+  elseif r[2] == 'pending' or (r[2] == 'sending' and le and le < now) then
+    redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2], 'ct', ARGV[5], 'le', ARGV[6])
     redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
     code = 'claimed'
+  elseif r[2] == 'sending' and le then
+    code = 'wait'
   elseif r[2] == 'sending' or r[2] == 'uncertain' then
     code = 'busy'
   else
@@ -374,7 +409,7 @@ for i = 2, #KEYS do
   if code == 'claimed' then
     out[#out + 1] = code
   else
-    out[#out + 1] = {{code, r[2], r[3] or '1', r[4] or '', r[5] or '', r[6] or ''}}
+    out[#out + 1] = {{code, r[2], r[3] or '1', r[4] or '', r[5] or '', r[6] or '', r[7] or ''}}
   end
 end
 return out
@@ -386,12 +421,16 @@ local plen = tonumber(ARGV[4])
 local final = {{delivered = true, failed = true, rejected = true, expired = true}}
 local from = {{submitted = {{sending = true, uncertain = true}},
                uncertain = {{sending = true}}, pending = {{sending = true}}}}
+local fenced = {{submitted = {{sending = true, uncertain = true}},
+                 uncertain = {{sending = true}}, pending = {{sending = true, uncertain = true}}}}
 for i = 2, #KEYS do
   local key = KEYS[i]
   local id = string.sub(key, plen + 1)
-  local b = 5 + (i - 2) * 4
-  local to, mid, fe, fj = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe')
+  local b = 5 + (i - 2) * 5
+  local to, mid, fe, fj, ct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe', 'ct')
+  local allowed = from
+  if ct ~= '' then allowed = fenced end
   local s = r[1]
   local code = 'skipped'
   if final[to] then
@@ -414,7 +453,7 @@ for i = 2, #KEYS do
   elseif s then
     if final[s] and to == 'submitted' and mid ~= '' then
       if not r[3] then redis.call('HSET', key, 'mid', mid); r[3] = mid end
-    elseif from[to] and from[to][s] then
+    elseif allowed[to] and allowed[to][s] and (ct == '' or ct == r[7]) then
       redis.call('HSET', key, 's', to)
       if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
       if to == 'pending' then
@@ -427,7 +466,7 @@ for i = 2, #KEYS do
     end
   end
   if ARGV[5] == '1' then
-    out[#out + 1] = {{code, r[1] or '', r[2] or '1', r[3] or '', r[4] or '', r[5] or ''}}
+    out[#out + 1] = {{code, r[1] or '', r[2] or '1', r[3] or '', r[4] or '', r[5] or '', ''}}
   else
     out[#out + 1] = code
   end
@@ -474,8 +513,9 @@ def _text(value: object) -> str:
 
 
 def _record(message_id: str, row: Sequence[object]) -> MessageRecord:
-    """A record from ``[state, attempt, mid, ctx, fj]`` as the scripts return them."""
+    """A record from ``[state, attempt, mid, ctx, fj, le]`` as the scripts return them."""
     state, attempt, mid, ctx, fj = (_text(v) for v in row[:5])
+    lease = _text(row[5]) if len(row) > 5 else ""
     context = None
     if ctx:
         try:
@@ -483,9 +523,13 @@ def _record(message_id: str, row: Sequence[object]) -> MessageRecord:
         except ValueError:
             context = None
     final = orjson.loads(fj) if fj else {}
+    try:
+        lease_until = float(lease) if lease else 0.0
+    except ValueError:
+        lease_until = 0.0
     return MessageRecord(State(state) if state else State.PENDING,
                          int(attempt) if attempt.isdigit() else 1, mid or None, context,
-                         final if isinstance(final, dict) else {})
+                         final if isinstance(final, dict) else {}, lease_until)
 
 
 class RedisMessageStore(RedisStore, MessageStore):
@@ -506,15 +550,16 @@ class RedisMessageStore(RedisStore, MessageStore):
         self._sweep = self._client.register_script(_SWEEP_LUA)
         self._swept = self._client.register_script(_SWEPT_LUA)
 
-    def _head(self) -> list[str | bytes | int | float]:
-        now = self.clock()
+    def _head(self, now: float | None = None) -> list[str | bytes | int | float]:
+        now = self.clock() if now is None else now
         return [self.ttl_s, now, now + self.receipt_deadline_s, len(self._prefix)]
 
-    async def claim(self, claims: Sequence[Claim]
-                    ) -> list[tuple[ClaimResult, MessageRecord | None]]:
+    async def claim(self, claims: Sequence[Claim], *, token: str = "",
+                    lease_s: float = 60.0) -> list[tuple[ClaimResult, MessageRecord | None]]:
         if not claims:
             return []
-        args = self._head()
+        now = self.clock()
+        args = [*self._head(now), token, now + lease_s]
         for c in claims:
             args += [c.fingerprint, c.attempt, c.context.to_value(), c.smsgid]
         keys = [self._deadlines, *(self._prefix + c.message_id for c in claims)]
@@ -531,7 +576,7 @@ class RedisMessageStore(RedisStore, MessageStore):
         args = [*self._head(), "1" if records else "0"]
         for t in transitions:
             args += [t.to.value, t.provider_message_id or "", t.event_id,
-                     orjson.dumps(t.final) if t.final else ""]
+                     orjson.dumps(t.final) if t.final else "", t.token]
         keys = [self._deadlines, *(self._prefix + t.message_id for t in transitions)]
         with self.failing_as("record message states"):
             rows = await self._apply(keys=keys, args=args)

@@ -47,6 +47,8 @@ class Job:
     """Hash of the request's content (set when the job is claimed)."""
     context: MessageContext | None = None
     """What the receiver needs of the message (built once, when the job is claimed)."""
+    token: str = ""
+    """The claim token of the job's batch (fences every transition the batch makes)."""
 
 
 @dataclass(slots=True)

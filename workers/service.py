@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -41,6 +43,7 @@ from ics_sms.stores.messages import (
     MessageStoreError,
     State,
     Transition,
+    TransitionResult,
     fingerprint,
     open_message_store,
 )
@@ -123,6 +126,8 @@ class Worker:
         self.messages = message_store or open_message_store(settings)
         self.stats = WorkerStats()
         self.ready = asyncio.Event()
+        self._claim_prefix = secrets.token_hex(6)
+        self._claims = itertools.count(1)
         self._submitter: Submitter | None = None
 
     def __repr__(self) -> str:
@@ -157,6 +162,10 @@ class Worker:
                     return
                 broker = fresh
                 self.stats.reconnects += 1
+
+    def next_claim_token(self) -> str:
+        """A token naming one batch's claim, unique across the fleet."""
+        return f"{self._claim_prefix}:{next(self._claims):x}"
 
     async def _open_broker(self) -> Broker:
         return await self._broker_factory(self.settings)
@@ -343,6 +352,9 @@ class _Session:
             if not jobs:
                 return
             await self._remember(sender, jobs)
+            jobs = claimed = await self._mark_calling(sender, jobs)
+            if not jobs:
+                return
             calling = True
             result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
         except asyncio.CancelledError:
@@ -375,8 +387,10 @@ class _Session:
     async def _claim(self, sender: Sender, jobs: list[Job]) -> list[Job]:
         """Claim the batch in one round trip; settle at once what must not be sent."""
         claims = []
+        token = self.worker.next_claim_token()
         for job in jobs:
-            job.fingerprint = fingerprint(job.request)
+            job.token = token
+            job.fingerprint = fingerprint(job.request, job.delivery.message_id)
             job.context = MessageContext.for_request(job.request, sender=sender.name,
                                                      segments=job.info.segments,
                                                      encoding=job.info.encoding)
@@ -384,7 +398,8 @@ class _Session:
                                 job.context, job.smsgid))
         now = self.worker.clock()
         try:
-            results = await self.worker.messages.claim(claims)
+            results = await self.worker.messages.claim(
+                claims, token=token, lease_s=self.worker.settings.claim_lease_s)
         except MessageStoreError as exc:
             log.warning("message store unavailable; messages wait (nothing is sent unclaimed)",
                         error=str(exc), messages=len(jobs))
@@ -401,18 +416,47 @@ class _Session:
             send = [job for job in send if not job.request.expired(now)]
         return send
 
+    async def _mark_calling(self, sender: Sender, jobs: list[Job]) -> list[Job]:
+        """Just before the ICS request: ``sending -> uncertain`` for the messages whose
+        claim this batch still holds (one round trip). From now on ICS may have them, so
+        they are never claimed again; only the answer moves them on. A message whose lease
+        another batch took (this one stalled past it) is not sent by this one."""
+        marks = [Transition(job.request.message_id, State.UNCERTAIN, token=job.token)
+                 for job in jobs]
+        try:
+            applied = await self.worker.messages.apply(marks)
+        except MessageStoreError as exc:
+            # Unknown whether the marks were written: send nothing. The messages come back
+            # and are claimed again once the lease ends (or wait, if a mark was written).
+            log.warning("message store unavailable before the ICS request; messages wait "
+                        "(nothing is sent unmarked)", error=str(exc), messages=len(jobs))
+            await self._settle(self.submitter.park(jobs, self.worker.settings.claim_lease_s,
+                                                   f"message store: {exc}",
+                                                   self.worker.clock()), sender.name)
+            return []
+        send = [job for job, a in zip(jobs, applied, strict=True)
+                if a.result is TransitionResult.APPLIED]
+        if len(send) < len(jobs):
+            log.warning("another batch took over these messages' claims; not sending them",
+                        sender=sender.name, messages=len(jobs) - len(send))
+            taken = {id(job) for job in send}
+            await self._settle([(job.delivery, []) for job in jobs if id(job) not in taken],
+                               sender.name)
+        return send
+
     async def _give_up(self, sender: Sender, jobs: list[Job], *, sent: bool) -> None:
         """The batch is abandoned (stop, lost connection). Claims of messages never sent
         are released; a request that may have reached ICS leaves them uncertain: they are
         not sent again and wait for their receipts."""
-        to = State.UNCERTAIN if sent else State.PENDING
-        if sent:
+        if sent:  # already uncertain (marked before the request): nothing to record
             log.warning("gave up waiting for ICS; these messages are uncertain and will not "
                         "be sent again", sender=sender.name, messages=len(jobs))
+            return
         try:
             async with asyncio.timeout(_STORE_WAIT_S):
                 await self.worker.messages.apply(
-                    [Transition(job.request.message_id, to) for job in jobs])
+                    [Transition(job.request.message_id, State.PENDING, token=job.token)
+                     for job in jobs])
         except (MessageStoreError, TimeoutError) as exc:
             log.error("could not record abandoned messages", error=str(exc), messages=len(jobs))
 

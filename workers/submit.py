@@ -228,8 +228,9 @@ class Submitter:
                claims: Sequence[tuple[ClaimResult, MessageRecord | None]],
                now: datetime) -> tuple[list[Job], BatchOutcome]:
         """The claimed jobs (to send), and what to do with the others: a duplicate is
-        refused, a message in flight waits for its receipt, a redelivery of a message
-        already submitted or ended re-emits its events from the record. None is sent."""
+        refused, a message claimed by another batch comes back after that claim's lease,
+        a message ICS may have waits for its receipt, a redelivery of a message already
+        submitted or ended re-emits its events from the record. None is sent."""
         send: list[Job] = []
         items: BatchOutcome = []
         for job, (claim, record) in zip(jobs, claims, strict=True):
@@ -237,6 +238,12 @@ class Submitter:
                 send.append(job)
             elif claim is ClaimResult.DUPLICATE:
                 items.append(self._duplicate(job, now))
+            elif claim is ClaimResult.WAIT and record is not None:
+                # Another batch claimed it and has not called ICS yet: look again when
+                # its lease ends (its worker may have died before sending).
+                left = record.lease_until - time.time()  # the store's clock
+                wait = min(max(left, 1.0), self._settings.claim_lease_s)
+                items.extend(self.park([job], wait, "claimed by another batch", now))
             elif claim is ClaimResult.BUSY:
                 items.append((job.delivery, []))
             elif record is not None:
@@ -362,7 +369,9 @@ def _gave_up(job: Job, reason: str) -> str:
 
 
 def _release(job: Job) -> Transition:
-    return Transition(job.request.message_id, State.PENDING)
+    """ICS certainly did not take it: it may be claimed again (only while this batch's
+    claim holds: a stale batch cannot release a message someone else sent)."""
+    return Transition(job.request.message_id, State.PENDING, token=job.token)
 
 
 def _final(job: Job, status: Status, code: str, error: str) -> Transition:

@@ -25,7 +25,7 @@ def test_a_send_request_goes_to_the_send_exchange_keyed_by_lane(
     message = send_message(topology, REQUEST, lane)
     assert message.exchange == topology.send_exchange
     assert message.routing_key == lane.value
-    assert message.message_id == "msg-1"
+    assert message.message_id is not None and message.message_id.startswith("msg-1/")
     assert message.headers is None
 
 
@@ -60,3 +60,10 @@ def test_an_event_is_routed_by_its_status(status: Status) -> None:
     assert message.routing_key == f"sms.{status.value}"
     assert message.message_id == event.event_id  # consumers deduplicate on it
     assert ReceiptEvent.model_validate_json(message.body) == event
+
+
+def test_every_publish_has_its_own_publish_id() -> None:
+    first, again = (send_message(Topology(), REQUEST, Lane.SERVICE) for _ in range(2))
+    assert first.message_id != again.message_id
+    repeated = send_message(Topology(), REQUEST, Lane.SERVICE, publish_id=first.message_id)
+    assert repeated.message_id == first.message_id

@@ -69,7 +69,7 @@ class TestClaim:
         first = await store.claim([claim(1), claim(2)])
         assert [r for r, _ in first] == [ClaimResult.CLAIMED] * 2
         again = await store.claim([claim(1)])
-        assert again[0][0] is ClaimResult.BUSY
+        assert again[0][0] is ClaimResult.WAIT  # the first claim's lease still runs
         record = again[0][1]
         assert record is not None and record.state is State.SENDING
         assert record.context is not None and record.context.metadata == {"k": 1}
@@ -86,7 +86,7 @@ class TestClaim:
         [(result, record)] = await store.claim([claim(1, attempt=2)])
         assert result is ClaimResult.CLAIMED and record is None  # nothing to parse
         [(busy, record)] = await store.claim([claim(1, attempt=3)])
-        assert busy is ClaimResult.BUSY and record is not None and record.attempt == 2
+        assert busy is ClaimResult.WAIT and record is not None and record.attempt == 2
 
     async def test_submitted_or_final_is_done(self, store: MessageStore) -> None:
         await store.claim([claim(1), claim(2)])
@@ -99,6 +99,47 @@ class TestClaim:
         assert first is not None and first.provider_message_id == "mid-1"
         assert second is not None and second.state is State.REJECTED
         assert second.final == {"status": "rejected", "error_code": "x"}
+
+
+class TestLease:
+    async def test_a_claim_never_called_is_claimed_again_after_its_lease(
+            self, store: MessageStore, clock: Clock) -> None:
+        await store.claim([claim(1)], token="dead-worker", lease_s=30)
+        clock.now += 10
+        [(wait, record)] = await store.claim([claim(1)], token="b", lease_s=30)
+        assert wait is ClaimResult.WAIT and record is not None
+        assert record.lease_until == pytest.approx(clock.now + 20)
+        clock.now += 21
+        [(again, _)] = await store.claim([claim(1, attempt=2)], token="b", lease_s=30)
+        assert again is ClaimResult.CLAIMED
+
+    async def test_the_stalled_claimant_finds_its_token_gone(self, store: MessageStore,
+                                                             clock: Clock) -> None:
+        await store.claim([claim(1)], token="slow", lease_s=30)
+        clock.now += 31
+        await store.claim([claim(1)], token="fresh", lease_s=30)
+        stale, fresh = await store.apply([Transition("m1", State.UNCERTAIN, token="slow"),
+                                          Transition("m1", State.UNCERTAIN, token="fresh")])
+        assert stale.result is TransitionResult.SKIPPED
+        assert fresh.result is TransitionResult.APPLIED
+
+    async def test_a_called_message_is_never_claimed_again(self, store: MessageStore,
+                                                           clock: Clock) -> None:
+        await store.claim([claim(1)], token="t", lease_s=30)
+        await store.apply([Transition("m1", State.UNCERTAIN, token="t")])
+        clock.now += 3600
+        assert (await store.claim([claim(1)], token="u"))[0][0] is ClaimResult.BUSY
+
+    async def test_only_the_calling_batch_releases_an_uncertain_message(
+            self, store: MessageStore) -> None:
+        await store.claim([claim(1)], token="t", lease_s=30)
+        await store.apply([Transition("m1", State.UNCERTAIN, token="t")])
+        other, unfenced, own = await store.apply([
+            Transition("m1", State.PENDING, token="u"), Transition("m1", State.PENDING),
+            Transition("m1", State.PENDING, token="t")])
+        assert [other.result, unfenced.result] == [TransitionResult.SKIPPED] * 2
+        assert own.result is TransitionResult.APPLIED
+        assert (await store.claim([claim(1)], token="v"))[0][0] is ClaimResult.CLAIMED
 
 
 class TestTransitions:

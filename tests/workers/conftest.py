@@ -113,8 +113,11 @@ class Pipeline:
         self.dead: asyncio.Queue[Delivery] = asyncio.Queue()
 
     async def publish(self, *requests: SendRequest, lane: Lane = Lane.SERVICE,
-                      headers: dict[str, Any] | None = None) -> None:
-        await self.broker.publish([send_message(self.topology, r, lane, headers)
+                      headers: dict[str, Any] | None = None,
+                      publish_id: str | None = None) -> None:
+        """Publish ``requests``, each as a new publish unless ``publish_id`` names the
+        publish they repeat (what a redelivery of that publish looks like)."""
+        await self.broker.publish([send_message(self.topology, r, lane, headers, publish_id)
                                    for r in requests])
 
     async def publish_raw(self, body: bytes, lane: Lane = Lane.SERVICE) -> None:

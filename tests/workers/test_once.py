@@ -30,10 +30,10 @@ from tests.workers.conftest import (
 async def test_a_redelivered_submitted_message_is_not_sent_again(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
-    await pipeline.publish(request(1))
+    await pipeline.publish(request(1), publish_id="m1/p1")
     async with running_worker(worker_settings):
         [first] = await pipeline.next_events(1)
-        await pipeline.publish(request(1))
+        await pipeline.publish(request(1), publish_id="m1/p1")  # as the broker redelivers it
         [again] = await pipeline.next_events(1)
     assert first.status is again.status is Status.SUBMITTED
     assert again.event_id == first.event_id  # re-emitted from the record
@@ -57,13 +57,47 @@ async def test_the_same_message_id_with_other_content_is_a_duplicate(
     assert [r["smstext"] for r in fake_ics.records] == ["hello 1"]
 
 
+async def test_the_same_request_published_again_is_a_duplicate_not_a_redelivery(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings):
+        [first] = await pipeline.next_events(1)
+        await pipeline.publish(request(1))  # the campaign engine publishes it again
+        await pipeline.publish(request(1))  # and again
+        duplicates = await pipeline.next_events(2)
+        await pipeline.next_dead(2)
+    assert first.status is Status.SUBMITTED
+    assert [(d.status, d.error_code, d.final) for d in duplicates] == [
+        (Status.REJECTED, "duplicate", False)] * 2
+    assert len({d.event_id for d in duplicates}) == 2  # one per publish
+    assert len(fake_ics.records) == 1
+
+
+async def test_a_claim_whose_worker_died_before_sending_is_sent_after_its_lease(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    settings = worker_settings.model_copy(update={"claim_lease_s": 1.0})
+    async with open_message_store(settings) as store:  # a worker claimed it, then died
+        [(claimed, _)] = await store.claim([claim(1, fingerprint(request(1), "m1/p1"))],
+                                           token="dead-worker", lease_s=1.0)
+    assert claimed is ClaimResult.CLAIMED
+    await pipeline.publish(request(1), publish_id="m1/p1")  # the broker redelivers it
+    async with running_worker(settings):
+        [event] = await pipeline.next_events(1, timeout_s=30)
+    assert event.status is Status.SUBMITTED
+    assert len(fake_ics.records) == 1
+
+
 async def test_an_answer_that_timed_out_leaves_messages_uncertain_until_the_deadline(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
     fake_ics.delay_s = 1.0  # ICS takes the request, the answer comes too late
     settings = worker_settings.model_copy(update={"ics_timeout_s": 0.2,
                                                   "receipt_deadline_s": 1.0})
-    await pipeline.publish(request(1), request(1), request(2))
+    await pipeline.publish(request(1), publish_id="m1/p1")
+    await pipeline.publish(request(1), publish_id="m1/p1")  # redelivered meanwhile
+    await pipeline.publish(request(2))
     async with running_worker(settings):
         events = await pipeline.next_events(2)
     assert {e.message_id for e in events} == {"m1", "m2"}
@@ -83,12 +117,12 @@ async def test_a_server_error_after_the_request_is_not_retried(
         return status(500)(body)
 
     fake_ics.responders = [fail_after_taking_it]
-    await pipeline.publish(request(1))
+    await pipeline.publish(request(1), publish_id="m1/p1")
     async with running_worker(worker_settings):
         await asyncio.wait_for(answered.wait(), 20)  # the stop drains the batch in flight
     assert len(fake_ics.requests) == 1
     async with open_message_store(worker_settings) as store:
-        [(result, record)] = await store.claim([claim(1, fingerprint(request(1)))])
+        [(result, record)] = await store.claim([claim(1, fingerprint(request(1), "m1/p1"))])
     assert result is ClaimResult.BUSY and record is not None and record.state == "uncertain"
     assert pipeline.events.empty()
 
@@ -123,10 +157,10 @@ async def test_a_redelivery_after_expiry_does_not_end_a_sent_message_twice(
 ) -> None:
     sent_at = datetime.now(UTC)
     message = request(1, expires_at=(sent_at + timedelta(minutes=10)).isoformat())
-    await pipeline.publish(message)
+    await pipeline.publish(message, publish_id="m1/p1")
     async with running_worker(worker_settings, clock=fixed_clock(sent_at)):
         [first] = await pipeline.next_events(1)
-    await pipeline.publish(message)  # e.g. its ack was lost, and it is redelivered later
+    await pipeline.publish(message, publish_id="m1/p1")  # its ack was lost: redelivered
     async with running_worker(worker_settings, clock=fixed_clock(sent_at + timedelta(hours=1))):
         [again] = await pipeline.next_events(1)
     assert first.status is again.status is Status.SUBMITTED
