@@ -32,6 +32,7 @@ __all__ = [
     "HEADER_ATTEMPT",
     "HEADER_ERROR",
     "HEADER_REASON",
+    "HEADER_REFUSED_SINCE",
     "NAMESPACE_SEPARATORS",
     "Binding",
     "Exchange",
@@ -52,6 +53,8 @@ HEADER_ATTEMPT = "x-ics-attempt"
 HEADER_REASON = "x-ics-reason"
 HEADER_ERROR = "x-ics-error"
 HEADER_PARKED = "x-ics-parked"
+HEADER_REFUSED_SINCE = "x-ics-refused-since"
+"""Epoch seconds since when the message waits because ICS refuses its sender's credentials."""
 
 
 NAMESPACE_SEPARATORS = ".-_"

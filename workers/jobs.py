@@ -5,6 +5,7 @@ Everything here is synchronous and cheap: it runs for every message as it arrive
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,19 +15,26 @@ from pydantic import TypeAdapter, ValidationError
 
 from ics_sms.broker.base import Delivery, Outgoing
 from ics_sms.schemas.errors import describe
-from ics_sms.schemas.messages import Identifier, SendRequest, Status
+from ics_sms.schemas.messages import Identifier, SendRequest
 from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders
 from ics_sms.schemas.smsgid import SmsgidSigner
-from ics_sms.schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
+from ics_sms.schemas.topology import (
+    HEADER_ATTEMPT,
+    HEADER_PARKED,
+    HEADER_REFUSED_SINCE,
+    Topology,
+)
 from ics_sms.stores.context import MessageContext
+from ics_sms.stores.messages import Claim, fingerprint
 from ics_sms.workers.encoding import TextInfo, analyse
 from ics_sms.workers.links import rewrite_links
 from ics_sms.workers.outcomes import Outcomes
 from ics_sms.workers.policy import MAX_PARKS
 
-__all__ = ["Decision", "Job", "JobFactory", "Settle"]
+__all__ = ["Decision", "Job", "JobFactory", "Refusal", "Settle"]
 
 _INDIA = "+91"
+_MAX_REFUSED_WAIT_S = 30 * 86400
 _id_adapter: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
@@ -49,6 +57,8 @@ class Job:
     """What the receiver needs of the message (built once, when the job is claimed)."""
     token: str = ""
     """The claim token of the job's batch (fences every transition the batch makes)."""
+    refused_since: int | None = None
+    """Epoch seconds since when it waits because ICS refuses its sender's credentials."""
 
 
 @dataclass(slots=True)
@@ -60,7 +70,38 @@ class Settle:
     requeue: bool = False
 
 
-Decision = Job | Settle
+@dataclass(slots=True)
+class Refusal:
+    """A message refused before any batch (unknown sender, DLT, invalid body). It ends
+    ``rejected`` only if it claims its message_id in the store: a reused id is a duplicate,
+    a redelivery of an already refused or sent message re-emits or waits, never a second
+    final status (:meth:`~ics_sms.workers.submit.Submitter.refuse`)."""
+
+    delivery: Delivery
+    message_id: str
+    campaign_id: str | None
+    request: SendRequest | None
+    """None for a body that is not a valid send request (only its ids could be read)."""
+    sender: str | None
+    attempt: int
+    code: str
+    error: str
+
+    def claim(self) -> Claim:
+        if self.request is not None:
+            fp = fingerprint(self.request, self.delivery.message_id)
+            context = MessageContext.for_request(self.request, sender=self.sender or "")
+        else:
+            publish = self.delivery.message_id or ""
+            fp = hashlib.blake2b(self.delivery.body + publish.encode(),
+                                 digest_size=12).hexdigest()
+            context = MessageContext.model_construct(
+                message_id=self.message_id, campaign_id=self.campaign_id or "", sender="",
+                metadata={}, segments=None, encoding=None, urls=())
+        return Claim(self.message_id, fp, self.attempt, context)
+
+
+Decision = Job | Settle | Refusal
 
 
 def _header_count(delivery: Delivery, name: str, low: int, high: int) -> int:
@@ -95,14 +136,14 @@ class JobFactory:
         try:
             request = SendRequest.model_validate_json(delivery.body)
         except ValidationError as exc:
-            return self._unparseable(delivery, "; ".join(describe(exc)), now)
+            return self._unparseable(delivery, "; ".join(describe(exc)))
         sender = self._senders.get(request.sender)
         attempt = _header_count(delivery, HEADER_ATTEMPT, 1, self._max_attempts)
         if sender is None:
             name = request.sender or "(default)"
             reason = (f"unknown sender {name!r}" if request.sender
                       else "no sender named and no default sender configured")
-            return self._reject(delivery, request, None, "unknown_sender", reason, now, attempt)
+            return self._reject(delivery, request, None, "unknown_sender", reason, attempt)
         lane = self._lane_of_queue.get(delivery.queue)
         if lane is not None and lane is not sender.lane:
             return Settle(delivery, [self._out.lane_move(delivery, sender.lane)])
@@ -110,15 +151,20 @@ class JobFactory:
         # redelivery of a message already sent must not get a second final status).
         problem = self._dlt_problem(request, sender)
         if problem is not None:
-            return self._reject(delivery, request, sender.name, "dlt", problem, now, attempt)
+            return self._reject(delivery, request, sender.name, "dlt", problem, attempt)
         text, links = request.text, {}
         if sender.click_tracking is ClickTracking.SELF:
             rewritten = rewrite_links(text, request.message_id, self._link_secret,
                                       self._link_base_url)
             text, links = rewritten.text, rewritten.links
-        return Job(delivery, request, sender, attempt,
-                   _header_count(delivery, HEADER_PARKED, 0, MAX_PARKS),
-                   self._signer.sign(request.message_id, sender.name), analyse(text), text, links)
+        job = Job(delivery, request, sender, attempt,
+                  _header_count(delivery, HEADER_PARKED, 0, MAX_PARKS),
+                  self._signer.sign(request.message_id, sender.name), analyse(text), text, links)
+        since = delivery.headers.get(HEADER_REFUSED_SINCE)
+        if type(since) is int:  # never later than now, nor before the longest wait allowed
+            epoch = int(now.timestamp())
+            job.refused_since = min(max(since, epoch - _MAX_REFUSED_WAIT_S), epoch)
+        return job
 
     @staticmethod
     def _dlt_problem(request: SendRequest, sender: Sender) -> str | None:
@@ -130,21 +176,18 @@ class JobFactory:
             return "dlt_template_id is required for +91 numbers"
         return None
 
-    def _reject(self, delivery: Delivery, request: SendRequest, sender: str | None,
-                reason: str, error: str, now: datetime, attempt: int) -> Settle:
-        return Settle(delivery, [
-            self._out.event(request, Status.REJECTED, now, sender=sender, attempt=attempt,
-                            error=error, error_code=reason),
-            self._out.dead_copy(delivery, reason, error),
-        ])
+    @staticmethod
+    def _reject(delivery: Delivery, request: SendRequest, sender: str | None,
+                reason: str, error: str, attempt: int) -> Refusal:
+        return Refusal(delivery, request.message_id, request.campaign_id, request, sender,
+                       attempt, reason, error)
 
-    def _unparseable(self, delivery: Delivery, error: str, now: datetime) -> Settle:
-        messages = [self._out.dead_copy(delivery, "invalid_message", error)]
+    def _unparseable(self, delivery: Delivery, error: str) -> Decision:
         message_id, campaign_id = _salvage_ids(delivery.body)
         if message_id is not None:
-            messages.insert(0, self._out.orphan_event(message_id, Status.REJECTED, now,
-                                                      error, campaign_id))
-        return Settle(delivery, messages)
+            return Refusal(delivery, message_id, campaign_id, None, None, 1,
+                           "invalid_message", error)
+        return Settle(delivery, [self._out.dead_copy(delivery, "invalid_message", error)])
 
 
 def _salvage_ids(body: bytes) -> tuple[str | None, str | None]:

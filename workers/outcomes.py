@@ -14,6 +14,7 @@ from ics_sms.schemas.topology import (
     HEADER_ERROR,
     HEADER_PARKED,
     HEADER_REASON,
+    HEADER_REFUSED_SINCE,
     Topology,
 )
 
@@ -45,11 +46,13 @@ class Outcomes:
         })
 
     def orphan_event(self, message_id: str, status: Status, now: datetime, error: str,
-                     campaign_id: str | None = None) -> Outgoing:
+                     campaign_id: str | None = None, *, error_code: str | None = None,
+                     discriminator: str = "unparseable", final: bool | None = None) -> Outgoing:
         """An event for a message that could not be parsed (only its id is known)."""
         event = ReceiptEvent(
-            event_id=make_event_id(message_id, status, "unparseable"), message_id=message_id,
+            event_id=make_event_id(message_id, status, discriminator), message_id=message_id,
             campaign_id=campaign_id, status=status, occurred_at=now, error=error,
+            error_code=error_code, final=final,
         )
         return event_message(self.topology, event)
 
@@ -61,7 +64,8 @@ class Outcomes:
                         headers=headers, message_id=delivery.message_id)
 
     def retry_copy(self, delivery: Delivery, lane: Lane, delay_s: float, *, attempt: int,
-                   reason: str, parked: int | None = None) -> Outgoing:
+                   reason: str, parked: int | None = None,
+                   refused_since: int | None = None) -> Outgoing:
         """The message again, through the delay tier for ``delay_s``, as ``attempt``."""
         headers: dict[str, Any] = {
             k: v for k, v in delivery.headers.items() if not k.startswith("x-death")
@@ -71,6 +75,8 @@ class Outcomes:
         headers[HEADER_REASON] = reason[:500]
         if parked is not None:
             headers[HEADER_PARKED] = parked
+        if refused_since is not None:
+            headers[HEADER_REFUSED_SINCE] = refused_since
         tier = self.topology.delay_tier(delay_s)
         return Outgoing(self.topology.retry_exchange, self.topology.delay_routing_key(lane, tier),
                         delivery.body, headers=headers, message_id=delivery.message_id)

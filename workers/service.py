@@ -49,7 +49,7 @@ from ics_sms.stores.messages import (
 )
 from ics_sms.workers.batching import Batcher
 from ics_sms.workers.ics import IcsClient
-from ics_sms.workers.jobs import Job, JobFactory, Settle
+from ics_sms.workers.jobs import Job, JobFactory, Refusal, Settle
 from ics_sms.workers.metrics import (
     BATCH_SIZE,
     CONSUMED,
@@ -189,6 +189,7 @@ class _Session:
                                link_base_url=str(settings.public_url))
         self.immediate: list[Settle] = []
         self.immediate_scheduled = False
+        self.refusals: list[Refusal] = []
         self.tasks: set[asyncio.Task[None]] = set()
         # A promotional backlog gets a smaller share of this process (prefetch and batches
         # in flight), so service messages are not stuck behind it in the event loop.
@@ -276,14 +277,15 @@ class _Session:
         if isinstance(decision, Settle):
             self._settle_soon(decision)
             return
+        if isinstance(decision, Refusal):
+            self.refusals.append(decision)
+            if not self.immediate_scheduled:
+                self.immediate_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_immediate)
+            return
         lane = decision.sender.lane
         if lane is Lane.PROMOTIONAL and not self.worker.window.is_open(now):
             self._settle_soon(Settle(delivery, [], requeue=True))
-            return
-        paused = self.submitter.state(decision.sender).paused_for()
-        if paused > 0:
-            items = self.submitter.park([decision], paused, "sender paused: credentials", now)
-            self._settle_soon(Settle(delivery, items[0][1]))
             return
         self.batcher.add(decision)
 
@@ -303,6 +305,9 @@ class _Session:
 
     def _flush_immediate(self) -> None:
         self.immediate_scheduled = False
+        if self.refusals:
+            refusals, self.refusals = self.refusals, []
+            self._spawn(self._refuse(refusals))
         batch, self.immediate = self.immediate, []
         requeue = [s.delivery for s in batch if s.requeue]
         if requeue:
@@ -344,6 +349,13 @@ class _Session:
         claimed: list[Job] = []
         calling = False
         try:
+            paused = self.submitter.state(sender).paused_for()
+            if paused > 0:  # credentials refused: the claimed messages wait (or fail)
+                jobs = claimed = await self._claim(sender, jobs)
+                await self._conclude(self.submitter.hold(
+                    jobs, paused, "sender paused: ICS refused its credentials",
+                    worker.clock()), sender.name)
+                return
             await worker.buckets[sender.name].acquire(len(jobs))
             jobs = claimed = await self._claim(sender, jobs)
             if not jobs:
@@ -373,6 +385,8 @@ class _Session:
                         reason=result.reason, messages=len(jobs))
         if result.retry_after_s is not None:
             worker.buckets[sender.name].block_for(result.retry_after_s)
+        if result.ok or result.results:
+            self.submitter.accepted(sender)
         verdicts = self.submitter.interpret(sender, jobs, result, worker.clock())
         if verdicts.uncertain_count:
             log.warning("ICS may have accepted messages it did not confirm; they are not "
@@ -444,6 +458,29 @@ class _Session:
                                sender.name)
         return send
 
+    async def _refuse(self, refusals: list[Refusal]) -> None:
+        """Messages refused before any batch end ``rejected`` only once their message_id is
+        claimed and the refusal recorded (two round trips for all those of a loop turn);
+        without the store they wait, as batches do."""
+        worker = self.worker
+        now = worker.clock()
+        lease_s = worker.settings.claim_lease_s
+        try:
+            results = await worker.messages.claim([r.claim() for r in refusals],
+                                                  token=worker.next_claim_token(),
+                                                  lease_s=lease_s)
+            verdicts = self.submitter.refuse(refusals, results, now)
+            await worker.messages.apply(verdicts.marks)
+        except MessageStoreError as exc:
+            # A claim without its refusal recorded is taken again once its lease ends.
+            log.warning("message store unavailable; refused messages wait to be recorded",
+                        error=str(exc), messages=len(refusals))
+            await self._settle([(r.delivery, [worker.outcomes.retry_copy(
+                r.delivery, self.lane_of_queue.get(r.delivery.queue, Lane.SERVICE), lease_s,
+                attempt=r.attempt, reason=f"message store: {exc}")]) for r in refusals])
+            return
+        await self._settle(verdicts.items)
+
     async def _give_up(self, sender: Sender, jobs: list[Job], *, sent: bool) -> None:
         """The batch is abandoned (stop, lost connection). Claims of messages never sent
         are released; a request that may have reached ICS leaves them uncertain: they are
@@ -513,6 +550,7 @@ class _Session:
         for task in self.tasks:
             task.cancel()
         self.immediate.clear()
+        self.refusals.clear()
 
     async def _drain(self) -> None:
         """Graceful stop: no new deliveries, submit what is batched, wait for in-flight."""
@@ -520,7 +558,7 @@ class _Session:
             with contextlib.suppress(ConnectionLost):
                 await self._stop(lane)
         self.batcher.flush_all()
-        if self.immediate:
+        if self.immediate or self.refusals:
             self._flush_immediate()
         if self.tasks:
             _done, pending = await asyncio.wait(self.tasks, timeout=_DRAIN_TIMEOUT_S)

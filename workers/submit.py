@@ -20,27 +20,32 @@ from ics_sms.schemas.senders import ClickTracking, Sender
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.messages import ClaimResult, MessageRecord, State, Transition
 from ics_sms.workers.ics import Batch, IcsClient, SubmitResult
-from ics_sms.workers.jobs import Job
+from ics_sms.workers.jobs import Job, Refusal
 from ics_sms.workers.outcomes import Outcomes
 from ics_sms.workers.policy import MAX_PARKS, AttemptPolicy, Disposition
 
-__all__ = ["BatchOutcome", "SenderState", "Submitter", "Verdicts"]
+__all__ = ["SENDER_UNAUTHORIZED", "BatchOutcome", "SenderState", "Submitter", "Verdicts"]
 
 log = structlog.get_logger(__name__)
 
 BatchOutcome = list[tuple[Delivery, Sequence[Outgoing]]]
 
+SENDER_UNAUTHORIZED = "sender_unauthorized"
+"""error_code of messages that waited too long for their sender's credentials."""
+
 
 class SenderState:
-    """Per-sender runtime state: paused after a 401/403 until a monotonic instant."""
+    """Per-sender runtime state: paused after a 401/403 until a monotonic instant, and
+    whether an episode of refused credentials is under way (logged once, at its start)."""
 
-    __slots__ = ("paused_until",)
+    __slots__ = ("paused_until", "refused")
 
     def __init__(self) -> None:
         self.paused_until = 0.0
+        self.refused = False
 
     def __repr__(self) -> str:
-        return f"<SenderState paused_for={self.paused_for():.1f}s>"
+        return f"<SenderState paused_for={self.paused_for():.1f}s refused={self.refused}>"
 
     def paused_for(self) -> float:
         return max(self.paused_until - time.monotonic(), 0.0)
@@ -207,7 +212,7 @@ class Submitter:
                     wait = result.retry_after_s if result.retry_after_s is not None else 1.0
                     self._park([job], wait, reason, now, out)
                 case Disposition.PAUSE_SENDER:
-                    self._park([job], self._pause(sender, result), reason, now, out)
+                    self._unauthorized(job, self._pause(sender, result), reason, now, out)
                 case Disposition.REJECT:
                     self._reject(job, "ics_refused", reason, now, out)
                 case _:
@@ -215,14 +220,55 @@ class Submitter:
         return out
 
     def _pause(self, sender: Sender, result: SubmitResult) -> float:
-        """ICS refused the sender's credentials: pause it (logged once per pause)."""
+        """ICS refused the sender's credentials: pause it (logged once per episode: until
+        ICS accepts a request of the sender again)."""
         state = self.state(sender)
         pause_s = self._settings.sender_pause_s
-        if state.paused_for() == 0:
-            log.error("ICS refused the sender's credentials; pausing the sender",
-                      sender=sender.name, status=result.status, pause_s=pause_s)
+        if not state.refused:
+            state.refused = True
+            log.error("ICS refused the sender's credentials; its messages wait, and fail "
+                      "(sender_unauthorized) if still refused after the bound",
+                      sender=sender.name, status=result.status, pause_s=pause_s,
+                      bound_s=self._settings.sender_unauthorized_after_s)
         state.paused_until = time.monotonic() + pause_s
         return pause_s
+
+    def accepted(self, sender: Sender) -> None:
+        """ICS accepted a request of the sender: an episode of refusals is over."""
+        state = self.states.get(sender.name)
+        if state is not None and state.refused:
+            state.refused = False
+            log.info("ICS accepts the sender's credentials again", sender=sender.name)
+
+    def hold(self, jobs: Sequence[Job], wait_s: float, reason: str, now: datetime) -> Verdicts:
+        """Claimed jobs of a sender that is paused (credentials refused): they wait."""
+        out = Verdicts()
+        for job in jobs:
+            self._unauthorized(job, wait_s, reason, now, out)
+        return out
+
+    def _unauthorized(self, job: Job, wait_s: float, reason: str, now: datetime,
+                      out: Verdicts) -> None:
+        """Wait (no attempt spent) while the sender's credentials are refused, for at most
+        ``sender_unauthorized_after_s`` counted from the first refusal the message met;
+        then end ``failed`` with ``error_code=sender_unauthorized``."""
+        epoch = int(now.timestamp())
+        since = job.refused_since if job.refused_since is not None else epoch
+        left = self._settings.sender_unauthorized_after_s - (epoch - since)
+        if left <= 0:
+            error = (f"ICS refused the sender's credentials for {epoch - since} s "
+                     f"(the bound is {self._settings.sender_unauthorized_after_s:g} s): {reason}")
+            out.add(job, [
+                self._out.event(job.request, Status.FAILED, now, sender=job.sender.name,
+                                attempt=job.attempt, error=error,
+                                error_code=SENDER_UNAUTHORIZED),
+                self._out.dead_copy(job.delivery, SENDER_UNAUTHORIZED, error),
+            ], _final(job, Status.FAILED, SENDER_UNAUTHORIZED, error))
+            return
+        out.add(job, [self._out.retry_copy(
+            job.delivery, job.sender.lane, min(wait_s, max(left, 1.0)), attempt=job.attempt,
+            reason=reason, parked=min(job.parked + 1, MAX_PARKS), refused_since=since)],
+            _release(job))
 
     def triage(self, jobs: Sequence[Job],
                claims: Sequence[tuple[ClaimResult, MessageRecord | None]],
@@ -251,6 +297,46 @@ class Submitter:
             else:
                 items.append((job.delivery, []))
         return send, items
+
+    def refuse(self, refusals: Sequence[Refusal],
+               claims: Sequence[tuple[ClaimResult, MessageRecord | None]],
+               now: datetime) -> Verdicts:
+        """Refusals made before any batch, after claiming their ids (one round trip): the
+        claimed end ``rejected`` (their final status, recorded); a reused id gets the
+        non-final ``duplicate`` refusal; a redelivery re-emits the recorded refusal, and a
+        message already in ICS's hands is left to its receipt."""
+        out = Verdicts()
+        for refusal, (claim, record) in zip(refusals, claims, strict=True):
+            delivery, code, error = refusal.delivery, refusal.code, refusal.error
+            if claim is ClaimResult.CLAIMED:
+                out.add_settled(delivery, [self._refusal_event(refusal, now, code, error),
+                                           self._out.dead_copy(delivery, code, error)],
+                                _refused(refusal))
+            elif claim is ClaimResult.DUPLICATE:
+                dup = ("another message with this message_id was published within the "
+                       "dedupe window")
+                out.items.append((delivery, [
+                    self._refusal_event(refusal, now, "duplicate", dup, final=False,
+                                        discriminator=f"duplicate:{refusal.claim().fingerprint}"),
+                    self._out.dead_copy(delivery, "duplicate", dup)]))
+            elif (claim is ClaimResult.DONE and record is not None
+                  and record.final.get("status") == Status.REJECTED.value):
+                code, error = record.final.get("error_code", code), record.final.get("error", "")
+                out.items.append((delivery, [self._refusal_event(refusal, now, code, error),
+                                             self._out.dead_copy(delivery, code, error)]))
+            else:  # claimed elsewhere, at ICS, or ended otherwise: its own events say it
+                out.items.append((delivery, []))
+        return out
+
+    def _refusal_event(self, refusal: Refusal, now: datetime, code: str, error: str, *,
+                       final: bool | None = None, discriminator: str | None = None) -> Outgoing:
+        if refusal.request is None:
+            return self._out.orphan_event(refusal.message_id, Status.REJECTED, now, error,
+                                          refusal.campaign_id, error_code=code, final=final,
+                                          discriminator=discriminator or code)
+        return self._out.event(refusal.request, Status.REJECTED, now, sender=refusal.sender,
+                               attempt=refusal.attempt, error=error, error_code=code,
+                               final=final, discriminator=discriminator)
 
     def _duplicate(self, job: Job, now: datetime) -> tuple[Delivery, Sequence[Outgoing]]:
         error = "another message with this message_id was published within the dedupe window"
@@ -374,6 +460,15 @@ def _release(job: Job) -> Transition:
     return Transition(job.request.message_id, State.PENDING, token=job.token)
 
 
+def _refused(refusal: Refusal) -> Transition:
+    """The refusal as the message's final status (event id as its event has it)."""
+    fields = {"status": Status.REJECTED.value, "error_code": refusal.code,
+              "error": refusal.error[:500]}
+    return Transition(refusal.message_id, State.REJECTED,
+                      event_id=make_event_id(refusal.message_id, Status.REJECTED, refusal.code),
+                      final=fields)
+
+
 def _final(job: Job, status: Status, code: str, error: str) -> Transition:
     fields = {"status": status.value, "error_code": code, "error": error[:500]}
     return Transition(job.request.message_id, State(status.value),
@@ -393,7 +488,11 @@ class Verdicts:
     """Uncertain messages sent again because their sender opted in (``resend_uncertain``)."""
 
     def add(self, job: Job, messages: Sequence[Outgoing], mark: Transition) -> None:
-        self.items.append((job.delivery, messages))
+        self.add_settled(job.delivery, messages, mark)
+
+    def add_settled(self, delivery: Delivery, messages: Sequence[Outgoing],
+                    mark: Transition) -> None:
+        self.items.append((delivery, messages))
         self.marks.append(mark)
 
     def uncertain(self, job: Job) -> None:

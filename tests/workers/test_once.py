@@ -12,7 +12,7 @@ from ics_sms.schemas.messages import Status
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import HEADER_REASON
-from ics_sms.stores.messages import ClaimResult, fingerprint, open_message_store
+from ics_sms.stores.messages import ClaimResult, State, fingerprint, open_message_store
 from ics_sms.workers.sweeper import NO_RECEIPT
 from tests.stores.test_messages import claim
 from tests.workers.conftest import (
@@ -87,6 +87,40 @@ async def test_a_claim_whose_worker_died_before_sending_is_sent_after_its_lease(
         [event] = await pipeline.next_events(1, timeout_s=30)
     assert event.status is Status.SUBMITTED
     assert len(fake_ics.records) == 1
+
+
+async def test_a_reused_id_refused_before_sending_is_a_duplicate_not_a_second_final(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    await pipeline.publish(request(1))
+    async with running_worker(worker_settings):
+        [first] = await pipeline.next_events(1)
+        await pipeline.publish(request(1, sender="nobody"))  # the id reused, badly
+        [refused] = await pipeline.next_events(1)
+        await pipeline.next_dead(1)
+    assert first.status is Status.SUBMITTED
+    assert (refused.status, refused.error_code, refused.final) == (
+        Status.REJECTED, "duplicate", False)
+
+
+async def test_a_redelivered_refusal_is_the_same_final_event(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    bad = request(1, sender="nobody")
+    await pipeline.publish(bad, publish_id="m1/p1")
+    async with running_worker(worker_settings):
+        events = await pipeline.next_events(1)
+        await pipeline.publish(bad, publish_id="m1/p1")  # redelivered: its ack was lost
+        events += await pipeline.next_events(1)
+        await pipeline.next_dead(2)
+    assert {(e.status, e.error_code, e.final) for e in events} == {
+        (Status.REJECTED, "unknown_sender", None)}
+    assert len({e.event_id for e in events}) == 1
+    async with open_message_store(worker_settings) as store:
+        [(result, record)] = await store.claim([claim(1, fingerprint(bad, "m1/p1"))])
+    assert result is ClaimResult.DONE and record is not None
+    assert record.state is State.REJECTED
+    assert not fake_ics.requests
 
 
 async def test_an_answer_that_timed_out_leaves_messages_uncertain_until_the_deadline(

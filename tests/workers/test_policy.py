@@ -116,7 +116,7 @@ def test_throttling_blocks_the_sender() -> None:
 
 def test_a_sender_state_shows_its_pause() -> None:
     state = SenderState()
-    assert repr(state) == "<SenderState paused_for=0.0s>"
+    assert repr(state) == "<SenderState paused_for=0.0s refused=False>"
     state.paused_until = monotonic() + 60
     assert repr(state).startswith("<SenderState paused_for=")
-    assert repr(state) != "<SenderState paused_for=0.0s>"
+    assert repr(state) != "<SenderState paused_for=0.0s refused=False>"

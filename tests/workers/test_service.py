@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from structlog.testing import capture_logs
 
 from ics_sms.schemas.messages import Encoding, Status
 from ics_sms.schemas.senders import Lane
@@ -159,6 +160,41 @@ async def test_refused_credentials_pause_the_sender_instead_of_failing(
         events = await pipeline.next_events(2)
     assert {e.status for e in events} == {Status.SUBMITTED}
     assert worker.stats.received >= 4  # each message came back once after the pause
+
+
+async def test_credentials_refused_for_longer_than_the_bound_fail_the_messages(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    fake_ics.responders = [status(401)]  # for good
+    settings = worker_settings.model_copy(update={"sender_pause_s": 1.0,
+                                                  "sender_unauthorized_after_s": 3.0})
+    await pipeline.publish(request(1), request(2))
+    with capture_logs() as logs:
+        async with running_worker(settings):
+            events = await pipeline.next_events(2, timeout_s=30)
+            dead = await pipeline.next_dead(2)
+    assert {(e.status, e.error_code) for e in events} == {(Status.FAILED, "sender_unauthorized")}
+    assert all(e.final is not False for e in events)
+    assert {d.headers[HEADER_REASON] for d in dead} == {"sender_unauthorized"}
+    assert len(fake_ics.requests) >= 2  # asked again after each pause, then gave up
+    refusals = [line for line in logs if "refused the sender's credentials" in line["event"]]
+    assert len(refusals) == 1  # once per episode, not once per pause
+
+
+async def test_an_episode_of_refused_credentials_ends_when_ics_accepts_again(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    fake_ics.responders = [status(401), status(401), accept_all]
+    settings = worker_settings.model_copy(update={"sender_pause_s": 1.0})
+    await pipeline.publish(request(1))
+    with capture_logs() as logs:
+        async with running_worker(settings):
+            [event] = await pipeline.next_events(1, timeout_s=30)
+    assert event.status is Status.SUBMITTED and event.attempt == 1
+    said = [line["event"] for line in logs if "credentials" in line["event"]]
+    assert said == ["ICS refused the sender's credentials; its messages wait, and fail "
+                    "(sender_unauthorized) if still refused after the bound",
+                    "ICS accepts the sender's credentials again"]
 
 
 async def test_garbage_is_dead_lettered_and_the_worker_goes_on(
