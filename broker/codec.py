@@ -11,7 +11,7 @@ import orjson
 from ics_sms.broker.base import Outgoing
 from ics_sms.schemas.messages import SCHEMA_VERSION, ReceiptEvent, SendRequest, Status
 from ics_sms.schemas.senders import Lane
-from ics_sms.schemas.topology import Topology
+from ics_sms.schemas.topology import HEADER_PUBLISH_ID, Topology
 
 __all__ = ["event_message", "event_message_from_fields", "new_publish_id", "send_message"]
 
@@ -19,12 +19,11 @@ _PUBLISHER = secrets.token_hex(6)
 _PUBLISHES = itertools.count(1)
 
 
-def new_publish_id(message_id: str) -> str:
-    """The AMQP ``message_id`` of one publish of a send request: the request's id, a
-    random part per process and a counter, so every publish has its own (a republish of
-    the same request is told apart from a redelivery or a retry of the same publish,
-    which keep it)."""
-    return f"{message_id}/{_PUBLISHER}{next(_PUBLISHES):x}"
+def new_publish_id() -> str:
+    """The ``x-ics-publish-id`` of one publish of a send request: a random part per
+    process and a counter, so every publish has its own (a republish of the same request
+    is told apart from a redelivery or a retry of the same publish, which keep it)."""
+    return f"{_PUBLISHER}{next(_PUBLISHES):x}"
 
 
 def event_message(topology: Topology, event: ReceiptEvent) -> Outgoing:
@@ -57,12 +56,12 @@ def send_message(
     publish_id: str | None = None,
 ) -> Outgoing:
     """A send request for the lane of its sender, as a new publish (``publish_id``: the
-    id of the publish it repeats, e.g. a producer publishing again what the broker did
-    not confirm)."""
+    id of the publish it repeats; a producer publishing again what the broker did not
+    confirm reuses the message itself)."""
     return Outgoing(
         exchange=topology.send_exchange,
         routing_key=topology.send_routing_key(lane),
         body=request.model_dump_json(exclude_none=True).encode(),
-        headers=headers,
-        message_id=publish_id or new_publish_id(request.message_id),
+        headers={**(headers or {}), HEADER_PUBLISH_ID: publish_id or new_publish_id()},
+        message_id=request.message_id,
     )

@@ -333,7 +333,8 @@ class Producer:
             return
         assert self._framer is not None
         encode = self._framer.encode
-        data = b"".join(encode(m.exchange, m.routing_key, m.message_id or "", m.body)
+        data = b"".join(encode(m.exchange, m.routing_key, m.message_id or "", m.body,
+                               m.headers)
                         for m in self._unsent)
         transport = _raw_connection(self._channel).transport
         with transport.having_timeout(self._confirm_timeout_s):

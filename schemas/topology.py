@@ -31,6 +31,7 @@ __all__ = [
     "DELAY_TIERS_S",
     "HEADER_ATTEMPT",
     "HEADER_ERROR",
+    "HEADER_PUBLISH_ID",
     "HEADER_REASON",
     "HEADER_REFUSED_SINCE",
     "NAMESPACE_SEPARATORS",
@@ -53,6 +54,8 @@ HEADER_ATTEMPT = "x-ics-attempt"
 HEADER_REASON = "x-ics-reason"
 HEADER_ERROR = "x-ics-error"
 HEADER_PARKED = "x-ics-parked"
+HEADER_PUBLISH_ID = "x-ics-publish-id"
+"""Names one publish of a send request; redeliveries, retries and lane moves keep it."""
 HEADER_REFUSED_SINCE = "x-ics-refused-since"
 """Epoch seconds since when the message waits because ICS refuses its sender's credentials."""
 

@@ -92,11 +92,10 @@ _WAITING = frozenset({State.SENDING, State.SUBMITTED, State.UNCERTAIN})
 
 def fingerprint(request: SendRequest, publish_id: str | None = None) -> str:
     """A hash of what the send request asks for (its canonical content, not its bytes)
-    and of the publish that carried it (the AMQP ``message_id``, which redeliveries,
+    and of the publish that carried it (its ``x-ics-publish-id``, which redeliveries,
     retries and lane moves keep): publishing the same request again is a duplicate, not
-    a redelivery. A publish id equal to the request's id (publishers that set nothing
-    better) does not count."""
-    publish = publish_id if publish_id and publish_id != request.message_id else ""
+    a redelivery. Publishers that set no publish id get the content alone."""
+    publish = publish_id or ""
     parts = [request.message_id, request.campaign_id, request.to, request.text,
              request.sender or "", request.dlt_template_id or "",
              request.expires_at.isoformat() if request.expires_at else ""]

@@ -21,6 +21,7 @@ from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import (
     HEADER_ATTEMPT,
     HEADER_PARKED,
+    HEADER_PUBLISH_ID,
     HEADER_REFUSED_SINCE,
     Topology,
 )
@@ -31,7 +32,7 @@ from ics_sms.workers.links import rewrite_links
 from ics_sms.workers.outcomes import Outcomes
 from ics_sms.workers.policy import MAX_PARKS
 
-__all__ = ["Decision", "Job", "JobFactory", "Refusal", "Settle"]
+__all__ = ["Decision", "Job", "JobFactory", "Refusal", "Settle", "publish_id"]
 
 _INDIA = "+91"
 _MAX_REFUSED_WAIT_S = 30 * 86400
@@ -88,12 +89,12 @@ class Refusal:
     error: str
 
     def claim(self) -> Claim:
+        publish = publish_id(self.delivery)
         if self.request is not None:
-            fp = fingerprint(self.request, self.delivery.message_id)
+            fp = fingerprint(self.request, publish)
             context = MessageContext.for_request(self.request, sender=self.sender or "")
         else:
-            publish = self.delivery.message_id or ""
-            fp = hashlib.blake2b(self.delivery.body + publish.encode(),
+            fp = hashlib.blake2b(self.delivery.body + (publish or "").encode(),
                                  digest_size=12).hexdigest()
             context = MessageContext.model_construct(
                 message_id=self.message_id, campaign_id=self.campaign_id or "", sender="",
@@ -102,6 +103,14 @@ class Refusal:
 
 
 Decision = Job | Settle | Refusal
+
+
+def publish_id(delivery: Delivery) -> str | None:
+    """The ``x-ics-publish-id`` the delivery's publisher gave it, if any (text only)."""
+    value = delivery.headers.get(HEADER_PUBLISH_ID)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value[:64] if isinstance(value, str) and value else None
 
 
 def _header_count(delivery: Delivery, name: str, low: int, high: int) -> int:

@@ -49,7 +49,7 @@ from ics_sms.stores.messages import (
 )
 from ics_sms.workers.batching import Batcher
 from ics_sms.workers.ics import IcsClient
-from ics_sms.workers.jobs import Job, JobFactory, Refusal, Settle
+from ics_sms.workers.jobs import Job, JobFactory, Refusal, Settle, publish_id
 from ics_sms.workers.metrics import (
     BATCH_SIZE,
     CONSUMED,
@@ -404,7 +404,7 @@ class _Session:
         token = self.worker.next_claim_token()
         for job in jobs:
             job.token = token
-            job.fingerprint = fingerprint(job.request, job.delivery.message_id)
+            job.fingerprint = fingerprint(job.request, publish_id(job.delivery))
             job.context = MessageContext.for_request(job.request, sender=sender.name,
                                                      segments=job.info.segments,
                                                      encoding=job.info.encoding)

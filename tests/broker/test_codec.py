@@ -9,7 +9,7 @@ import pytest
 from ics_sms.broker.codec import event_message, send_message
 from ics_sms.schemas.messages import ReceiptEvent, SendRequest, Status, make_event_id
 from ics_sms.schemas.senders import Lane
-from ics_sms.schemas.topology import Topology
+from ics_sms.schemas.topology import HEADER_PUBLISH_ID, Topology
 
 REQUEST = SendRequest(
     message_id="msg-1", campaign_id="c-1", to="+919812345678", text="नमस्ते 😀",
@@ -25,8 +25,8 @@ def test_a_send_request_goes_to_the_send_exchange_keyed_by_lane(
     message = send_message(topology, REQUEST, lane)
     assert message.exchange == topology.send_exchange
     assert message.routing_key == lane.value
-    assert message.message_id is not None and message.message_id.startswith("msg-1/")
-    assert message.headers is None
+    assert message.message_id == "msg-1"
+    assert message.headers is not None and list(message.headers) == [HEADER_PUBLISH_ID]
 
 
 def test_the_body_is_utf8_json_that_parses_back_to_the_request() -> None:
@@ -43,8 +43,9 @@ def test_absent_optional_fields_are_left_out_of_the_body() -> None:
 
 
 def test_headers_travel_with_the_send_request() -> None:
-    message = send_message(Topology(), REQUEST, Lane.PROMOTIONAL, {"x-ics-attempt": 3})
-    assert message.headers == {"x-ics-attempt": 3}
+    message = send_message(Topology(), REQUEST, Lane.PROMOTIONAL, {"x-ics-attempt": 3},
+                           publish_id="p1")
+    assert message.headers == {"x-ics-attempt": 3, HEADER_PUBLISH_ID: "p1"}
 
 
 @pytest.mark.parametrize("status", list(Status))
@@ -64,6 +65,8 @@ def test_an_event_is_routed_by_its_status(status: Status) -> None:
 
 def test_every_publish_has_its_own_publish_id() -> None:
     first, again = (send_message(Topology(), REQUEST, Lane.SERVICE) for _ in range(2))
-    assert first.message_id != again.message_id
-    repeated = send_message(Topology(), REQUEST, Lane.SERVICE, publish_id=first.message_id)
-    assert repeated.message_id == first.message_id
+    assert first.headers is not None and again.headers is not None
+    assert first.headers[HEADER_PUBLISH_ID] != again.headers[HEADER_PUBLISH_ID]
+    repeated = send_message(Topology(), REQUEST, Lane.SERVICE,
+                            publish_id=first.headers[HEADER_PUBLISH_ID])
+    assert repeated.headers == first.headers

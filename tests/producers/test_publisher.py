@@ -93,15 +93,18 @@ class _Capture:
         self.data += bytes(chunk)
 
 
+@pytest.mark.parametrize("headers", [None, {"x-ics-publish-id": "4f2a9c01e3b71"}])
 @pytest.mark.parametrize("size", [0, 10, 4088, 4089, 20000])
-def test_frames_equal_py_amqp_encoding(size: int) -> None:
+def test_frames_equal_py_amqp_encoding(size: int, headers: dict[str, str] | None) -> None:
     body = b"x" * size
     capture = _Capture()
     write = frame_writer(capture, capture)
     write(1, 7, spec.Basic.Publish, dumps("Bssbb", (0, "ns.sms.send", "service", True, False)),
-          Message(body, content_type="application/json", delivery_mode=2, message_id="m-1"))
+          Message(body, content_type="application/json", delivery_mode=2, message_id="m-1",
+                  **({"application_headers": headers} if headers else {})))
 
-    ours = PublishFramer(7, capture.frame_max).encode("ns.sms.send", "service", "m-1", body)
+    ours = PublishFramer(7, capture.frame_max).encode("ns.sms.send", "service", "m-1", body,
+                                                      headers)
 
     assert ours == bytes(capture.data)
 

@@ -30,10 +30,10 @@ from tests.workers.conftest import (
 async def test_a_redelivered_submitted_message_is_not_sent_again(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
-    await pipeline.publish(request(1), publish_id="m1/p1")
+    await pipeline.publish(request(1), publish_id="p1")
     async with running_worker(worker_settings):
         [first] = await pipeline.next_events(1)
-        await pipeline.publish(request(1), publish_id="m1/p1")  # as the broker redelivers it
+        await pipeline.publish(request(1), publish_id="p1")  # as the broker redelivers it
         [again] = await pipeline.next_events(1)
     assert first.status is again.status is Status.SUBMITTED
     assert again.event_id == first.event_id  # re-emitted from the record
@@ -79,10 +79,10 @@ async def test_a_claim_whose_worker_died_before_sending_is_sent_after_its_lease(
 ) -> None:
     settings = worker_settings.model_copy(update={"claim_lease_s": 1.0})
     async with open_message_store(settings) as store:  # a worker claimed it, then died
-        [(claimed, _)] = await store.claim([claim(1, fingerprint(request(1), "m1/p1"))],
+        [(claimed, _)] = await store.claim([claim(1, fingerprint(request(1), "p1"))],
                                            token="dead-worker", lease_s=1.0)
     assert claimed is ClaimResult.CLAIMED
-    await pipeline.publish(request(1), publish_id="m1/p1")  # the broker redelivers it
+    await pipeline.publish(request(1), publish_id="p1")  # the broker redelivers it
     async with running_worker(settings):
         [event] = await pipeline.next_events(1, timeout_s=30)
     assert event.status is Status.SUBMITTED
@@ -107,17 +107,17 @@ async def test_a_redelivered_refusal_is_the_same_final_event(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
     bad = request(1, sender="nobody")
-    await pipeline.publish(bad, publish_id="m1/p1")
+    await pipeline.publish(bad, publish_id="p1")
     async with running_worker(worker_settings):
         events = await pipeline.next_events(1)
-        await pipeline.publish(bad, publish_id="m1/p1")  # redelivered: its ack was lost
+        await pipeline.publish(bad, publish_id="p1")  # redelivered: its ack was lost
         events += await pipeline.next_events(1)
         await pipeline.next_dead(2)
     assert {(e.status, e.error_code, e.final) for e in events} == {
         (Status.REJECTED, "unknown_sender", None)}
     assert len({e.event_id for e in events}) == 1
     async with open_message_store(worker_settings) as store:
-        [(result, record)] = await store.claim([claim(1, fingerprint(bad, "m1/p1"))])
+        [(result, record)] = await store.claim([claim(1, fingerprint(bad, "p1"))])
     assert result is ClaimResult.DONE and record is not None
     assert record.state is State.REJECTED
     assert not fake_ics.requests
@@ -129,8 +129,8 @@ async def test_an_answer_that_timed_out_leaves_messages_uncertain_until_the_dead
     fake_ics.delay_s = 1.0  # ICS takes the request, the answer comes too late
     settings = worker_settings.model_copy(update={"ics_timeout_s": 0.2,
                                                   "receipt_deadline_s": 1.0})
-    await pipeline.publish(request(1), publish_id="m1/p1")
-    await pipeline.publish(request(1), publish_id="m1/p1")  # redelivered meanwhile
+    await pipeline.publish(request(1), publish_id="p1")
+    await pipeline.publish(request(1), publish_id="p1")  # redelivered meanwhile
     await pipeline.publish(request(2))
     async with running_worker(settings):
         events = await pipeline.next_events(2)
@@ -151,12 +151,12 @@ async def test_a_server_error_after_the_request_is_not_retried(
         return status(500)(body)
 
     fake_ics.responders = [fail_after_taking_it]
-    await pipeline.publish(request(1), publish_id="m1/p1")
+    await pipeline.publish(request(1), publish_id="p1")
     async with running_worker(worker_settings):
         await asyncio.wait_for(answered.wait(), 20)  # the stop drains the batch in flight
     assert len(fake_ics.requests) == 1
     async with open_message_store(worker_settings) as store:
-        [(result, record)] = await store.claim([claim(1, fingerprint(request(1), "m1/p1"))])
+        [(result, record)] = await store.claim([claim(1, fingerprint(request(1), "p1"))])
     assert result is ClaimResult.BUSY and record is not None and record.state == "uncertain"
     assert pipeline.events.empty()
 
@@ -191,10 +191,10 @@ async def test_a_redelivery_after_expiry_does_not_end_a_sent_message_twice(
 ) -> None:
     sent_at = datetime.now(UTC)
     message = request(1, expires_at=(sent_at + timedelta(minutes=10)).isoformat())
-    await pipeline.publish(message, publish_id="m1/p1")
+    await pipeline.publish(message, publish_id="p1")
     async with running_worker(worker_settings, clock=fixed_clock(sent_at)):
         [first] = await pipeline.next_events(1)
-    await pipeline.publish(message, publish_id="m1/p1")  # its ack was lost: redelivered
+    await pipeline.publish(message, publish_id="p1")  # its ack was lost: redelivered
     async with running_worker(worker_settings, clock=fixed_clock(sent_at + timedelta(hours=1))):
         [again] = await pipeline.next_events(1)
     assert first.status is again.status is Status.SUBMITTED
