@@ -64,6 +64,7 @@ from ics_sms.callbacks.receipts import (
     parse_operator,
 )
 from ics_sms.callbacks.service import ReceiptService
+from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.stores.context import ContextStore, ContextStoreError
 from ics_sms.stores.live import SendersView
@@ -167,10 +168,9 @@ class ReceiptViews:
         return (f"<ReceiptViews senders={len(self._senders.current)} "
                 f"connection={self._connection!r}>")
 
-    def _sender_of(self, token: str) -> str | web.Response:
+    def _sender_of(self, senders: Senders, token: str) -> str | web.Response:
         """The name of the sender whose tracking URL this is (a removed one within its
         grace period too), or the 404 answer."""
-        senders = self._senders.current
         sender = senders.by_tracking_token(token)
         if sender is not None:
             return sender.name
@@ -191,11 +191,12 @@ class ReceiptViews:
 
     async def receipts(self, request: web.Request) -> web.Response:
         """``GET|POST /ics/{token}/receipts``: one sender's receipts."""
-        name = self._sender_of(request.match_info["token"])
+        senders = self._senders.current  # one configuration for the whole request
+        name = self._sender_of(senders, request.match_info["token"])
         if isinstance(name, web.Response):
             return name
         check = SmsgidCheck(self._signer, name,
-                            [other for other in self._senders.current.senders if other != name],
+                            [other for other in senders.senders if other != name],
                             self._accept_legacy)
         with structlog.contextvars.bound_contextvars(sender=name):
             try:
