@@ -24,6 +24,7 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.stores.context import ContextStore, open_context_store
 from ics_sms.stores.links import LinkStore, open_link_store
+from ics_sms.stores.live import LiveSenders, SendersView, as_view
 from ics_sms.stores.messages import MessageStore, open_message_store
 
 __all__ = [
@@ -63,7 +64,7 @@ def _default_opener(settings: Settings) -> BrokerOpener:
 
 def create_app(
     settings: Settings,
-    senders: Senders,
+    senders: Senders | SendersView,
     *,
     context_store: ContextStore | None = None,
     link_store: LinkStore | None = None,
@@ -71,7 +72,12 @@ def create_app(
     broker_opener: BrokerOpener | None = None,
     publish_timeout_s: float = 10.0,
 ) -> web.Application:
-    """The receiver. It owns (and closes) ``context_store``, by default the settings' one."""
+    """The receiver. It owns (and closes) ``context_store``, by default the settings' one.
+
+    ``senders`` is read per request: pass a :class:`~ics_sms.stores.live.LiveSenders` (run
+    by whoever owns it) for senders that change while the receiver runs, or fixed ones.
+    """
+    view = as_view(senders)
     signer = make_signer(settings)
     store = context_store if context_store is not None else open_context_store(settings)
     connection = BrokerConnection(broker_opener or _default_opener(settings), settings.topology,
@@ -79,7 +85,8 @@ def create_app(
     publisher = ConfirmingPublisher(connection, timeout_s=publish_timeout_s)
     messages = message_store if message_store is not None else open_message_store(settings)
     service = ReceiptService(settings.topology, store, publisher, messages)
-    views = ReceiptViews(senders, signer, service, connection, store)
+    views = ReceiptViews(view, signer, service, connection, store,
+                         grace_s=settings.senders_grace_s)
     links = link_store if link_store is not None else open_link_store(settings)
     recorder = ClickRecorder(publisher)
     link_views = LinkViews(links, recorder, settings.topology, link_secrets(settings))
@@ -117,6 +124,6 @@ def create_app(
         await recorder.close()  # before the publisher and the broker go
 
     app.cleanup_ctx.extend([broker_ctx, publisher_ctx, store_ctx, clicks_ctx])
-    if not len(senders):
+    if not len(view.current) and not isinstance(view, LiveSenders):  # LiveSenders warns
         log.warning("no senders configured: every receipt request will get 404")
     return app

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from prometheus_client import Counter, Histogram
 
-__all__ = ["CLICKS", "PUBLISH_DURATION", "RECEIPTS", "REFUSED", "REQUESTS", "count_receipts",
-           "refusal_kind", "route_label"]
+__all__ = ["CLICKS", "PUBLISH_DURATION", "RECEIPTS", "REFUSED", "REQUESTS", "UNKNOWN_URL",
+           "count_receipts", "refusal_kind", "route_label"]
 
 RECEIPTS = Counter("ics_sms_receipts", "Receipts turned into events.", ["sender", "status"])
 REFUSED = Counter("ics_sms_receipts_refused", "Receipt records refused.", ["reason"])
@@ -18,6 +18,10 @@ PUBLISH_DURATION = Histogram("ics_sms_receiver_publish_duration_seconds",
                              "From receipts parsed to events confirmed by the broker.",
                              buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
 CLICKS = Counter("ics_sms_clicks", "Click events published.", ["sender"])
+UNKNOWN_URL = Counter("ics_sms_receipts_unknown_url",
+                      "Receipt requests refused (404) on a tracking URL of no sender: "
+                      "unknown (never configured here), grace_over (a removed sender, after "
+                      "its grace period).", ["reason"])
 
 
 _REFUSAL_KINDS = (

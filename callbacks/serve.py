@@ -21,6 +21,7 @@ from ics_sms.callbacks.app import create_app
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.context import ContextStore
+from ics_sms.stores.live import SendersView, as_view
 
 __all__ = [
     "RunningReceiver",
@@ -98,15 +99,17 @@ class RunningReceiver:
         log.info("receiver stopped")
 
 
-async def start_receiver(settings: Settings, senders: Senders, *, host: str, port: int,
-                         context_store: ContextStore | None = None,
+async def start_receiver(settings: Settings, senders: Senders | SendersView, *, host: str,
+                         port: int, context_store: ContextStore | None = None,
                          shutdown_timeout_s: float = 30.0) -> RunningReceiver:
     """Bind, connect to the broker, serve; raises StartupError when it cannot.
 
     ``context_store`` lets an embedding process (``memory://``) share its store with the
-    worker; by default the settings name it.
+    worker; by default the settings name it. ``senders`` is read per request (see
+    :func:`~ics_sms.callbacks.app.create_app`).
     """
-    app = create_app(settings, senders, context_store=context_store)
+    view = as_view(senders)
+    app = create_app(settings, view, context_store=context_store)
     sock = bind_socket(host, port)
     # keepalive_timeout also bounds a request whose headers trickle in (slowloris)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s,
@@ -121,12 +124,13 @@ async def start_receiver(settings: Settings, senders: Senders, *, host: str, por
             raise StartupError(str(exc)) from None
         raise
     bound_host, bound_port = sock.getsockname()[:2]
-    log.info("receiver listening", host=bound_host, port=bound_port, senders=len(senders),
-             broker=settings.broker_url_redacted)
+    log.info("receiver listening", host=bound_host, port=bound_port,
+             senders=len(view.current), broker=settings.broker_url_redacted)
     return RunningReceiver(runner, bound_host, bound_port)
 
 
-async def run_receiver(settings: Settings, senders: Senders, *, host: str, port: int) -> None:
+async def run_receiver(settings: Settings, senders: Senders | SendersView, *, host: str,
+                       port: int) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully."""
     receiver = await start_receiver(settings, senders, host=host, port=port)
     try:

@@ -7,6 +7,17 @@ or the context store cannot be read for receipts that need it (ICS sends again l
 Error answers carry a ``reason``. Tracking tokens are secrets: they are never logged (the
 access log is off, see :mod:`ics_sms.callbacks.serve`).
 
+Senders are looked up per request in the configuration in use now (a
+:class:`~ics_sms.stores.live.SendersView`, kept current by
+:class:`~ics_sms.stores.live.LiveSenders`): a sender added while the receiver runs is served
+at once. The tracking URL of a removed sender keeps accepting that sender's receipts for
+``Settings.senders_grace_s`` (its smsgids are still checked against its name, so another
+sender's receipts are refused there as anywhere). A request on a tracking URL of no sender
+is answered 404, counted in ``ics_sms_receipts_unknown_url{reason}`` and logged at most
+once per :data:`~ics_sms.workers.notices.LOG_INTERVAL_S` with the count (never the token):
+an ICS portal pointing at a wrong or removed URL shows in the logs, not only as lost
+receipts.
+
 Forged and cross-sender receipts (:data:`~ics_sms.callbacks.receipts.FORGERIES`) are
 refused *per record*: they are listed in ``unprocessed`` with their reason, logged (by
 reason, never with the token), counted in ``ics_sms_receipts_refused{reason}`` and produce
@@ -20,6 +31,8 @@ nothing in it worth sending again.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +49,7 @@ from ics_sms.callbacks.metrics import (
     PUBLISH_DURATION,
     REFUSED,
     REQUESTS,
+    UNKNOWN_URL,
     count_receipts,
     refusal_kind,
     route_label,
@@ -53,6 +67,8 @@ from ics_sms.callbacks.service import ReceiptService
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.stores.context import ContextStore, ContextStoreError
+from ics_sms.stores.live import SendersView
+from ics_sms.workers.notices import ThrottledLog
 
 __all__ = ["ReceiptViews", "error_response", "json_errors", "json_response"]
 
@@ -132,28 +148,57 @@ def _report_refusals(parsed: ParsedReceipts) -> None:
 class ReceiptViews:
     """The receiver's endpoints, bound to what they need."""
 
-    def __init__(self, senders: Senders, signer: SmsgidSigner, service: ReceiptService,
-                 connection: BrokerConnection, contexts: ContextStore, *,
-                 accept_legacy: bool = True) -> None:
+    def __init__(self, senders: SendersView, signer: SmsgidSigner, service: ReceiptService,
+                 connection: BrokerConnection, contexts: ContextStore, *, grace_s: float,
+                 accept_legacy: bool = True,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._senders = senders
         self._signer = signer
         self._service = service
         self._connection = connection
         self._contexts = contexts
+        self._grace_s = grace_s
         self._accept_legacy = accept_legacy
+        self._now = now
+        self._unknown = ThrottledLog("receipts on a tracking URL of no sender")
+        self._retired = ThrottledLog("receipts on the tracking URL of a removed sender",
+                                     level="info")
 
     def __repr__(self) -> str:
-        return f"<ReceiptViews senders={len(self._senders)} connection={self._connection!r}>"
+        return (f"<ReceiptViews senders={len(self._senders.current)} "
+                f"connection={self._connection!r}>")
+
+    def _sender_of(self, senders: Senders, token: str) -> str | web.Response:
+        """The name of the sender whose tracking URL this is (a removed one within its
+        grace period too), or the 404 answer."""
+        sender = senders.by_tracking_token(token)
+        if sender is not None:
+            return sender.name
+        now = self._now()
+        retired = senders.retired_by_tracking_token(token, now, self._grace_s)
+        if retired is not None:
+            self._retired.note((("sender", retired.name),))
+            return retired.name
+        gone = senders.retired_by_tracking_token(token, now, math.inf)
+        if gone is None:
+            UNKNOWN_URL.labels("unknown").inc()
+            self._unknown.note((("reason", "unknown"),), configured=len(senders))
+        else:
+            UNKNOWN_URL.labels("grace_over").inc()
+            self._unknown.note((("reason", "grace_over"), ("sender", gone.name)),
+                               grace_s=self._grace_s)
+        return error_response(404, "unknown tracking URL")
 
     async def receipts(self, request: web.Request) -> web.Response:
         """``GET|POST /ics/{token}/receipts``: one sender's receipts."""
-        sender = self._senders.by_tracking_token(request.match_info["token"])
-        if sender is None:
-            return error_response(404, "unknown tracking URL")
-        check = SmsgidCheck(self._signer, sender.name,
-                            [name for name in self._senders.senders if name != sender.name],
+        senders = self._senders.current  # one configuration for the whole request
+        name = self._sender_of(senders, request.match_info["token"])
+        if isinstance(name, web.Response):
+            return name
+        check = SmsgidCheck(self._signer, name,
+                            [other for other in senders.senders if other != name],
                             self._accept_legacy)
-        with structlog.contextvars.bound_contextvars(sender=sender.name):
+        with structlog.contextvars.bound_contextvars(sender=name):
             try:
                 async with asyncio.timeout(_BODY_TIMEOUT_S):
                     parsed = await self._read_safely(request, check)
@@ -163,7 +208,7 @@ class ReceiptViews:
                 log.info("receipt request refused", reason=str(exc))
                 return error_response(400, str(exc))
             try:
-                await self._bind(parsed, sender.name)
+                await self._bind(parsed, name)
             except ContextStoreError as exc:
                 log.warning("message contexts unreadable, answering 503", reason=str(exc),
                             receipts=len(parsed.receipts))
@@ -174,13 +219,13 @@ class ReceiptViews:
                     return json_response({**parsed.answer(), "reason": _FORGED}, 403)
             try:
                 with PUBLISH_DURATION.time():
-                    await self._service.publish(sender.name, parsed.receipts)
+                    await self._service.publish(name, parsed.receipts)
             except BrokerError as exc:
                 log.warning("receipts not stored, answering 503", reason=str(exc),
                             receipts=len(parsed.receipts))
                 return error_response(503, _UNAVAILABLE)
             log.debug("receipts stored", events=len(parsed.receipts), ignored=parsed.ignored)
-            count_receipts(sender.name, (r.status.value for r in parsed.receipts))
+            count_receipts(name, (r.status.value for r in parsed.receipts))
             return json_response(parsed.answer())
 
     async def _bind(self, parsed: ParsedReceipts, sender: str) -> None:
