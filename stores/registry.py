@@ -36,7 +36,7 @@ import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import psycopg.errors
@@ -231,13 +231,18 @@ class PostgresSenderSource(SenderSource):
 
     def __init__(self, url: str, *, namespace: str = "", keys: SecretStr | None = None,
                  connect_timeout_s: int = _CONNECT_TIMEOUT_S) -> None:
-        parts = urlsplit(url)
+        invalid = SenderSourceError(f"{_URL_ENV}: not a postgresql://user:password@host/db URL")
+        try:
+            parts = urlsplit(url)
+            redacted = _redacted(url)
+        except ValueError:
+            raise invalid from None
         if parts.scheme not in _SCHEMES:
-            raise SenderSourceError(f"{_URL_ENV}: not a postgresql://user:password@host/db URL")
+            raise invalid
         self._url = url
-        self._password = parts.password or ""
+        self._passwords = {p for p in (parts.password, unquote(parts.password or "")) if p}
         self.namespace = namespace
-        self.description = f"senders registry {_redacted(url)} (namespace {namespace!r})"
+        self.description = f"senders registry {redacted} (namespace {namespace!r})"
         self._keys = SenderKeys(keys) if keys is not None else None
         self._connect_timeout_s = connect_timeout_s
         self._lock = threading.Lock()
@@ -261,8 +266,8 @@ class PostgresSenderSource(SenderSource):
     def _reason(self, exc: BaseException) -> str:
         """The first line of a driver error, without the password should it quote it."""
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if self._password:
-            text = text.replace(self._password, "***")
+        for password in self._passwords:
+            text = text.replace(password, "***")
         return text
 
     def _connect(self) -> psycopg.Connection[Any]:
