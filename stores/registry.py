@@ -199,22 +199,23 @@ def _changes(old: Sender, new: Sender) -> list[str]:
 def _audit_rows(old: Senders, new: Senders) -> list[tuple[str | None, str]]:
     """(sender, detail) for every difference between two configurations."""
     rows: list[tuple[str | None, str]] = []
+    kept = {r.tracking_token for r in new.retired}
     for name in sorted(old.senders.keys() | new.senders.keys()):
         before, after = old.senders.get(name), new.senders.get(name)
-        if before is None and after is not None:
+        if before is None:
+            assert after is not None
             detail = f"added ({after.type.value}, {after.sender_id}, {_token_origin(after)})"
             if after.disabled is not None:
                 detail += f"; disabled: {after.disabled}"
             rows.append((name, detail))
         elif after is None:
             rows.append((name, "removed (its tracking URL still accepts receipts for the grace "
-                               "period)"))
-        elif before is not None and (notes := _changes(before, after)):
+                               "period)" if before.tracking_token in kept else "removed"))
+        elif notes := _changes(before, after):
             rows.append((name, "; ".join(notes)))
     if old.default != new.default:
         rows.append((new.default, f"default sender: {old.default or '(none)'} -> "
                                   f"{new.default or '(none)'}"))
-    kept = {r.tracking_token for r in new.retired}
     for gone in old.retired:
         if gone.tracking_token not in kept:
             rows.append((gone.name, "retired sender forgotten (its tracking URL no longer "

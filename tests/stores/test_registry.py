@@ -281,6 +281,36 @@ def test_every_change_is_audited_by_sender_without_the_token(registry: OpenRegis
     assert TOKEN not in audit and OTHER_TOKEN not in audit and "secret" not in audit
 
 
+def test_a_switch_of_token_source_is_audited_without_the_token(registry: OpenRegistry) -> None:
+    source = registry()
+    s = source.save(Senders().add(sender("a", token=TOKEN, token_env=None)), expected="0",
+                    actor="a", action="add")
+    s = source.save(s.senders.replace(sender("a", tracking_token=s.senders.named("a")
+                                             .tracking_token)),
+                    expected=s.version, actor="b", action="edit")
+    source.save(s.senders.replace(sender("a", token=OTHER_TOKEN, token_env=None,
+                                         tracking_token=s.senders.named("a").tracking_token)),
+                expected=s.version, actor="c", action="edit")
+
+    assert [h.detail for h in source.history(2)] == [
+        "token source now: inline token (encrypted)",
+        "token source now: token from $ACME_TOKEN",
+    ]
+    assert source.load().senders.named("a").token == SecretStr(OTHER_TOKEN)
+
+
+def test_an_invalid_stored_sender_fails_the_load_naming_it(registry: OpenRegistry,
+                                                           postgres_url: str,
+                                                           namespace: str) -> None:
+    registry().save(Senders().add(sender("a")), expected="0", actor="a", action="add")
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute(f"UPDATE {SENDERS_TABLE} SET fields = fields || '{{\"rate_per_s\": -1}}' "
+                     "WHERE namespace = %s", [namespace])
+
+    with pytest.raises(SenderSourceError, match="sender 'a': rate_per_s"):
+        registry().load()
+
+
 def test_namespaces_are_isolated(registry: OpenRegistry, namespace: str) -> None:
     ours, theirs = registry(), registry(ns=namespace + "other.")
     ours.save(Senders().add(sender("a")), expected="0", actor="a", action="add")
