@@ -40,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 import psycopg.errors
+import structlog
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr, ValidationError
@@ -100,6 +101,8 @@ _URL_ENV = "ICS_SMS_SENDERS_URL"
 _SCHEMES = frozenset({"postgresql", "postgres"})
 
 _T = TypeVar("_T")
+
+log = structlog.get_logger(__name__)
 
 
 def _redacted(url: str) -> str:
@@ -251,6 +254,7 @@ class PostgresSenderSource(SenderSource):
         self._schema_ready = False
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._listener_loop: asyncio.AbstractEventLoop | None = None
+        self._listen_failing = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresSenderSource:
@@ -518,9 +522,13 @@ class PostgresSenderSource(SenderSource):
                 self._listener.pgconn.finish()
                 self._listener = self._listener_loop = None
             raise
-        except (TimeoutError, psycopg.Error, OSError):
+        except (TimeoutError, psycopg.Error, OSError) as exc:
             # The listener is in an unknown state: a new one next call. Until then, the
             # caller's periodic load is the fallback; wait out the timeout, don't spin.
+            if not self._listen_failing:
+                log.warning("senders registry: not listening for changes, polling instead",
+                            source=self.description, reason=self._reason(exc))
+            self._listen_failing = True
             await self._drop_listener()
             await asyncio.sleep(max(0.0, deadline - loop.time()))
 
@@ -539,6 +547,10 @@ class PostgresSenderSource(SenderSource):
                 await listener.close()
                 raise
             self._listener, self._listener_loop = listener, loop
+            if self._listen_failing:
+                log.info("senders registry: listening for changes again",
+                         source=self.description)
+                self._listen_failing = False
         return self._listener
 
     async def _current_version(self, listener: psycopg.AsyncConnection[Any]) -> str:
