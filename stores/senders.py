@@ -88,7 +88,9 @@ class SenderSource(abc.ABC):
 def open_sender_source(settings: Settings) -> SenderSource:
     """The registry when ``ICS_SMS_SENDERS_URL`` is set, else the senders file."""
     if settings.senders_url is not None:
-        raise SenderSourceError("ICS_SMS_SENDERS_URL: the PostgreSQL registry is being built")
+        from ics_sms.stores.registry import PostgresSenderSource
+
+        return PostgresSenderSource.from_settings(settings)
     from ics_sms.stores.senders_file import FileSenderSource
 
     return FileSenderSource(settings.senders_file)
