@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from ics_sms.broker.base import Delivery, Outgoing
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.messages import Identifier, SendRequest, Status
-from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders
+from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders, dlt_problem
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import HEADER_ATTEMPT, HEADER_PARKED, Topology
 from ics_sms.stores.context import MessageContext
@@ -26,7 +26,6 @@ from ics_sms.workers.policy import MAX_PARKS
 
 __all__ = ["Decision", "Job", "JobFactory", "Settle"]
 
-_INDIA = "+91"
 _id_adapter: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
@@ -106,9 +105,10 @@ class JobFactory:
             return Settle(delivery, [self._out.lane_move(delivery, sender.lane)])
         # An expired message still becomes a job: it ends ``expired`` once claimed (a
         # redelivery of a message already sent must not get a second final status).
-        problem = self._dlt_problem(request, sender)
+        problem = dlt_problem(request, sender)
         if problem is not None:
-            return self._reject(delivery, request, sender.name, "dlt", problem, now, attempt)
+            return self._reject(delivery, request, sender.name, "dlt", problem.message, now,
+                                attempt)
         text, links = request.text, {}
         if sender.click_tracking is ClickTracking.SELF:
             rewritten = rewrite_links(text, request.message_id, self._link_secret,
@@ -117,16 +117,6 @@ class JobFactory:
         return Job(delivery, request, sender, attempt,
                    _header_count(delivery, HEADER_PARKED, 0, MAX_PARKS),
                    self._signer.sign(request.message_id, sender.name), analyse(text), text, links)
-
-    @staticmethod
-    def _dlt_problem(request: SendRequest, sender: Sender) -> str | None:
-        if not request.to.startswith(_INDIA):
-            return None
-        if sender.dlt_entity_id is None:
-            return f"sender {sender.name!r} has no DLT entity id, required for +91 numbers"
-        if request.dlt_template_id is None:
-            return "dlt_template_id is required for +91 numbers"
-        return None
 
     def _reject(self, delivery: Delivery, request: SendRequest, sender: str | None,
                 reason: str, error: str, now: datetime, attempt: int) -> Settle:
