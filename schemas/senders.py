@@ -517,10 +517,12 @@ def dump_senders(senders: Senders, *, include_secrets: bool = True) -> str:
     return tomli_w.dumps(document)
 
 
-def save_senders(path: Path, senders: Senders) -> None:
-    """Write atomically (temp file + rename), owner-only when a secret is inline."""
-    data = dump_senders(senders).encode()
-    holds_secret = any(s.token is not None for s in senders)
+def save_senders(path: Path, senders: Senders, *, include_secrets: bool = True,
+                 private: bool = False) -> None:
+    """Write atomically (temp file + rename), owner-only when a secret is inline or
+    ``private``; inline tokens are left out unless ``include_secrets``."""
+    data = dump_senders(senders, include_secrets=include_secrets).encode()
+    holds_secret = private or (include_secrets and any(s.token is not None for s in senders))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
