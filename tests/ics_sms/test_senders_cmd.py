@@ -17,6 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from ics_sms.cli import senders_cmd
 from ics_sms.cli.main import cli
 from ics_sms.cli.senders_cmd import TEST_CAMPAIGN_ID
 from ics_sms.sandbox import RunningSandbox, SandboxConfig, start_sandbox
@@ -706,3 +707,24 @@ def test_the_token_never_appears_in_the_output_of_the_new_commands(
     for output in run.outputs:
         assert TOKEN not in output
         assert TOKEN[:12] not in output
+
+
+def test_a_change_made_meanwhile_is_not_overwritten(
+    run: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command saves against the version it read: a concurrent change wins, and the
+    operator is told to run the command again."""
+    run.add("a", "--token-env", "T")
+    real = senders_cmd.open_senders
+
+    def read_then_changed(settings: Settings) -> Any:
+        source, snapshot = real(settings)
+        source.save(snapshot.senders.disable("a", "by someone else"), expected=None,
+                    actor="other@host", action="senders disable a")
+        return source, snapshot
+
+    monkeypatch.setattr(senders_cmd, "open_senders", read_then_changed)
+    reason = run.fails("senders", "set", "a", "--rate-per-s", "3")
+    assert reason == f"{run.senders_file} changed since it was read; run the command again"
+    after = load_senders(run.senders_file).named("a")
+    assert (after.rate_per_s, after.disabled) == (100.0, "by someone else")
