@@ -16,6 +16,10 @@ JSON Lines
 Missing ``campaign_id``, ``sender``, ``text`` and ``dlt_template_id`` take the
 :class:`CampaignDefaults`.
 
+Rules beyond the message format (what the workers will refuse: an unknown or disabled
+sender, India's DLT rules) are given as ``rules``, a function returning a request's
+problems (``field: reason``); a row with any is invalid like a row that does not validate.
+
 Message ids. A ``message_id`` given in the file is used as is; the same id on two rows of a
 file is an error on every row after the first (``message_id: duplicate of line N``): two
 messages with one id would share one smsgid and one set of event ids. A missing
@@ -47,7 +51,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -66,6 +70,7 @@ __all__ = [
     "CampaignFileError",
     "CampaignFormat",
     "Row",
+    "Rules",
     "check_campaign",
     "derive_message_id",
     "detect_format",
@@ -229,14 +234,16 @@ def _open(path: Path) -> BinaryIO:
 
 
 def read_campaign(path: Path, fmt: CampaignFormat | str | None = None,
-                  defaults: CampaignDefaults | None = None) -> Iterator[Row]:
-    """Every record of the file as a :class:`Row`, streamed in file order."""
+                  defaults: CampaignDefaults | None = None, rules: Rules | None = None
+                  ) -> Iterator[Row]:
+    """Every record of the file as a :class:`Row`, streamed in file order; a request with
+    problems under ``rules`` is an invalid row."""
     kind = detect_format(path, fmt)
     defaults = defaults or CampaignDefaults()
     with _open(path) as handle:
         lines = _Lines(path, handle)
         try:
-            finish = _Finisher(defaults)
+            finish = _Finisher(defaults, rules)
             if kind is CampaignFormat.CSV:
                 yield from _csv_rows(lines, defaults, finish)
             else:
@@ -246,16 +253,19 @@ def read_campaign(path: Path, fmt: CampaignFormat | str | None = None,
 
 
 _Finish = Callable[[int, dict[str, Any]], Row]
+Rules = Callable[[SendRequest], Sequence[str]]
+"""Problems (``field: reason``) of a valid request that the workers would not send."""
 
 
 class _Finisher:
     """Turns the fields of each record into a :class:`Row`: applies the defaults, derives a
     missing message id, refuses a given id already seen on an earlier line, validates."""
 
-    __slots__ = ("_defaults", "_seen")
+    __slots__ = ("_defaults", "_rules", "_seen")
 
-    def __init__(self, defaults: CampaignDefaults) -> None:
+    def __init__(self, defaults: CampaignDefaults, rules: Rules | None = None) -> None:
         self._defaults = tuple(defaults.items())
+        self._rules = rules
         self._seen: dict[str, int] = {}
         """Line of each message id given in the file (derived ids are unique by line)."""
 
@@ -280,6 +290,8 @@ class _Finisher:
             request = SendRequest.model_validate(fields)
         except ValidationError as exc:
             return Row(line, None, (*problems, *describe(exc)))
+        if self._rules is not None:
+            problems = (*problems, *self._rules(request))
         return Row(line, None, problems) if problems else Row(line, request)
 
 
@@ -379,10 +391,10 @@ def _csv_row(line: int, columns: list[str], record: list[str], finish: _Finish) 
 # -- passes ------------------------------------------------------------------------------
 def check_campaign(path: Path, fmt: CampaignFormat | str | None = None,
                    defaults: CampaignDefaults | None = None, *,
-                   max_rows_listed: int = 20) -> CampaignCheck:
+                   max_rows_listed: int = 20, rules: Rules | None = None) -> CampaignCheck:
     """A first streaming pass: counts, the first problems, valid rows per sender."""
     check = CampaignCheck()
-    for row in read_campaign(path, fmt, defaults):
+    for row in read_campaign(path, fmt, defaults, rules):
         check.rows += 1
         if row.request is None:
             check.invalid += 1

@@ -13,6 +13,21 @@ The file holds a table per sender and the name of the default one::
     dlt_entity_id = "1201159100000000000"
     rate_per_s = 100
     tracking_token = "..."            # the unguessable part of the delivery tracking URL
+    # disabled = "reason"             # set: the workers send nothing for this sender
+
+    [[retired]]                       # removed senders whose receipts are still accepted
+    name = "old-otp"
+    tracking_token = "..."
+    removed_at = 2026-11-30T10:00:00Z
+
+DLT rules (one implementation, used by the CLI, the registry and the workers):
+
+- the header (``sender_id``) of a service or transactional sender is 6 ASCII letters, of a
+  promotional sender 6 ASCII digits. DLT registers headers in upper case: lower-case
+  letters are accepted and stored upper case, so ICS gets the header as registered;
+- the DLT Principal Entity ID (``dlt_entity_id``) is 19 ASCII digits;
+- a message to a +91 number needs a sender with a ``dlt_entity_id`` and a
+  ``dlt_template_id`` (:func:`dlt_problem`).
 """
 
 from __future__ import annotations
@@ -25,7 +40,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, NamedTuple, Self
 
 import tomli_w
 from pydantic import (
@@ -35,13 +50,20 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
 from ics_sms.schemas.errors import describe
+from ics_sms.schemas.messages import SendRequest
 
 __all__ = [
+    "DLT_ENTITY_ID_DIGITS",
+    "HEADER_LENGTH",
+    "INDIA",
     "ClickTracking",
+    "DltProblem",
     "Lane",
     "RetiredSender",
     "Sender",
@@ -49,10 +71,21 @@ __all__ = [
     "SenderType",
     "Senders",
     "TokenSource",
+    "check_dlt_entity_id",
+    "dlt_problem",
+    "dump_senders",
     "load_senders",
     "new_tracking_token",
+    "request_problems",
     "save_senders",
 ]
+
+HEADER_LENGTH = 6
+"""Length of a DLT header (``sender_id``)."""
+DLT_ENTITY_ID_DIGITS = 19
+"""Length of a DLT Principal Entity ID."""
+INDIA = "+91"
+"""Numbers under India's DLT rules."""
 
 
 class SenderError(ValueError):
@@ -75,17 +108,27 @@ class SenderType(StrEnum):
     def lane(self) -> Lane:
         return Lane.PROMOTIONAL if self is SenderType.PROMOTIONAL else Lane.SERVICE
 
-    def check_header(self, sender_id: str) -> None:
-        """Raise :class:`SenderError` when the DLT header does not fit this sender type."""
+    def check_header(self, sender_id: str) -> str:
+        """The DLT header as ICS must get it (letters in upper case); raises
+        :class:`SenderError` saying why when it does not fit this sender type."""
+        fits = len(sender_id) == HEADER_LENGTH and sender_id.isascii()
         if self is SenderType.PROMOTIONAL:
-            if not (len(sender_id) == 6 and sender_id.isascii() and sender_id.isdigit()):
-                raise SenderError(
-                    f"sender_id {sender_id!r}: a promotional header is exactly 6 digits"
-                )
-        elif not (len(sender_id) == 6 and sender_id.isascii() and sender_id.isalpha()):
-            raise SenderError(
-                f"sender_id {sender_id!r}: a {self.value} header is exactly 6 letters"
-            )
+            if not (fits and sender_id.isdigit()):
+                raise SenderError(f"{sender_id!r}: a promotional header is exactly "
+                                  f"{HEADER_LENGTH} digits (DLT)")
+            return sender_id
+        if not (fits and sender_id.isalpha()):
+            raise SenderError(f"{sender_id!r}: a {self.value} header is exactly "
+                              f"{HEADER_LENGTH} letters A-Z (DLT)")
+        return sender_id.upper()
+
+
+def check_dlt_entity_id(value: str) -> str:
+    """The DLT Principal Entity ID, or :class:`SenderError` saying why it is not one."""
+    if not (len(value) == DLT_ENTITY_ID_DIGITS and value.isascii() and value.isdigit()):
+        raise SenderError(f"{value!r}: a DLT entity id is exactly {DLT_ENTITY_ID_DIGITS} "
+                          "digits")
+    return value
 
 
 class ClickTracking(StrEnum):
@@ -123,7 +166,7 @@ class Sender(BaseModel):
     token_env: Annotated[str, StringConstraints(min_length=1)] | None = None
     token_file: Path | None = None
     click_tracking: ClickTracking = ClickTracking.OFF
-    dlt_entity_id: Annotated[str, StringConstraints(pattern=r"^\d{19}$")] | None = None
+    dlt_entity_id: str | None = None
     rate_per_s: float = Field(default=100.0, gt=0, le=100_000)
     resend_uncertain: bool | None = Field(
         default=None,
@@ -139,9 +182,19 @@ class Sender(BaseModel):
                     "its receipts are still accepted.",
     )
 
+    @field_validator("sender_id")
+    @classmethod
+    def _header_fits_type(cls, value: str, info: ValidationInfo) -> str:
+        sender_type = info.data.get("type")
+        return value if sender_type is None else sender_type.check_header(value)
+
+    @field_validator("dlt_entity_id")
+    @classmethod
+    def _entity_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_dlt_entity_id(value)
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        self.type.check_header(self.sender_id)
         sources = [s for s in (self.token, self.token_env, self.token_file) if s is not None]
         if len(sources) != 1:
             raise ValueError("exactly one of token, token_env or token_file must be set")
@@ -192,11 +245,45 @@ class Sender(BaseModel):
         """Path of this sender's delivery tracking URL on the receiver."""
         return f"/ics/{self.tracking_token}/receipts"
 
-    def to_toml(self) -> dict[str, Any]:
+    def changed(self, **changes: Any) -> Sender:
+        """This sender with ``changes`` applied and validated as a whole; the tracking token
+        (pasted into the ICS portal) stays. A new token source replaces the old one."""
+        fields: dict[str, Any] = {**self.model_dump(exclude={"token"}), "token": self.token}
+        if {"token", "token_env", "token_file"} & changes.keys():
+            fields.update(token=None, token_env=None, token_file=None)
+        fields.update(changes)
+        fields["tracking_token"] = self.tracking_token
+        return Sender.model_validate(fields)
+
+    def to_toml(self, *, include_secrets: bool = True) -> dict[str, Any]:
         data = self.model_dump(mode="json", exclude={"name"}, exclude_none=True)
-        if self.token is not None:
+        if self.token is not None and include_secrets:
             data["token"] = self.token.get_secret_value()
         return data
+
+
+class DltProblem(NamedTuple):
+    """Why India's DLT rules refuse a message: the request field at fault and a sentence."""
+
+    field: str
+    reason: str
+    message: str
+
+
+def dlt_problem(request: SendRequest, sender: Sender) -> DltProblem | None:
+    """What DLT would refuse in sending ``request`` with ``sender`` (None: nothing). The
+    workers reject such a message; ``ics-sms publish`` refuses the row."""
+    if not request.to.startswith(INDIA):
+        return None
+    if sender.dlt_entity_id is None:
+        return DltProblem("sender", f"{sender.name!r} has no DLT entity id, required for "
+                                    f"{INDIA} numbers",
+                          f"sender {sender.name!r} has no DLT entity id, required for "
+                          f"{INDIA} numbers")
+    if request.dlt_template_id is None:
+        return DltProblem("dlt_template_id", f"required for {INDIA} numbers",
+                          f"dlt_template_id is required for {INDIA} numbers")
+    return None
 
 
 class RetiredSender(BaseModel):
@@ -272,6 +359,51 @@ class Senders(BaseModel):
         self._require(name)
         return Senders(default=name, senders=self.senders, retired=self.retired)
 
+    def disable(self, name: str, reason: str) -> Senders:
+        """Sender ``name`` stopped (its receipts are still accepted), saying why."""
+        return self.replace(self.named(name).changed(disabled=reason))
+
+    def enable(self, name: str) -> Senders:
+        return self.replace(self.named(name).changed(disabled=None))
+
+    def in_grace(self, now: datetime, grace_s: float) -> tuple[RetiredSender, ...]:
+        """The retired senders whose tracking URL still accepts receipts at ``now``."""
+        return tuple(r for r in self.retired
+                     if (now - r.removed_at).total_seconds() <= grace_s)
+
+    def pruned(self, now: datetime, grace_s: float) -> Senders:
+        """Without the retired senders whose grace period is over."""
+        return Senders(default=self.default, senders=self.senders,
+                       retired=self.in_grace(now, grace_s))
+
+    def imported(self, other: Senders, now: datetime | None = None) -> Senders:
+        """``other`` as the new configuration, keeping what must not be lost: a sender of
+        both keeps its tracking token unless ``other`` gives one (the URL in the ICS
+        portal stays), a sender missing from ``other`` is retired (its receipts are still
+        accepted for the grace period), and every retired sender is kept."""
+        when = now or datetime.now(UTC)
+        senders = {}
+        for sender in other:
+            current = self.senders.get(sender.name)
+            if current is not None and "tracking_token" not in sender.model_fields_set:
+                sender = sender.model_copy(update={"tracking_token": current.tracking_token})
+            senders[sender.name] = sender
+        retired = list(self.retired)
+        seen = {r.tracking_token for r in retired}
+        for gone in other.retired:
+            if gone.tracking_token not in seen:
+                retired.append(gone)
+                seen.add(gone.tracking_token)
+        kept = {s.tracking_token for s in senders.values()}
+        for sender in self:
+            if sender.name not in other.senders and sender.tracking_token not in kept:
+                retired.append(RetiredSender(name=sender.name,
+                                             tracking_token=sender.tracking_token,
+                                             removed_at=when))
+        retired.sort(key=lambda r: r.removed_at)
+        return Senders(default=other.default, senders=senders,
+                       retired=tuple(r for r in retired if r.tracking_token not in kept))
+
     def retired_by_tracking_token(self, token: str, now: datetime,
                                   grace_s: float) -> RetiredSender | None:
         """The removed sender whose tracking URL this is, while its grace period lasts."""
@@ -315,6 +447,26 @@ class Senders(BaseModel):
             raise SenderError(f"no sender named {name!r} (known: {known})")
 
 
+def request_problems(request: SendRequest, senders: Senders) -> list[str]:
+    """``field: reason`` for what the workers would refuse or hold in ``request``: an
+    unknown sender (rejected), a disabled sender (not sent while it is disabled), India's
+    DLT rules (rejected). Empty when the workers will send it."""
+    sender = senders.get(request.sender)
+    if sender is None:
+        if request.sender is None:
+            return ["sender: none named and no default sender is configured"]
+        known = ", ".join(sorted(senders.senders)) or "none configured"
+        return [f"sender: no sender named {request.sender!r} (known: {known})"]
+    problems = []
+    if sender.disabled is not None:
+        problems.append(f"sender: {sender.name!r} is disabled ({sender.disabled}): the "
+                        "workers do not send its messages while it is disabled")
+    problem = dlt_problem(request, sender)
+    if problem is not None:
+        problems.append(f"{problem.field}: {problem.reason}")
+    return problems
+
+
 def load_senders(path: Path) -> Senders:
     """Read the senders file; a missing file is an empty configuration."""
     try:
@@ -336,20 +488,41 @@ def load_senders(path: Path) -> Senders:
             senders[name] = Sender.model_validate({**fields, "name": name})
         except ValidationError as exc:
             raise SenderError(f"{path}: senders.{name}: " + "; ".join(describe(exc))) from None
+    retired = raw.get("retired", [])
+    if not isinstance(retired, list):
+        raise SenderError(f"{path}: retired must be an array of tables ([[retired]])")
+    gone = []
+    for number, fields in enumerate(retired, 1):
+        try:
+            gone.append(RetiredSender.model_validate(fields))
+        except ValidationError as exc:
+            raise SenderError(f"{path}: retired #{number}: "
+                              + "; ".join(describe(exc))) from None
     try:
-        return Senders(default=raw.get("default"), senders=senders)
+        return Senders(default=raw.get("default"), senders=senders, retired=tuple(gone))
     except ValidationError as exc:
         raise SenderError(f"{path}: " + "; ".join(describe(exc))) from None
 
 
-def save_senders(path: Path, senders: Senders) -> None:
-    """Write atomically (temp file + rename), owner-only when a secret is inline."""
+def dump_senders(senders: Senders, *, include_secrets: bool = True) -> str:
+    """The configuration as the TOML of a senders file; inline tokens only when
+    ``include_secrets``."""
     document: dict[str, Any] = {}
     if senders.default is not None:
         document["default"] = senders.default
-    document["senders"] = {s.name: s.to_toml() for s in senders}
-    data = tomli_w.dumps(document).encode()
-    holds_secret = any(s.token is not None for s in senders)
+    document["senders"] = {s.name: s.to_toml(include_secrets=include_secrets)
+                           for s in senders}
+    if senders.retired:
+        document["retired"] = [r.model_dump() for r in senders.retired]
+    return tomli_w.dumps(document)
+
+
+def save_senders(path: Path, senders: Senders, *, include_secrets: bool = True,
+                 private: bool = False) -> None:
+    """Write atomically (temp file + rename), owner-only when a secret is inline or
+    ``private``; inline tokens are left out unless ``include_secrets``."""
+    data = dump_senders(senders, include_secrets=include_secrets).encode()
+    holds_secret = private or (include_secrets and any(s.token is not None for s in senders))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

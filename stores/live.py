@@ -65,7 +65,12 @@ from pydantic import SecretStr
 from ics_sms.schemas.redact import SECRETS, known_secrets
 from ics_sms.schemas.senders import RetiredSender, Sender, SenderError, Senders
 from ics_sms.schemas.settings import Settings
-from ics_sms.stores.senders import SenderSource, SenderSourceError, Snapshot
+from ics_sms.stores.senders import (
+    MemorySenderSource,
+    SenderSource,
+    SenderSourceError,
+    Snapshot,
+)
 
 __all__ = [
     "CONFIGURED",
@@ -167,6 +172,15 @@ class LiveSenders:
         SECRETS.add(*known_secrets(settings))
         return cls(source, snapshot, reload_s=settings.senders_reload_s,
                    grace_s=settings.senders_grace_s, check_tokens=check_tokens)
+
+    @classmethod
+    def fixed(cls, senders: Senders, settings: Settings, *,
+              check_tokens: bool = True) -> LiveSenders:
+        """``senders`` held in memory (tests, the embedded demo): they change only by
+        saving to :attr:`source`."""
+        return cls(MemorySenderSource(senders), Snapshot(senders, "1"),
+                   reload_s=settings.senders_reload_s, grace_s=settings.senders_grace_s,
+                   check_tokens=check_tokens)
 
     def __repr__(self) -> str:
         return (f"<LiveSenders {self.source!r} senders={len(self._current)} "

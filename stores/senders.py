@@ -10,6 +10,8 @@ implementation from the settings.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +20,7 @@ from ics_sms.schemas.settings import Settings
 
 __all__ = [
     "AuditEntry",
+    "MemorySenderSource",
     "SenderConflict",
     "SenderSource",
     "SenderSourceError",
@@ -83,6 +86,37 @@ class SenderSource(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 -- optional hook
         """Release connections."""
+
+
+class MemorySenderSource(SenderSource):
+    """Senders held by this process only (tests, the embedded demo, fixed configurations);
+    saves are seen by whoever waits on the same object."""
+
+    def __init__(self, senders: Senders | None = None) -> None:
+        self.description = "senders in memory"
+        self._snapshot = Snapshot(senders or Senders(), "1")
+        self._saved = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<MemorySenderSource senders={len(self._snapshot.senders)}>"
+
+    def load(self) -> Snapshot:
+        return self._snapshot
+
+    def save(self, senders: Senders, *, expected: str | None, actor: str,
+             action: str) -> Snapshot:
+        if expected is not None and expected != self._snapshot.version:
+            raise SenderConflict("the senders changed since they were read")
+        self._snapshot = Snapshot(senders, str(int(self._snapshot.version) + 1))
+        saved, self._saved = self._saved, asyncio.Event()
+        saved.set()
+        return self._snapshot
+
+    async def wait_for_change(self, version: str, timeout_s: float) -> None:
+        if self._snapshot.version != version:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._saved.wait(), timeout_s)
 
 
 def open_sender_source(settings: Settings) -> SenderSource:

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from ics_sms.broker.base import Delivery, Outgoing
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.messages import Identifier, SendRequest
-from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders
+from ics_sms.schemas.senders import ClickTracking, Lane, Sender, dlt_problem
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import (
     HEADER_ATTEMPT,
@@ -26,6 +26,7 @@ from ics_sms.schemas.topology import (
     Topology,
 )
 from ics_sms.stores.context import MessageContext
+from ics_sms.stores.live import SendersView
 from ics_sms.stores.messages import Claim, fingerprint
 from ics_sms.workers.encoding import TextInfo, analyse
 from ics_sms.workers.links import rewrite_links
@@ -34,7 +35,6 @@ from ics_sms.workers.policy import MAX_PARKS
 
 __all__ = ["Decision", "Job", "JobFactory", "Refusal", "Settle", "publish_id"]
 
-_INDIA = "+91"
 _MAX_REFUSED_WAIT_S = 30 * 86400
 _id_adapter: TypeAdapter[str] = TypeAdapter(Identifier)
 
@@ -126,7 +126,7 @@ def _header_count(delivery: Delivery, name: str, low: int, high: int) -> int:
 class JobFactory:
     """Parses and checks deliveries against the senders and India's DLT rules."""
 
-    def __init__(self, topology: Topology, senders: Senders, signer: SmsgidSigner,
+    def __init__(self, topology: Topology, senders: SendersView, signer: SmsgidSigner,
                  outcomes: Outcomes, *, max_attempts: int, link_secret: bytes,
                  link_base_url: str) -> None:
         self._lane_of_queue = {topology.send_queue(lane): lane for lane in Lane}
@@ -138,7 +138,7 @@ class JobFactory:
         self._out = outcomes
 
     def __repr__(self) -> str:
-        return (f"<JobFactory senders={len(self._senders)} "
+        return (f"<JobFactory senders={len(self._senders.current)} "
                 f"max_attempts={self._max_attempts}>")
 
     def decide(self, delivery: Delivery, now: datetime) -> Decision:
@@ -146,21 +146,25 @@ class JobFactory:
             request = SendRequest.model_validate_json(delivery.body)
         except ValidationError as exc:
             return self._unparseable(delivery, "; ".join(describe(exc)))
-        sender = self._senders.get(request.sender)
+        sender = self._senders.current.get(request.sender)
         attempt = _header_count(delivery, HEADER_ATTEMPT, 1, self._max_attempts)
         if sender is None:
             name = request.sender or "(default)"
             reason = (f"unknown sender {name!r}" if request.sender
                       else "no sender named and no default sender configured")
             return self._reject(delivery, request, None, "unknown_sender", reason, attempt)
+        if sender.disabled is not None:
+            return self._reject(delivery, request, sender.name, "sender_disabled",
+                                f"sender {sender.name!r} is disabled: {sender.disabled}",
+                                attempt)
         lane = self._lane_of_queue.get(delivery.queue)
         if lane is not None and lane is not sender.lane:
             return Settle(delivery, [self._out.lane_move(delivery, sender.lane)])
         # An expired message still becomes a job: it ends ``expired`` once claimed (a
         # redelivery of a message already sent must not get a second final status).
-        problem = self._dlt_problem(request, sender)
+        problem = dlt_problem(request, sender)
         if problem is not None:
-            return self._reject(delivery, request, sender.name, "dlt", problem, attempt)
+            return self._reject(delivery, request, sender.name, "dlt", problem.message, attempt)
         text, links = request.text, {}
         if sender.click_tracking is ClickTracking.SELF:
             rewritten = rewrite_links(text, request.message_id, self._link_secret,
@@ -174,16 +178,6 @@ class JobFactory:
             epoch = int(now.timestamp())
             job.refused_since = min(max(since, epoch - _MAX_REFUSED_WAIT_S), epoch)
         return job
-
-    @staticmethod
-    def _dlt_problem(request: SendRequest, sender: Sender) -> str | None:
-        if not request.to.startswith(_INDIA):
-            return None
-        if sender.dlt_entity_id is None:
-            return f"sender {sender.name!r} has no DLT entity id, required for +91 numbers"
-        if request.dlt_template_id is None:
-            return "dlt_template_id is required for +91 numbers"
-        return None
 
     @staticmethod
     def _reject(delivery: Delivery, request: SendRequest, sender: str | None,

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -37,6 +37,7 @@ from ics_sms.stores.context import (
     open_context_store,
 )
 from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink, open_link_store
+from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.messages import (
     Claim,
     MessageStore,
@@ -99,7 +100,8 @@ class Worker:
     """Worker process; durable state lives in the broker (messages) and in the message
     store (each message's record: claimed, submitted, uncertain, final)."""
 
-    def __init__(self, settings: Settings, senders: Senders, *, clock: Clock = system_clock,
+    def __init__(self, settings: Settings, senders: Senders | LiveSenders, *,
+                 clock: Clock = system_clock,
                  broker_factory: BrokerFactory = _default_broker,
                  context_store: ContextStore | None = None,
                  link_store: LinkStore | None = None,
@@ -107,15 +109,15 @@ class Worker:
         if not settings.callback_secret.get_secret_value():
             raise ValueError("ICS_SMS_CALLBACK_SECRET must be set: smsgids carry its MAC")
         self.settings = settings
-        self.senders = senders
+        self.live = (senders if isinstance(senders, LiveSenders)
+                     else LiveSenders.fixed(senders, settings))
+        self.live.subscribe(self._senders_changed)
         self.clock = clock
         self._broker_factory = broker_factory
         previous = settings.callback_secret_previous
         self.signer = SmsgidSigner(settings.callback_secret.get_secret_value(),
                                    [previous.get_secret_value()] if previous else [])
-        self.tokens = {sender.name: sender.resolve_token() for sender in senders}
-        self.buckets = {sender.name: TokenBucket(sender.rate_per_s, sender.name)
-                        for sender in senders}
+        self.buckets: dict[str, TokenBucket] = {}
         self.window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
                                      settings.promo_timezone)
         self.policy = AttemptPolicy(settings.max_attempts, settings.backoff_base_s,
@@ -130,6 +132,22 @@ class Worker:
         self._claims = itertools.count(1)
         self._submitter: Submitter | None = None
 
+    @property
+    def senders(self) -> Senders:
+        """The senders in use now (they change while the worker runs)."""
+        return self.live.current
+
+    def bucket(self, sender: Sender) -> TokenBucket:
+        """The sender's rate limit (a new one when its rate changed)."""
+        bucket = self.buckets.get(sender.name)
+        if bucket is None or bucket.rate_per_s != sender.rate_per_s:
+            bucket = self.buckets[sender.name] = TokenBucket(sender.rate_per_s, sender.name)
+        return bucket
+
+    def _senders_changed(self, old: Senders, new: Senders) -> None:
+        for name in set(self.buckets) - set(new.senders):
+            del self.buckets[name]
+
     def __repr__(self) -> str:
         s = self.stats
         return (f"<Worker senders={len(self.senders)} received={s.received} "
@@ -140,7 +158,7 @@ class Worker:
         timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http, \
-                self.contexts, self.links, self.messages:
+                self.contexts, self.links, self.messages, self._following_senders(stop):
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
             broker = await connect_with_backoff(
@@ -167,6 +185,18 @@ class Worker:
         """A token naming one batch's claim, unique across the fleet."""
         return f"{self._claim_prefix}:{next(self._claims):x}"
 
+    @contextlib.asynccontextmanager
+    async def _following_senders(self, stop: asyncio.Event) -> AsyncIterator[None]:
+        """Keep the senders current (added, edited, removed, a new default, rotated tokens)
+        for as long as the worker runs."""
+        done = asyncio.Event()
+        task = asyncio.create_task(self.live.run(done), name="senders reload")
+        try:
+            yield
+        finally:
+            done.set()
+            await task
+
     async def _open_broker(self) -> Broker:
         return await self._broker_factory(self.settings)
 
@@ -183,7 +213,7 @@ class _Session:
         self.tracker = AckTracker(broker)
         self.settler = Settler(broker, self.tracker, later=self._later)
         self.lane_of_queue = {self.topology.send_queue(lane): lane for lane in Lane}
-        self.jobs = JobFactory(self.topology, worker.senders, worker.signer, worker.outcomes,
+        self.jobs = JobFactory(self.topology, worker.live, worker.signer, worker.outcomes,
                                max_attempts=worker.policy.max_attempts,
                                link_secret=settings.callback_secret.get_secret_value().encode(),
                                link_base_url=str(settings.public_url))
@@ -349,14 +379,17 @@ class _Session:
         claimed: list[Job] = []
         calling = False
         try:
+            token = worker.live.token(sender)
             paused = self.submitter.state(sender).paused_for()
-            if paused > 0:  # credentials refused: the claimed messages wait (or fail)
+            if paused > 0 or token is None:  # no usable credentials: the messages wait
+                reason = ("sender paused: ICS refused its credentials" if token is not None
+                          else f"sender cannot send: {worker.live.unusable(sender.name)}")
                 jobs = claimed = await self._claim(sender, jobs)
                 await self._conclude(self.submitter.hold(
-                    jobs, paused, "sender paused: ICS refused its credentials",
-                    worker.clock()), sender.name)
+                    jobs, paused or worker.settings.sender_pause_s, reason, worker.clock()),
+                    sender.name)
                 return
-            await worker.buckets[sender.name].acquire(len(jobs))
+            await worker.bucket(sender).acquire(len(jobs))
             jobs = claimed = await self._claim(sender, jobs)
             if not jobs:
                 return
@@ -368,7 +401,7 @@ class _Session:
             if not jobs:
                 return
             calling = True
-            result = await self.submitter.call(sender, jobs, worker.tokens[sender.name])
+            result = await self.submitter.call(sender, jobs, token)
         except asyncio.CancelledError:
             if claimed:
                 await asyncio.shield(self._give_up(sender, claimed, sent=calling))
@@ -384,7 +417,7 @@ class _Session:
             log.warning("ICS batch not accepted", sender=sender.name, status=result.status,
                         reason=result.reason, messages=len(jobs))
         if result.retry_after_s is not None:
-            worker.buckets[sender.name].block_for(result.retry_after_s)
+            worker.bucket(sender).block_for(result.retry_after_s)
         if result.ok or result.results:
             self.submitter.accepted(sender)
         verdicts = self.submitter.interpret(sender, jobs, result, worker.clock())

@@ -12,11 +12,12 @@ from pydantic import ValidationError
 from ics_sms.logs import renders_json
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.redact import SECRETS, known_secrets
-from ics_sms.schemas.senders import SenderError, Senders, load_senders
+from ics_sms.schemas.senders import SenderError, Senders
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.senders import SenderSource, Snapshot, open_sender_source
 
 __all__ = ["SERVICES", "CliError", "ErrorHandlingGroup", "field_errors", "load_settings",
-           "read_senders"]
+           "open_senders", "read_senders"]
 
 
 SERVICES = frozenset({"worker", "receiver"})
@@ -75,12 +76,28 @@ def field_errors(exc: ValidationError, name: Callable[[str], str]) -> str:
     return "; ".join(lines)
 
 
-def read_senders(settings: Settings) -> Senders:
-    """The senders file; from now on their tokens and the settings' secrets are redacted
-    from every log line of this process."""
+def open_senders(settings: Settings) -> tuple[SenderSource, Snapshot]:
+    """The senders source of the settings (the file, or the registry) and what it holds
+    now; from now on their tokens and the settings' secrets are redacted from every log
+    line of this process. The caller closes the source."""
     try:
-        senders = load_senders(settings.senders_file)
+        source = open_sender_source(settings)
     except SenderError as exc:
         raise CliError(str(exc)) from None
-    SECRETS.add(*known_secrets(settings, senders))
-    return senders
+    try:
+        snapshot = source.load()
+    except SenderError as exc:
+        source.close()
+        raise CliError(str(exc)) from None
+    except BaseException:
+        source.close()
+        raise
+    SECRETS.add(*known_secrets(settings, snapshot.senders))
+    return source, snapshot
+
+
+def read_senders(settings: Settings) -> Senders:
+    """The senders of the settings' source (see :func:`open_senders`)."""
+    source, snapshot = open_senders(settings)
+    source.close()
+    return snapshot.senders

@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -36,14 +37,17 @@ from ics_sms.producers.campaign import (
     CampaignDefaults,
     CampaignFileError,
     CampaignFormat,
+    Rules,
     check_campaign,
     read_campaign,
     valid_requests,
 )
 from ics_sms.producers.errors import ProducerError, PublishError
 from ics_sms.producers.publisher import OnProgress, Producer
-from ics_sms.schemas.senders import Lane, Senders
+from ics_sms.schemas.messages import SendRequest
+from ics_sms.schemas.senders import Lane, Senders, request_problems
 from ics_sms.schemas.settings import Settings
+from ics_sms.workers.window import PromoWindow
 
 __all__ = ["publish_command"]
 
@@ -103,25 +107,40 @@ def _lanes_text(lanes: Counter[Lane]) -> str:
     return ", ".join(f"{lane.value} {lanes[lane]}" for lane in Lane)
 
 
-def _warn_unknown_senders(counts: Counter[str | None], senders: Senders,
-                          settings: Settings) -> None:
+def _rules(senders: Senders) -> Rules:
+    """What the workers check of each request, checked before anything is published."""
+    def problems(request: SendRequest) -> Sequence[str]:
+        return request_problems(request, senders)
+    return problems
+
+
+def _warn_outside_window(counts: Counter[str | None], senders: Senders, settings: Settings,
+                         now: datetime) -> None:
+    """Promotional messages published while the window is closed wait for it: say so."""
+    window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
+                            settings.promo_timezone)
+    if window.is_open(now):
+        return
+    opens = (now + timedelta(seconds=window.seconds_until_change(now))).astimezone(window.zone)
     for name, count in sorted(counts.items(), key=lambda item: str(item[0])):
-        if senders.get(name) is not None:
+        sender = senders.get(name)
+        if sender is None or sender.lane is not Lane.PROMOTIONAL:
             continue
-        what = (f"use the default sender, but {settings.senders_file} configures none"
-                if name is None else f"name sender {name!r}, which is not configured")
-        click.echo(f"warning: {count} message(s) {what}: the workers will reject them",
-                   err=True)
+        click.echo(f"warning: {count} message(s) of promotional sender {sender.name!r}: the "
+                   f"promotional window ({window.start:%H:%M}-{window.end:%H:%M} "
+                   f"{settings.promo_timezone}) is closed; the workers hold them until it "
+                   f"opens at {opens:%Y-%m-%d %H:%M %Z}", err=True)
 
 
 def _check(path: Path, fmt: CampaignFormat | None, defaults: CampaignDefaults,
-           console: Console | None, *, skip_invalid: bool) -> CampaignCheck:
+           console: Console | None, rules: Rules, *, skip_invalid: bool) -> CampaignCheck:
     """The first pass: report what is wrong; stop unless told to skip invalid rows."""
     started = time.monotonic()
     status = console.status(f"checking {path}...") if console else nullcontext()
     try:
         with status:
-            check = check_campaign(path, fmt, defaults, max_rows_listed=MAX_ROWS_LISTED)
+            check = check_campaign(path, fmt, defaults, max_rows_listed=MAX_ROWS_LISTED,
+                                   rules=rules)
     except CampaignFileError as exc:
         raise CliError(str(exc)) from None
     click.echo(f"checked {path}: {check.rows} rows, {check.valid} valid, {check.invalid} "
@@ -141,7 +160,8 @@ def _report_problems(check: CampaignCheck) -> None:
 
 
 def _publish(settings: Settings, senders: Senders, path: Path, fmt: CampaignFormat | None,
-             defaults: CampaignDefaults, total: int, console: Console | None) -> int:
+             defaults: CampaignDefaults, rules: Rules, total: int,
+             console: Console | None) -> int:
     confirmed = 0
 
     def progress(count: int) -> None:
@@ -149,7 +169,7 @@ def _publish(settings: Settings, senders: Senders, path: Path, fmt: CampaignForm
         confirmed = count
         report(count)
 
-    requests = valid_requests(read_campaign(path, fmt, defaults))
+    requests = valid_requests(read_campaign(path, fmt, defaults, rules))
     try:
         producer = Producer.from_settings(settings, senders, connection_name="ics-sms publish")
         with producer, _progress(total, console) as report:
@@ -189,6 +209,11 @@ def publish_command(file: Path, fmt: str | None, campaign_id: str | None, sender
     expires_at, metadata (a JSON object) and metadata.KEY; an empty cell is a missing
     value. JSON Lines: one SendRequest object per line.
 
+    Rows are also checked as the workers will check them: an unknown or disabled sender,
+    and for +91 numbers a sender with a DLT entity id and a dlt_template_id, are row
+    errors. Promotional messages outside the promotional window are published with a
+    warning: the workers hold them until the window opens.
+
     A message_id repeated in the file is an error on every later row. A missing message_id
     becomes CAMPAIGN-DIGEST-LINE, DIGEST covering the row's content with the defaults
     applied: the same file with the same options gives the same ids on every run (the
@@ -204,8 +229,9 @@ def publish_command(file: Path, fmt: str | None, campaign_id: str | None, sender
                                 dlt_template_id=dlt_template_id)
     console = Console() if sys.stdout.isatty() else None
 
-    check = _check(file, kind, defaults, console, skip_invalid=skip_invalid)
-    _warn_unknown_senders(check.senders, senders, settings)
+    rules = _rules(senders)
+    check = _check(file, kind, defaults, console, rules, skip_invalid=skip_invalid)
+    _warn_outside_window(check.senders, senders, settings, datetime.now(UTC))
     lanes = _lanes_text(_lanes(check.senders, senders))
     if dry_run:
         click.echo(f"dry run: {check.valid} message(s) would be published ({lanes}); "
@@ -216,7 +242,8 @@ def publish_command(file: Path, fmt: str | None, campaign_id: str | None, sender
         click.echo(f"publishing {check.valid} message(s) to {settings.broker_url_redacted} "
                    f"(namespace {settings.namespace or '(none)'})")
         started = time.monotonic()
-        published = _publish(settings, senders, file, kind, defaults, check.valid, console)
+        published = _publish(settings, senders, file, kind, defaults, rules, check.valid,
+                             console)
         elapsed = time.monotonic() - started
         click.echo(f"published {published} message(s) ({lanes}) in {elapsed:.2f} s, "
                    f"{published / max(elapsed, 1e-9):,.0f} msgs/s"

@@ -40,8 +40,9 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import HEADER_REASON
 from ics_sms.stores.context import InMemoryContextStore, MessageContext
+from ics_sms.stores.messages import ClaimResult
 from ics_sms.workers.ics import SubmitResult
-from ics_sms.workers.jobs import Job, Settle
+from ics_sms.workers.jobs import Job, Refusal, Settle
 from ics_sms.workers.service import Worker, _Session
 from ics_sms.workers.submit import Submitter
 from tests.chaos.campaign import TEMPLATE_ID
@@ -201,7 +202,7 @@ def test_worker_path_never_crashes(profile: str) -> None:
     session, submitter, ics, senders = _worker_path()
     factory = session.jobs
     now = datetime.now(UTC)
-    seen = {"examples": 0, "jobs": 0, "settled": 0, "dead": 0}
+    seen = {"examples": 0, "jobs": 0, "settled": 0, "refused": 0, "dead": 0}
 
     @_settings(profile)
     @given(body=send_bodies(), headers=_headers, lane=st.sampled_from(list(Lane)))
@@ -220,6 +221,14 @@ def test_worker_path_never_crashes(profile: str) -> None:
             seen["settled"] += 1
             seen["dead"] += any(m.exchange == "fuzz.sms.dead" for m in decision.messages)
             _check_outgoing(decision.messages)
+            return
+        if isinstance(decision, Refusal):  # refused before a batch: claimed, then settled
+            seen["refused"] += 1
+            claimed = [(ClaimResult.CLAIMED, None)]
+            assert decision.claim().message_id == decision.message_id
+            for _delivery, messages in submitter.refuse([decision], claimed, now).items:
+                seen["dead"] += any(m.exchange == "fuzz.sms.dead" for m in messages)
+                _check_outgoing(messages)
             return
         assert isinstance(decision, Job)
         seen["jobs"] += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,19 @@ from ics_sms.schemas.senders import Lane, Sender, Senders, save_senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import Topology
 
-NUMBER = "+919812345678"
+NUMBER = "+447700900123"
+INDIA = "+919812345678"
+PEID = "1201159100000000000"
 SENDERS = (
     Senders()
     .add(Sender(name="acme-otp", type="service_implicit", sender_id="ACMEIN", username="acme",
-                token=SecretStr("service-token-123")))
+                token=SecretStr("service-token-123"), dlt_entity_id=PEID))
     .add(Sender(name="acme-promo", type="promotional", sender_id="123456", username="acme",
                 token=SecretStr("promo-token-1234")))
+    .add(Sender(name="acme-off", type="service_implicit", sender_id="ACMEOF", username="acme",
+                token_env="T", dlt_entity_id=PEID, disabled="contract ended"))
 )
+ALWAYS_OPEN = {"ICS_SMS_PROMO_WINDOW_START": "00:00", "ICS_SMS_PROMO_WINDOW_END": "00:00"}
 
 
 def env_of(settings: Settings, **extra: str) -> dict[str, str]:
@@ -40,7 +46,7 @@ def env_of(settings: Settings, **extra: str) -> dict[str, str]:
 
 def run(settings: Settings, *args: str | Path, **extra_env: str) -> Result:
     return CliRunner().invoke(publish_command, [str(a) for a in args],
-                              env=env_of(settings, **extra_env))
+                              env=env_of(settings, **{**ALWAYS_OPEN, **extra_env}))
 
 
 def drain(url: str, queue: str) -> list[tuple[Any, dict[str, Any]]]:
@@ -140,8 +146,8 @@ def test_two_files_under_one_campaign_id_give_disjoint_ids(
         settings: Settings, rabbitmq_url: str, topology: Topology, tmp_path: Path) -> None:
     """Their rows are other people on the same lines: sharing an id would share an smsgid."""
     one, two = tmp_path / "one.csv", tmp_path / "two.csv"
-    one.write_text("to,text\n+919812345670,Hi\n+919812345671,Hi\n")
-    two.write_text("to,text\n+919812345672,Hi\n+919812345673,Hi\n")
+    one.write_text("to,text\n+447700900170,Hi\n+447700900171,Hi\n")
+    two.write_text("to,text\n+447700900172,Hi\n+447700900173,Hi\n")
 
     assert run(settings, one, "--campaign-id", "spring").exit_code == 0
     first = ids(rabbitmq_url, topology, Lane.SERVICE)
@@ -240,7 +246,7 @@ def test_the_list_of_problems_is_capped(settings: Settings, tmp_path: Path) -> N
 
 def test_dry_run_checks_only_and_never_connects(settings: Settings, tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
-    path.write_text(f"to,text,sender\n{NUMBER},Hi,acme-promo\n{NUMBER},Hi,nobody\n")
+    path.write_text(f"to,text,sender\n{NUMBER},Hi,acme-promo\n{NUMBER},Hi,acme-otp\n")
 
     result = run(settings, path, "--campaign-id", "c", "--dry-run",
                  ICS_SMS_BROKER_URL="amqp://guest:guest@127.0.0.1:1/")
@@ -248,8 +254,81 @@ def test_dry_run_checks_only_and_never_connects(settings: Settings, tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert ("dry run: 2 message(s) would be published (service 1, promotional 1); "
             "nothing was sent") in result.stdout
-    assert ("warning: 1 message(s) name sender 'nobody', which is not configured: the "
-            "workers will reject them") in result.stderr
+
+
+# -- what the workers would refuse, refused first ------------------------------------------
+def test_rows_the_workers_would_refuse_are_row_errors(settings: Settings, rabbitmq_url: str,
+                                                      topology: Topology,
+                                                      tmp_path: Path) -> None:
+    declare_topology(rabbitmq_url, topology)
+    path = tmp_path / "c.csv"
+    path.write_text("to,text,sender,dlt_template_id\n"
+                    f"{INDIA},Hi,acme-otp,1207\n"      # 2: fine
+                    f"{INDIA},Hi,acme-otp,\n"          # 3: no template
+                    f"{INDIA},Hi,acme-promo,1207\n"    # 4: sender without entity id
+                    f"{NUMBER},Hi,nobody,\n"           # 5: unknown sender
+                    f"{NUMBER},Hi,acme-off,\n")        # 6: disabled
+
+    result = run(settings, path, "--campaign-id", "c", "--dry-run")
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{path}:3: dlt_template_id: required for +91 numbers",
+        f"{path}:4: sender: 'acme-promo' has no DLT entity id, required for +91 numbers",
+        f"{path}:5: sender: no sender named 'nobody' (known: acme-off, acme-otp, acme-promo)",
+        f"{path}:6: sender: 'acme-off' is disabled (contract ended): the workers do not send "
+        "its messages while it is disabled",
+        f"Error: {path}: 4 invalid row(s); nothing published (fix them, or publish the "
+        "valid rows with --skip-invalid)",
+    ]
+    assert ids(rabbitmq_url, topology, Lane.SERVICE) == []
+
+
+def test_the_default_sender_is_checked_too(settings: Settings, tmp_path: Path) -> None:
+    save_senders(settings.senders_file, Senders().add(
+        Sender(name="plain", type="transactional", sender_id="ACMEBK", username="u",
+               token_env="T")))
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"to": INDIA, "text": "Hi", "dlt_template_id": "1207"}) + "\n")
+
+    result = run(settings, path, "--campaign-id", "c", "--dry-run")
+
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"{path}:1: sender: 'plain' has no DLT entity id, required for +91 numbers")
+
+
+def test_skip_invalid_never_publishes_a_row_the_workers_would_refuse(
+        settings: Settings, rabbitmq_url: str, topology: Topology, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"to,text,sender\n{NUMBER},Hi,acme-otp\n{NUMBER},Hi,acme-off\n"
+                    f"{INDIA},Hi,acme-otp\n{NUMBER},Again,acme-otp\n")
+
+    result = run(settings, path, "--campaign-id", "c", "--skip-invalid")
+
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 invalid row(s)" in result.stdout
+    assert [line_of(i, "c") for i in ids(rabbitmq_url, topology, Lane.SERVICE)] == [2, 5]
+
+
+def test_promotional_rows_outside_the_window_are_a_warning(settings: Settings,
+                                                           tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_text(f"to,text,sender\n{NUMBER},Sale,acme-promo\n{NUMBER},Sale,acme-promo\n"
+                    f"{NUMBER},OTP,acme-otp\n")
+    now = datetime.now(UTC)
+    closed = {"ICS_SMS_PROMO_TIMEZONE": "UTC",
+              "ICS_SMS_PROMO_WINDOW_START": f"{now + timedelta(hours=1):%H:%M}",
+              "ICS_SMS_PROMO_WINDOW_END": f"{now + timedelta(hours=2):%H:%M}"}
+
+    result = run(settings, path, "--campaign-id", "c", "--dry-run", **closed)
+
+    assert result.exit_code == 0, result.output
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith("warning: 2 message(s) of promotional sender 'acme-promo': the "
+                              "promotional window (")
+    assert "the workers hold them until it opens at " in warning
+    assert "would be published (service 1, promotional 2)" in result.stdout
 
 
 # -- one-line errors -----------------------------------------------------------------------

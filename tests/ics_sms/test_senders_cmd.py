@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import stat
+import threading
+import urllib.request
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +17,19 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from ics_sms.cli import senders_cmd
 from ics_sms.cli.main import cli
+from ics_sms.cli.senders_cmd import TEST_CAMPAIGN_ID
+from ics_sms.sandbox import RunningSandbox, SandboxConfig, start_sandbox
+from ics_sms.schemas.messages import Encoding, ReceiptEvent, SendRequest, Status
 from ics_sms.schemas.senders import TokenSource, load_senders
+from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.topology import Topology
+from ics_sms.stores.context import open_context_store
+from ics_sms.workers.outcomes import Outcomes
 
 TOKEN = "ics-bearer-TOKEN-do-not-print-4f2a9c"
+PEID = "1201159100000000000"
 PUBLIC_URL = "https://hooks.example.com"
 
 
@@ -136,7 +151,8 @@ def test_a_token_on_the_command_line_is_refused(run: Cli) -> None:
 @pytest.mark.parametrize(
     ("options", "stdin", "reason"),
     [
-        ((), None, "exactly one of --token -, --token-env VAR or --token-file PATH"),
+        ((), None, "exactly one of --token-stdin, --token-env VAR or --token-file PATH"),
+        (("--token-stdin", "--token-env", "A"), TOKEN, "exactly one of"),
         (("--token-env", "A", "--token-file", "/x"), None, "exactly one of"),
         (("--token", "-", "--token-env", "A"), TOKEN, "exactly one of"),
         (("--token", "-"), "\n", "standard input held no token"),
@@ -236,7 +252,7 @@ def test_show_masks_the_token_and_prints_the_tracking_url(run: Cli) -> None:
 def test_show_follows_the_public_url(run: Cli) -> None:
     run.add("acme-otp", "--token-env", "T")
     result = run("senders", "show", "acme-otp", ICS_SMS_PUBLIC_URL="https://sms.example.org/in/")
-    assert "tracking_url    https://sms.example.org/in/ics/" in result.stdout
+    assert "tracking_url     https://sms.example.org/in/ics/" in result.stdout
 
 
 def test_show_says_where_an_external_token_lives(run: Cli) -> None:
@@ -391,3 +407,324 @@ def test_help_of_every_command_holds_no_secret(run: Cli) -> None:
         assert "Usage:" in result.output
         for value in [TOKEN, "broker-PASSWORD-x1", *secrets.values()]:
             assert value not in result.output, command
+
+
+# -- set: every field ------------------------------------------------------------------------
+
+
+def test_set_changes_every_field_and_keeps_the_tracking_url(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    before = load_senders(run.senders_file).named("a")
+    out = run.ok("senders", "set", "a", "--type", "promotional", "--sender-id", "712345",
+                 "--username", "other", "--dlt-entity-id", PEID, "--rate-per-s", "5",
+                 "--click-tracking", "ics", "--resend-uncertain", "--token-stdin",
+                 input=TOKEN + "\n")
+    after = load_senders(run.senders_file).named("a")
+    assert (after.type.value, after.sender_id, after.username, after.dlt_entity_id,
+            after.rate_per_s, after.click_tracking.value, after.resend_uncertain) == (
+        "promotional", "712345", "other", PEID, 5.0, "ics", True)
+    assert after.token_source is TokenSource.INLINE and after.token_env is None
+    assert after.resolve_token().get_secret_value() == TOKEN
+    assert after.tracking_token == before.tracking_token
+    assert "token=****" + TOKEN[-2:] in out and TOKEN not in out
+    assert "promotional lane" in out
+    assert mode(run.senders_file) == 0o600
+
+
+def test_set_swaps_an_inline_token_for_a_reference(run: Cli) -> None:
+    run.add("a", "--token-stdin", input=TOKEN)
+    run.ok("senders", "set", "a", "--token-env", "ACME_TOKEN")
+    after = load_senders(run.senders_file).named("a")
+    assert (after.token, after.token_env) == (None, "ACME_TOKEN")
+    assert mode(run.senders_file) == 0o644
+    assert TOKEN not in run.senders_file.read_text()
+
+
+def test_set_refuses_a_type_the_sender_id_does_not_fit(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    assert run.fails("senders", "set", "a", "--type", "promotional") == (
+        "sender 'a': sender_id: 'ACMEIN': a promotional header is exactly 6 digits (DLT)")
+    assert load_senders(run.senders_file).named("a").type.value == "service_implicit"
+
+
+def test_set_stores_a_lower_case_header_upper_case(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    run.ok("senders", "set", "a", "--sender-id", "acmebk")
+    assert load_senders(run.senders_file).named("a").sender_id == "ACMEBK"
+
+
+def test_set_can_remove_the_dlt_entity_id(run: Cli) -> None:
+    run.add("a", "--token-env", "T", "--dlt-entity-id", PEID)
+    run.ok("senders", "set", "a", "--no-dlt-entity-id")
+    assert load_senders(run.senders_file).named("a").dlt_entity_id is None
+
+
+def test_set_refuses_a_token_value_on_the_command_line(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    assert "standard input" in run.fails("senders", "set", "a", "--token", TOKEN)
+
+
+# -- disable / enable / retired ---------------------------------------------------------------
+
+
+def test_disable_and_enable_show_in_list_and_show(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    assert "disabled sender a" in run.ok("senders", "disable", "a", "--reason", "unpaid bill")
+    assert "DISABLED: unpaid bill" in run.ok("senders", "list")
+    assert "state            DISABLED: unpaid bill" in run.ok("senders", "show", "a")
+    assert load_senders(run.senders_file).named("a").disabled == "unpaid bill"
+    assert "enabled sender a" in run.ok("senders", "enable", "a")
+    assert load_senders(run.senders_file).named("a").disabled is None
+    assert "is not disabled" in run.ok("senders", "enable", "a")
+
+
+def test_disable_needs_a_reason(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    assert run("senders", "disable", "a").exit_code == 2
+
+
+def test_a_removed_sender_is_listed_while_its_receipts_are_accepted(run: Cli) -> None:
+    run.add("a", "--token-env", "T")
+    run.add("b", "--token-env", "T")
+    token = load_senders(run.senders_file).named("b").tracking_token
+    assert "its tracking URL accepts receipts until" in run.ok("senders", "remove", "b")
+    [gone] = load_senders(run.senders_file).retired
+    assert (gone.name, gone.tracking_token) == ("b", token)
+    listed = run.ok("senders", "list")
+    assert "removed (their tracking URLs still accept receipts):" in listed
+    assert "  b " in listed
+    shown = run.ok("senders", "show", "b")
+    assert f"{PUBLIC_URL}/ics/{token}/receipts" in shown and "accepted until" in shown
+    after_grace = run("senders", "list", ICS_SMS_SENDERS_GRACE_S="0")
+    assert "removed" not in after_grace.stdout
+
+
+# -- import / export / history ---------------------------------------------------------------
+
+
+def test_export_then_import_round_trips_without_inline_secrets(run: Cli, tmp_path: Path) -> None:
+    run.add("a", "--token-env", "T", "--dlt-entity-id", PEID)
+    run.add("b", "--token-stdin", input=TOKEN)
+    result = run("senders", "export")
+    assert result.exit_code == 0
+    assert TOKEN not in result.output
+    assert "inline token of b is left out" in result.stderr
+    assert 'token_env = "T"' in result.stdout
+    exported = tmp_path / "out.toml"
+    run.ok("senders", "export", str(exported))
+    assert TOKEN not in exported.read_text()
+
+
+def test_export_with_secrets_writes_an_owner_only_file(run: Cli, tmp_path: Path) -> None:
+    run.add("b", "--token-stdin", input=TOKEN)
+    target = tmp_path / "backup.toml"
+    out = run.ok("senders", "export", str(target), "--include-secrets")
+    assert TOKEN not in out
+    assert mode(target) == 0o600
+    assert load_senders(target).named("b").resolve_token().get_secret_value() == TOKEN
+    assert "never to standard output" in run.fails("senders", "export", "--include-secrets")
+
+
+def test_import_keeps_tracking_urls_and_retires_missing_senders(run: Cli, tmp_path: Path) -> None:
+    run.add("a", "--token-env", "T")
+    run.add("b", "--token-env", "T")
+    before = load_senders(run.senders_file)
+    given = tmp_path / "new.toml"
+    given.write_text('default = "a"\n[senders.a]\ntype = "promotional"\nsender_id = "712345"\n'
+                     'username = "acme"\ntoken_env = "T"\n\n[senders.c]\n'
+                     'type = "transactional"\nsender_id = "ACMEBK"\nusername = "acme"\n'
+                     'token_env = "T"\ndisabled = "not yet"\n')
+    out = run.ok("senders", "import", str(given))
+    assert "added c; changed a; removed b" in out
+    after = load_senders(run.senders_file)
+    assert after.named("a").tracking_token == before.named("a").tracking_token
+    assert after.named("c").disabled == "not yet"
+    assert [r.tracking_token for r in after.retired] == [before.named("b").tracking_token]
+
+
+def test_import_of_an_invalid_file_changes_nothing(run: Cli, tmp_path: Path) -> None:
+    run.add("a", "--token-env", "T")
+    given = tmp_path / "new.toml"
+    given.write_text('default = "a"\n[senders.a]\ntype = "promotional"\nsender_id = "ACMEIN"\n'
+                     'username = "acme"\ntoken_env = "T"\n')
+    reason = run.fails("senders", "import", str(given))
+    assert reason == (f"{given}: senders.a: sender_id: 'ACMEIN': a promotional header is "
+                      "exactly 6 digits (DLT)")
+    assert load_senders(run.senders_file).named("a").type.value == "service_implicit"
+    assert "no such file" in run.fails("senders", "import", str(tmp_path / "nope.toml"))
+
+
+def test_history_of_the_file_source_says_it_keeps_none(run: Cli) -> None:
+    out = run.ok("senders", "history")
+    assert f"no change history in senders file {run.senders_file}" in out
+
+
+def test_the_registry_is_refused_in_one_line_until_it_exists(run: Cli) -> None:
+    reason = run.fails("senders", "list",
+                       ICS_SMS_SENDERS_URL="postgresql://u:db-PASSWORD@127.0.0.1/x")
+    assert "ICS_SMS_SENDERS_URL" in reason and "db-PASSWORD" not in reason
+
+
+# -- test: as careful as a campaign ----------------------------------------------------------
+
+
+@pytest.fixture
+def sandbox() -> Iterator[RunningSandbox]:
+    """A sandbox ICS on its own loop (the command runs its own); receipts never fire."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    config = SandboxConfig(receipt_delay_ms=3_600_000)
+    running = asyncio.run_coroutine_threadsafe(start_sandbox(config), loop).result(10)
+    try:
+        yield running
+    finally:
+        asyncio.run_coroutine_threadsafe(running.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def sent(sandbox: RunningSandbox) -> int:
+    with urllib.request.urlopen(f"{sandbox.url}/_stats", timeout=5) as answer:
+        stats = json.loads(answer.read())
+    return int(stats["requests"])
+
+
+@pytest.fixture
+def ics(run: Cli, sandbox: RunningSandbox) -> RunningSandbox:
+    run.env["ICS_SMS_ICS_URL"] = sandbox.url
+    run.env["ICS_SMS_REDIS_URL"] = "memory://"
+    run.env["T"] = TOKEN
+    run.add("otp", "--token-env", "T", "--dlt-entity-id", PEID)
+    return sandbox
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        (("--text", ""), "--text: must not be empty or only white space"),
+        (("--text", "   "), "--text: must not be empty or only white space"),
+        (("--text", "x" * 5000), "--text: String should have at most 2000 characters"),
+        (("--text", "hi", "--to", "12"), "--to: "),
+        (("--text", "hi"), "--dlt-template-id: required for +91 numbers"),
+        (("--text", "hi", "--dlt-template-id", "12ab"), "--dlt-template-id: String should"),
+    ],
+)
+def test_test_refuses_what_a_send_request_refuses(
+    run: Cli, ics: RunningSandbox, options: tuple[str, ...], reason: str
+) -> None:
+    args = ("--to", "+919000000001", *options) if "--to" not in options else options
+    message = run.fails("senders", "test", "otp", *args, T=TOKEN)
+    assert message.startswith(reason), message
+    assert sent(ics) == 0
+
+
+def test_test_shows_the_segments_and_refuses_long_texts_without_yes(
+    run: Cli, ics: RunningSandbox
+) -> None:
+    text = "word " * 200  # 1000 GSM-7 characters: 7 segments
+    result = run("senders", "test", "otp", "--to", "+14155550123", "--text", text, T=TOKEN)
+    assert result.exit_code == 1
+    assert "text: 1000 characters, gsm7, 7 segment(s)" in result.stdout
+    assert "--text is 7 segments (each billed as one SMS), more than 3: pass --yes" in (
+        result.stderr)
+    assert sent(ics) == 0
+    out = run.ok("senders", "test", "otp", "--to", "+14155550123", "--text", text, "--yes")
+    assert "accepted by ICS: mid=" in out and "segments=7 encoding=gsm7" in out
+    assert sent(ics) == 1
+
+
+def test_test_respects_the_promotional_window(run: Cli, ics: RunningSandbox) -> None:
+    run.ok("senders", "add", "promo", "--type", "promotional", "--sender-id", "712345",
+           "--username", "acme", "--token-env", "T", "--dlt-entity-id", PEID)
+    now = datetime.now(UTC)
+    closed = {"ICS_SMS_PROMO_TIMEZONE": "UTC",
+              "ICS_SMS_PROMO_WINDOW_START": f"{now + timedelta(hours=1):%H:%M}",
+              "ICS_SMS_PROMO_WINDOW_END": f"{now + timedelta(hours=2):%H:%M}"}
+    args = ("senders", "test", "promo", "--to", "+14155550123", "--text", "Sale")
+    reason = run.fails(*args, T=TOKEN, **closed)
+    assert "the promotional window" in reason and "pass --outside-window" in reason
+    assert sent(ics) == 0
+    result = run(*args, "--outside-window", T=TOKEN, **closed)
+    assert result.exit_code == 0, result.output
+    assert "outside the promotional window" in result.stderr
+    assert sent(ics) == 1
+
+
+def test_test_events_have_the_keys_of_a_workers_events(
+    run: Cli, ics: RunningSandbox, redis_url: str
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    result = run("senders", "test", "otp", "--to", "+919000000001", "--text", "Hi",
+                 "--dlt-template-id", "1207", "--json", T=TOKEN, ICS_SMS_REDIS_URL=redis_url,
+                 ICS_SMS_NAMESPACE=namespace)
+    assert result.exit_code == 0, result.output
+    event = ReceiptEvent.model_validate_json(result.stdout)
+    assert (event.status, event.campaign_id, event.sender, event.segments) == (
+        Status.SUBMITTED, TEST_CAMPAIGN_ID, "otp", 1)
+    request = SendRequest(message_id="m", campaign_id="c", to="+919000000001", text="Hi")
+    worker = Outcomes(Topology()).event(request, Status.SUBMITTED, datetime.now(UTC),
+                                        sender="otp", attempt=1, provider_message_id="x",
+                                        segments=1, encoding=Encoding.GSM7)
+    assert json.loads(result.stdout).keys() == json.loads(worker.body).keys()
+    settings = Settings(redis_url=redis_url, namespace=namespace)
+
+    async def stored() -> dict[str, Any]:
+        store = open_context_store(settings)
+        try:
+            return await store.get_many([event.message_id])
+        finally:
+            await store.close()
+
+    context = asyncio.run(stored())[event.message_id]
+    assert (context.campaign_id, context.sender, context.segments) == (
+        TEST_CAMPAIGN_ID, "otp", 1)
+
+
+def test_test_reports_an_ics_refusal_in_one_line(run: Cli, ics: RunningSandbox) -> None:
+    reason = run.fails("senders", "test", "otp", "--to", "+919000000400", "--text", "Hi",
+                       "--dlt-template-id", "1207", T=TOKEN)
+    assert reason.startswith("ICS refused the message: ")
+
+
+def test_the_token_never_appears_in_the_output_of_the_new_commands(
+    run: Cli, ics: RunningSandbox, tmp_path: Path
+) -> None:
+    run.add("inline", "--token-stdin", input=TOKEN)
+    run.ok("senders", "set", "inline", "--token-stdin", "--rate-per-s", "9", input=TOKEN)
+    run.ok("senders", "disable", "inline", "--reason", "test")
+    run.ok("senders", "enable", "inline")
+    run("senders", "export")
+    run.ok("senders", "export", str(tmp_path / "x.toml"), "--include-secrets")
+    run.ok("senders", "import", str(tmp_path / "x.toml"))
+    run.ok("senders", "history")
+    run.ok("senders", "show", "inline")
+    run.ok("senders", "list")
+    run("senders", "test", "inline", "--to", "+14155550123", "--text", "Hi", "--json")
+    run("senders", "test", "inline", "--to", "+919000000500", "--text", "Hi",
+        "--dlt-template-id", "1")
+    for output in run.outputs:
+        assert TOKEN not in output
+        assert TOKEN[:12] not in output
+
+
+def test_a_change_made_meanwhile_is_not_overwritten(
+    run: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command saves against the version it read: a concurrent change wins, and the
+    operator is told to run the command again."""
+    run.add("a", "--token-env", "T")
+    real = senders_cmd.open_senders
+
+    def read_then_changed(settings: Settings) -> Any:
+        source, snapshot = real(settings)
+        source.save(snapshot.senders.disable("a", "by someone else"), expected=None,
+                    actor="other@host", action="senders disable a")
+        return source, snapshot
+
+    monkeypatch.setattr(senders_cmd, "open_senders", read_then_changed)
+    reason = run.fails("senders", "set", "a", "--rate-per-s", "3")
+    assert reason == f"{run.senders_file} changed since it was read; run the command again"
+    after = load_senders(run.senders_file).named("a")
+    assert (after.rate_per_s, after.disabled) == (100.0, "by someone else")

@@ -55,7 +55,6 @@ def reasons(**changes: Any) -> str:
     ("sender_type", "sender_id"),
     [
         ("service_implicit", "ACMEIN"),
-        ("service_implicit", "acmein"),
         ("transactional", "ACMEBK"),
         ("promotional", "123456"),
         ("promotional", "000000"),
