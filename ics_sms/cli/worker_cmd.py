@@ -11,10 +11,12 @@ import click
 from aiohttp import web
 
 from ics_sms.broker.base import BrokerError
-from ics_sms.cli.common import CliError, load_settings, read_senders
+from ics_sms.cli.common import CliError, load_settings
 from ics_sms.cli.metrics_http import metrics_listener
 from ics_sms.schemas.senders import SenderError
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.live import LiveSenders
+from ics_sms.stores.senders import SenderSource, open_sender_source
 from ics_sms.workers.service import Worker
 
 __all__ = ["run_until_signalled", "worker_command"]
@@ -48,26 +50,34 @@ async def run_until_signalled(worker: Worker, metrics_port: int = 0,
             loop.remove_signal_handler(signum)
 
 
-def _build(settings: Settings) -> Worker:
-    senders = read_senders(settings)
-    if not len(senders):
-        raise CliError(f"no senders configured in {settings.senders_file}: "
-                       "add one with `ics-sms senders add`")
+def _build(settings: Settings, source: SenderSource) -> Worker:
+    """The worker on the senders of ``source``, followed live. A source that cannot be read
+    at start stops the command; a sender whose token cannot be read only holds its own
+    messages, and no senders at all is said loudly (they may be added while it runs)."""
     try:
-        return Worker(settings, senders)
+        return Worker(settings, LiveSenders.open(source, settings))
     except (SenderError, ValueError) as exc:
         raise CliError(str(exc)) from None
 
 
 @click.command("worker")
 def worker_command() -> None:
-    """Consume send requests and submit them to ICS (stops cleanly on SIGTERM)."""
+    """Consume send requests and submit them to ICS (stops cleanly on SIGTERM).
+
+    Senders added, changed or removed while it runs are used within
+    ICS_SMS_SENDERS_RELOAD_S, without a restart."""
     settings = load_settings()
-    worker = _build(settings)
     try:
+        source = open_sender_source(settings)
+    except SenderError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        worker = _build(settings, source)
         asyncio.run(run_until_signalled(worker, settings.metrics_port, settings.metrics_host))
     except BrokerError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot serve metrics on {settings.metrics_host}:"
                        f"{settings.metrics_port}: {exc.strerror}") from None
+    finally:
+        source.close()
