@@ -20,6 +20,7 @@ from ics_sms.broker.connect import open_broker
 from ics_sms.schemas.messages import ReceiptEvent, SendRequest
 from ics_sms.schemas.senders import Lane, Sender, Senders, SenderType
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.links import LinkStore
 from ics_sms.stores.messages import MessageStore
 from ics_sms.workers.service import Worker
@@ -158,7 +159,7 @@ async def pipeline(worker_settings: Settings) -> AsyncIterator[Pipeline]:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings, senders: Senders | None = None,
+async def running_worker(settings: Settings, senders: Senders | LiveSenders | None = None,
                          clock: Clock | None = None,
                          link_store: LinkStore | None = None,
                          message_store: MessageStore | None = None) -> AsyncIterator[Worker]:
