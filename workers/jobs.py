@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from ics_sms.broker.base import Delivery, Outgoing
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.messages import Identifier, SendRequest
-from ics_sms.schemas.senders import ClickTracking, Lane, Sender, dlt_problem
+from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders, dlt_problem
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import (
     HEADER_ATTEMPT,
@@ -26,7 +26,7 @@ from ics_sms.schemas.topology import (
     Topology,
 )
 from ics_sms.stores.context import MessageContext
-from ics_sms.stores.live import SendersView
+from ics_sms.stores.live import SendersView, as_view
 from ics_sms.stores.messages import Claim, fingerprint
 from ics_sms.workers.encoding import TextInfo, analyse
 from ics_sms.workers.links import rewrite_links
@@ -126,14 +126,14 @@ def _header_count(delivery: Delivery, name: str, low: int, high: int) -> int:
 class JobFactory:
     """Parses and checks deliveries against the senders and India's DLT rules."""
 
-    def __init__(self, topology: Topology, senders: SendersView, signer: SmsgidSigner,
+    def __init__(self, topology: Topology, senders: Senders | SendersView, signer: SmsgidSigner,
                  outcomes: Outcomes, *, max_attempts: int, link_secret: bytes,
                  link_base_url: str) -> None:
         self._lane_of_queue = {topology.send_queue(lane): lane for lane in Lane}
         self._max_attempts = max(max_attempts, 1)
         self._link_secret = link_secret
         self._link_base_url = link_base_url
-        self._senders = senders
+        self._senders = as_view(senders)
         self._signer = signer
         self._out = outcomes
 

@@ -20,8 +20,8 @@ from ics_sms.broker.connect import open_broker
 from ics_sms.schemas.messages import ReceiptEvent, SendRequest
 from ics_sms.schemas.senders import Lane, Sender, Senders, SenderType
 from ics_sms.schemas.settings import Settings
-from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.links import LinkStore
+from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.messages import MessageStore
 from ics_sms.workers.service import Worker
 from ics_sms.workers.window import Clock
