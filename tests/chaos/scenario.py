@@ -87,12 +87,17 @@ def finish(stack: Stack, *, scenario: str, profile: str,
            expected: Mapping[str, frozenset[str]], confirmed: Collection[str],
            started: float, settle_timeout_s: float, recovery_s: float | None = None,
            figures: Mapping[str, Any] | None = None, problems: Iterable[str] = (),
-           duplicate_bound: int | None = None, effectively_once: bool = False) -> Row:
+           duplicate_bound: int | None = None, effectively_once: bool = False,
+           uncertain_may_expire: bool = False) -> Row:
     """Wait for the campaign to settle, stop every service (SIGTERM), judge and record.
 
     ``duplicate_bound`` is the most duplicate submissions the scenario may cause;
     ``effectively_once`` demands what issue 13 promises: no duplicate SMS and no message
-    with more than one final event (figures recorded either way).
+    with more than one final event (figures recorded either way). ``uncertain_may_expire``:
+    a message ICS never accepted may end ``expired``/``no_receipt`` (its worker was killed
+    while its request was on the way: the message was ``uncertain``, so it is never sent
+    again, and with no receipt it ends at the receipt deadline, visibly); one ICS accepted
+    may not.
     """
     assert stack.ledger is not None
     settled = stack.settle(confirmed, timeout_s=settle_timeout_s)
@@ -102,6 +107,14 @@ def finish(stack: Stack, *, scenario: str, profile: str,
     stack.stop_services()
     stack.drain_events()
     once = once_figures(accepted, stack.ledger, confirmed)
+    killed_mid_request: list[str] = []
+    if uncertain_may_expire:
+        sent, _strangers = sms_per_message(accepted, confirmed)
+        with stack.ledger._lock:
+            swept = set(stack.ledger.no_receipt)
+        killed_mid_request = sorted(m for m in swept if not sent.get(m))
+        expected = {m: a | {"expired"} if m in killed_mid_request else a
+                    for m, a in expected.items()}
     duplicate_sends = int(stats.get("duplicate_smsgids", 0))
     verdict = account(stack.ledger, expected, confirmed, duplicate_sends=duplicate_sends)
     found = [*problems, *verdict.problems]
@@ -127,7 +140,8 @@ def finish(stack: Stack, *, scenario: str, profile: str,
                        "receipts_posted", "receipts_retried", "receipt_posts",
                        "answer_faults", "requests_poisoned")},
                    "once": {k: v for k, v in vars(once).items() if k != "examples"},
-                   "expired_no_receipt": len(stack.ledger.no_receipt)}
+                   "expired_no_receipt": len(stack.ledger.no_receipt),
+                   "uncertain_never_accepted_expired": len(killed_mid_request)}
     return record(Row(
         scenario=scenario, profile=profile, messages=len(set(confirmed)),
         lost=len(verdict.lost), duplicate_sends=duplicate_sends,

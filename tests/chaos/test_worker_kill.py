@@ -5,8 +5,10 @@ worker is killed with SIGKILL and a replacement started. Whatever the killed wor
 unacked goes back to the queue and is done again by the others, except what the killed
 worker had handed to ICS (``uncertain`` in the message store): that is never sent again,
 so no SMS is sent twice and every message has exactly one final event. A batch the worker
-had claimed but not yet sent is claimed again once its lease ends (short here) and sent:
-no message ends ``expired`` for want of a sender.
+had claimed but not yet sent is claimed again once its lease ends (short here) and sent.
+A batch whose request was on its way when the worker died is ``uncertain``: what ICS did
+not take ends ``expired``/``no_receipt`` at the receipt deadline (short here), visibly
+(the sandbox's latency delays its acceptance, so a kill in those 100 ms leaves some).
 
 Pacing: the senders allow ``rate_per_s`` per worker (batches of 50), so the campaign lasts
 long enough for three kills and three replacements; the sandbox answers after 100 ms, so
@@ -72,5 +74,6 @@ def test_kill_9_of_a_worker_three_times_loses_nothing(profile: str,
                  confirmed=publisher.confirmed_ids(), started=started, settle_timeout_s=300,
                  recovery_s=max(k["replacement_consuming_s"] for k in kills),
                  figures={"kills": kills, "prefetch": PREFETCH, "batch_max": 50},
-                 problems=publisher.errors, duplicate_bound=0, effectively_once=True)
+                 problems=publisher.errors, duplicate_bound=0, effectively_once=True,
+                 uncertain_may_expire=True)
     assert row.passed, "\n".join(row.problems)
