@@ -74,7 +74,7 @@ RELOAD_S = 1
 RELOAD_TIMEOUT_S = 60
 SIZES: dict[str, dict[str, int]] = {
     FAST: {"per_step": 60, "background_per_s": 10, "step_timeout_s": 120},
-    FULL: {"per_step": 1_500, "background_per_s": 60, "step_timeout_s": 600},
+    FULL: {"per_step": 5_000, "background_per_s": 100, "step_timeout_s": 600},
 }
 BACKGROUND_MAX_S = 600
 """The background campaign is built this long; it is halted once the steps are done."""
