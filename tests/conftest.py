@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pika
+import psycopg
 import pytest
 from redis import Redis
 
@@ -69,6 +70,22 @@ def redis_url() -> str:
         reason = f"Redis at {url} is not reachable ({type(exc).__name__}: {exc})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI needs Redis: {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """PostgreSQL for the senders registry, from ``ICS_SMS_TEST_POSTGRES_URL`` (default the
+    local one); required under CI=true."""
+    url = (os.environ.get("ICS_SMS_TEST_POSTGRES_URL")
+           or "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL at ICS_SMS_TEST_POSTGRES_URL is not reachable ({exc})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI needs PostgreSQL: {reason}")
         pytest.skip(reason)
     return url
 

@@ -144,6 +144,15 @@ class Worker:
             bucket = self.buckets[sender.name] = TokenBucket(sender.rate_per_s, sender.name)
         return bucket
 
+    def credentials_of(self, sender: Sender) -> Sender:
+        """The definition whose ICS token a batch of ``sender`` goes out with: the current
+        one while it names the same ICS user (a token rotated after the batch's messages
+        were taken in is used at once: ICS may refuse the old one already), else the
+        batch's own."""
+        current = self.senders.senders.get(sender.name)
+        return current if current is not None and current.username == sender.username \
+            else sender
+
     def _senders_changed(self, old: Senders, new: Senders) -> None:
         for name in set(self.buckets) - set(new.senders):
             del self.buckets[name]
@@ -379,7 +388,7 @@ class _Session:
         claimed: list[Job] = []
         calling = False
         try:
-            token = worker.live.token(sender)
+            token = worker.live.token(worker.credentials_of(sender))
             paused = self.submitter.state(sender).paused_for()
             if paused > 0 or token is None:  # no usable credentials: the messages wait
                 reason = ("sender paused: ICS refused its credentials" if token is not None

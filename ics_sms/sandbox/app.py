@@ -7,7 +7,8 @@ Routes:
   receipts posted/pending/retried/failed, answer faults...); ``?smsgids=1`` adds
   ``accepted_by_smsgid``, how many times each smsgid was accepted.
 - ``GET /_control``: the current fault knobs; ``POST /_control`` changes them at run time
-  (JSON, see :class:`~ics_sms.sandbox.faults.ControlRequest`).
+  (JSON, see :class:`~ics_sms.sandbox.faults.ControlRequest`), and sets the token of ICS
+  accounts (``accounts``: a token rotated on the portal).
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ async def _stats(request: web.Request) -> web.Response:
 async def _show_control(request: web.Request) -> web.Response:
     state = request.app[STATE]
     snapshot = state.faults.snapshot(asyncio.get_running_loop().time())
+    snapshot["accounts"] = state.accounts.users()  # the users, never their tokens
     return web.Response(body=orjson.dumps(snapshot), content_type="application/json")
 
 
@@ -219,6 +221,11 @@ async def _control(request: web.Request) -> web.Response:
         body = {"error": "malformed control request", "reasons": describe(exc)}
         return web.Response(body=orjson.dumps(body), status=400, content_type="application/json")
     state.faults.apply(change, asyncio.get_running_loop().time())
-    log.info("sandbox.control", **change.model_dump(exclude_none=True))
+    for user, token in (change.accounts or {}).items():
+        state.accounts.set(user, token)
+    knobs = change.model_dump(exclude_none=True, exclude={"accounts"})
+    if change.accounts:
+        knobs["accounts_set"] = sorted(change.accounts)  # the users, never their tokens
+    log.info("sandbox.control", **knobs)
     state.dispatcher.wake()
     return await _show_control(request)

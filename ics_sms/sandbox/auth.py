@@ -31,6 +31,15 @@ class Accounts:
     def __repr__(self) -> str:
         return f"<Accounts users={len(self._tokens)}>"
 
+    def set(self, user: str, token: SecretStr) -> None:
+        """Give ``user`` the token ``token`` from now on (a new account, or a token ICS
+        regenerated: the user's previous token is refused from now on)."""
+        self._tokens = [(known, secret) for known, secret in self._tokens if known != user]
+        self._tokens.append((user, token.get_secret_value().encode()))
+
+    def users(self) -> list[str]:
+        return sorted(user for user, _ in self._tokens)
+
     def authenticate(self, header: str | None) -> str | None:
         """The user the credentials in ``header`` belong to.
 

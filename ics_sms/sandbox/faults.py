@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 import random
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from ics_sms.sandbox.config import SandboxConfig
 
@@ -70,6 +71,11 @@ class ControlRequest(BaseModel):
     poison_templateid: str | None = Field(
         default=None, description="Answer 400 to any request with a record of this "
                                   "templateid (nothing of it accepted); empty: off.")
+    accounts: dict[Annotated[str, StringConstraints(min_length=1)],
+                   Annotated[SecretStr, Field(min_length=1)]] | None = Field(
+        default=None, description="Set the token of these ICS users (user: token): a new "
+                                  "account, or a token regenerated on the portal (the user's "
+                                  "old token is refused from now on).")
 
 
 class ThrottleBucket:

@@ -129,6 +129,7 @@ class CampaignPublisher(threading.Thread):
         self.started_at = 0.0
         self.finished_at = 0.0
         self._lock = threading.Lock()
+        self._halt = threading.Event()
 
     def __repr__(self) -> str:
         return f"<CampaignPublisher confirmed={len(self.confirmed)} errors={len(self.errors)}>"
@@ -140,18 +141,24 @@ class CampaignPublisher(threading.Thread):
                           connection_name="chaos producer") as producer:
                 for start in range(0, len(self.requests), self.chunk):
                     self._pace(start)
+                    if self._halt.is_set():
+                        break
                     self._publish(producer, list(self.requests[start:start + self.chunk]))
         except Exception as exc:  # recorded and asserted on by the scenario
             self.errors.append(f"producer stopped: {type(exc).__name__}: {exc}")
         finally:
             self.finished_at = time.monotonic()
 
+    def halt(self) -> None:
+        """Publish no further chunk (the one under way is finished); then :meth:`join`."""
+        self._halt.set()
+
     def _pace(self, start: int) -> None:
         if self.rate_per_s:
             due = self.started_at + start / self.rate_per_s
             delay = due - time.monotonic()
             if delay > 0:
-                time.sleep(delay)  # pacing the campaign, not waiting for a result
+                self._halt.wait(delay)  # pacing the campaign, not waiting for a result
 
     def _publish(self, producer: Producer, chunk: list[SendRequest]) -> None:
         for _attempt in range(self.max_retries + 1):

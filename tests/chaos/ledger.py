@@ -69,6 +69,8 @@ class Ledger(threading.Thread):
         """Messages the sweeper ended (``expired``/``no_receipt``): no delivery to dead-letter."""
         self.touched: set[str] = set()
         self.message_ids: set[str] = set()
+        self.event_senders: defaultdict[str, set[str | None]] = defaultdict(set)
+        """The senders the events of each message named (its submission and its receipts)."""
         self.submissions: Counter[str] = Counter()
         self.submit_attempts: Counter[int] = Counter()
         self.terminal_before_submitted = 0
@@ -167,6 +169,7 @@ class Ledger(threading.Thread):
             return
         self.seen.add(event.event_id)
         self.by_status[status] += 1
+        self.event_senders[event.message_id].add(event.sender)
         if event.status is Status.REJECTED and event.error_code == DUPLICATE_PUBLISH:
             self.duplicate_refusals[event.message_id] += 1
         elif status in _TERMINAL:
@@ -223,6 +226,11 @@ class Ledger(threading.Thread):
         """Every message id any event named."""
         with self._lock:
             return set(self.message_ids)
+
+    def senders_of(self, ids: Iterable[str]) -> dict[str, set[str | None]]:
+        """The senders the events of each of ``ids`` named (empty: no event yet)."""
+        with self._lock:
+            return {i: set(self.event_senders.get(i, ())) for i in ids}
 
     def dead_letters(self) -> list[DeadLetter]:
         with self._lock:

@@ -422,6 +422,31 @@ async def test_control_refuses_unknown_or_out_of_range_knobs(
         assert (await response.json())["error_rate"] == 0
 
 
+async def test_token_rotated_through_control_refuses_the_old_one(
+    http: aiohttp.ClientSession, sandbox: RunningSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token regenerated on the portal: the new one works, the old one is 401, the other
+    users are untouched, and neither token is echoed."""
+    new = "tok-acme-rotated-4242424242"
+    body = datasend(record(ALWAYS_DELIVERED, "m1"))
+    status, knobs = await control(http, sandbox, accounts={USER: new, "late": "tok-late-77"})
+    assert status == 200
+    assert knobs["accounts"] == sorted([USER, OTHER_USER, "late"])
+    assert TOKEN not in str(knobs) and new not in str(knobs)
+    assert (await post(http, sandbox, body))[0] == 401
+    assert (await post(http, sandbox, body, basic(USER, TOKEN)))[0] == 401
+    assert (await post(http, sandbox, body, {"Authorization": f"Bearer {new}"}))[0] == 200
+    assert (await post(http, sandbox, body, basic(USER, new)))[0] == 200
+    other = datasend(record(ALWAYS_DELIVERED, "m2"), user=OTHER_USER)
+    assert (await post(http, sandbox, other, basic(OTHER_USER, OTHER_TOKEN)))[0] == 200
+    logged = capsys.readouterr()
+    logged_text = logged.out + logged.err
+    assert "sandbox.control" in logged_text and "late" in logged_text
+    assert new not in logged_text and "tok-late-77" not in logged_text
+    assert (await control(http, sandbox, accounts={USER: ""}))[0] == 400
+    assert (await control(http, sandbox, accounts={"": "x"}))[0] == 400
+
+
 # -- receipts ------------------------------------------------------------------------------
 
 

@@ -8,7 +8,6 @@ own (the ``namespace`` fixture) and removes its rows afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,20 +45,6 @@ class OpenRegistry(Protocol):
     """Opens a source on the test's namespace (or ``ns``) with ``keys`` (default KEY1)."""
 
     def __call__(self, keys: str | None = ..., ns: str = ...) -> PostgresSenderSource: ...
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> str:
-    url = (os.environ.get("ICS_SMS_TEST_POSTGRES_URL")
-           or "postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        reason = f"PostgreSQL at ICS_SMS_TEST_POSTGRES_URL is not reachable ({exc})"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI needs PostgreSQL: {reason}")
-        pytest.skip(reason)
-    return url
 
 
 @pytest.fixture

@@ -51,11 +51,15 @@ class FakeIcs:
     url: str = ""
     delay_s: float = 0.0
     """How long ICS takes to answer, after it took the request (a timeout: it accepted)."""
+    hold: asyncio.Event | None = None
+    """When given, every answer waits until it is set (after the request was taken)."""
 
     async def handle(self, http: web.Request) -> web.Response:
         body = orjson.loads(await http.read())
         self.requests.append(body)
         self.auth.append(http.headers.get("Authorization", ""))
+        if self.hold is not None:
+            await self.hold.wait()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         index = min(len(self.requests) - 1, len(self.responders) - 1)

@@ -3,12 +3,15 @@ a token that cannot be read (that sender waits; the others flow)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import SecretStr
 
 from ics_sms.schemas.messages import Status
 from ics_sms.schemas.senders import Sender, Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.live import LiveSenders
+from tests.stores.test_live import eventually
 from tests.workers.conftest import (
     SERVICE,
     FakeIcs,
@@ -91,3 +94,24 @@ async def test_a_rotated_token_is_used_for_the_next_batch(
         await pipeline.next_events(1)
     assert fake_ics.auth == [
         "Bearer tok-service-123456", "Bearer tok-rotated-654321"]
+
+
+async def test_a_batch_gathered_before_a_token_rotation_is_sent_with_the_new_token(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
+) -> None:
+    """A message taken in before the rotation but sent after it (its batch waited for a
+    slot) goes out with the sender's token of now: ICS may refuse the old one already."""
+    settings = worker_settings.model_copy(update={"batches_in_flight": 1})
+    live = LiveSenders.fixed(only(SERVICE), settings)
+    fake_ics.hold = asyncio.Event()
+    async with running_worker(settings, live) as worker:
+        await pipeline.publish(request(1))
+        await eventually(lambda: bool(fake_ics.requests),
+                         "m1 at ICS, which holds the lane's only slot")
+        await pipeline.publish(request(2))
+        await eventually(lambda: worker.stats.received >= 2, "m2 waiting for the slot")
+        await change(live, only(SERVICE.model_copy(
+            update={"token": SecretStr("tok-rotated-654321")})))
+        fake_ics.hold.set()
+        await pipeline.next_events(2)
+    assert fake_ics.auth == ["Bearer tok-service-123456", "Bearer tok-rotated-654321"]
