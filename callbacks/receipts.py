@@ -38,7 +38,7 @@ Event ids
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,22 +56,28 @@ from ics_sms.schemas.ics import (
 from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.stores.context import MessageContext, link_key
+from ics_sms.stores.messages import State
 
 __all__ = [
     "FORGERIES",
     "IGNORED_EVENTS",
     "INVALID_SMSGID",
+    "NOT_SUBMITTED",
     "OTHER_SENDER",
     "UNBOUND_LEGACY",
     "UNKNOWN_LINKS",
     "URL_NOT_IN_MESSAGE",
     "BodyError",
+    "Found",
     "ParsedReceipts",
     "Receipt",
     "SmsgidCheck",
     "bind",
+    "bind_found",
+    "event_fields",
     "parse_groups",
     "parse_operator",
+    "state_refusal",
     "to_event",
 ]
 
@@ -90,8 +96,11 @@ OTHER_SENDER = "smsgid of another sender"
 URL_NOT_IN_MESSAGE = "clicked url is not a link of this message"
 UNKNOWN_LINKS = "clicked url cannot be checked: the links of this message are unknown"
 UNBOUND_LEGACY = "smsgid without sender binding and no record of its sender"
-FORGERIES = frozenset({INVALID_SMSGID, OTHER_SENDER, URL_NOT_IN_MESSAGE})
-"""Refusals that only a forged or misdirected receipt gets (never a genuine one of ours)."""
+NOT_SUBMITTED = "message not submitted: its send was released, ICS did not get it"
+FORGERIES = frozenset({INVALID_SMSGID, OTHER_SENDER, URL_NOT_IN_MESSAGE, NOT_SUBMITTED})
+"""Refusals that a genuine receipt of a message ICS got never gets: forged, misdirected, or
+replayed for a message whose record says ICS did not get it (answered 4xx when nothing
+else in the request was accepted)."""
 
 _MAX_ECHO_CHARS = 200
 _records: TypeAdapter[list[ReceiptData]] = TypeAdapter(list[ReceiptData])
@@ -131,6 +140,21 @@ class SmsgidCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """What the stores know of one message, read once per receipt batch."""
+
+    state: State | None = None
+    """The record's state; None when there is no record or the store could not answer."""
+    context: MessageContext | None = None
+    """From the record, else from the context store (records of older workers)."""
+    provider_message_id: str | None = None
+    """ICS's message id as the worker recorded it."""
+
+
+NOT_FOUND = Found()
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """One verified receipt of one of our messages, before enrichment."""
 
@@ -144,6 +168,9 @@ class Receipt:
     provider_message_id: str | None = None
     legacy: bool = False
     """Its smsgid predates sender binding: :func:`bind` must confirm the sender."""
+    found: Found | None = field(default=None, compare=False)
+    """What the stores knew of its message when :func:`bind_found` accepted it (None: not
+    checked against its record yet)."""
     origin: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """Where it was in the body (listed in ``unprocessed`` if :func:`bind` refuses it)."""
 
@@ -357,23 +384,70 @@ def _contradiction(receipt: Receipt, sender: str, context: MessageContext | None
     return None
 
 
+def state_refusal(state: State | None) -> str | None:
+    """The refusal a receipt gets from its record's state (the same for every receipt kind).
+
+    ========================================  =====================  ==================
+    record state                              delivered/failed/...   clicked
+    ========================================  =====================  ==================
+    ``sending``, ``submitted``, ``uncertain``  accepted: the final    accepted (links)
+    ``delivered``/``failed``/``rejected``/    accepted: replay, or   accepted (links)
+    ``expired``                               ``final: false``
+    no record (or the store is unreachable)   accepted               accepted (links)
+    ``pending``                               refused                refused
+    ========================================  =====================  ==================
+
+    See the module documentation for why.
+    """
+    return NOT_SUBMITTED if state is State.PENDING else None
+
+
+def bind_found(parsed: ParsedReceipts, sender: str, found: Mapping[str, Found], *,
+               state_only: bool = False) -> None:
+    """:func:`bind` against what the stores know, with the record state checked too
+    (``state_only``: the state alone, for receipts :func:`bind` checked already).
+
+    Every receipt kept carries its :class:`Found` (for the event and the transition).
+    """
+    kept: list[Receipt] = []
+    for receipt in parsed.receipts:
+        known = found.get(receipt.message_id, NOT_FOUND)
+        reason = state_refusal(known.state)
+        if reason is None and not state_only:
+            reason = _contradiction(receipt, sender, known.context)
+        if reason is None:
+            kept.append(replace(receipt, found=known))
+        else:
+            origin = dict(receipt.origin)
+            meta = origin.pop("meta", None)
+            parsed.refuse(reason, meta if isinstance(meta, str) else None, **origin)
+    parsed.receipts = kept
+
+
 # -- enrichment ---------------------------------------------------------------------------
+
+
+def event_fields(receipt: Receipt, sender: str, context: MessageContext | None,
+                 event_id: str | None = None) -> dict[str, Any]:
+    """The :class:`ReceiptEvent` fields of ``receipt`` (already valid: built from a parsed
+    receipt and a stored context), completed with the message context when there is one."""
+    return {
+        "event_id": event_id or receipt.event_id,
+        "message_id": receipt.message_id,
+        "campaign_id": context.campaign_id if context else None,
+        "status": receipt.status,
+        "occurred_at": receipt.occurred_at,
+        "sender": sender,
+        "provider_message_id": receipt.provider_message_id,
+        "error_code": receipt.error_code,
+        "error": receipt.error,
+        "url": receipt.url,
+        "segments": context.segments if context else None,
+        "encoding": context.encoding if context else None,
+        "metadata": context.metadata if context else {},
+    }
 
 
 def to_event(receipt: Receipt, sender: str, context: MessageContext | None) -> ReceiptEvent:
     """The event of ``receipt``, completed with the message context when there is one."""
-    return ReceiptEvent(
-        event_id=receipt.event_id,
-        message_id=receipt.message_id,
-        campaign_id=context.campaign_id if context else None,
-        status=receipt.status,
-        occurred_at=receipt.occurred_at,
-        sender=sender,
-        provider_message_id=receipt.provider_message_id,
-        error_code=receipt.error_code,
-        error=receipt.error,
-        url=receipt.url,
-        segments=context.segments if context else None,
-        encoding=context.encoding if context else None,
-        metadata=context.metadata if context else {},
-    )
+    return ReceiptEvent(**event_fields(receipt, sender, context))
