@@ -38,7 +38,7 @@ Event ids
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -416,7 +416,9 @@ def bind_found(parsed: ParsedReceipts, sender: str, found: Mapping[str, Found], 
         if reason is None and not state_only:
             reason = _contradiction(receipt, sender, known.context)
         if reason is None:
-            kept.append(replace(receipt, found=known))
+            # the one field set after construction (compare=False): cheaper than replace()
+            object.__setattr__(receipt, "found", known)
+            kept.append(receipt)
         else:
             origin = dict(receipt.origin)
             meta = origin.pop("meta", None)

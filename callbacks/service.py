@@ -36,6 +36,7 @@ from ics_sms.callbacks.receipts import (
     bind_found,
     event_fields,
 )
+from ics_sms.schemas.messages import TERMINAL_STATUSES
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.context import ContextStore, ContextStoreError, MessageContext
 from ics_sms.stores.messages import (
@@ -50,6 +51,8 @@ from ics_sms.stores.messages import (
 __all__ = ["ReceiptService"]
 
 log = structlog.get_logger(__name__)
+
+_FINAL_STATE = {status: State(status.value) for status in TERMINAL_STATUSES}
 
 
 class ReceiptService:
@@ -140,7 +143,7 @@ class ReceiptService:
         indexes = [i for i, r in enumerate(receipts) if r.status.terminal]
         if not indexes:
             return {}
-        transitions = [Transition(receipts[i].message_id, State(receipts[i].status.value),
+        transitions = [Transition(receipts[i].message_id, _FINAL_STATE[receipts[i].status],
                                   event_id=event_ids[i]) for i in indexes]
         try:
             applied = await self._messages.apply(transitions)

@@ -36,7 +36,7 @@ import orjson
 
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.settings import Settings
-from ics_sms.stores.context import MEMORY_URL, MessageContext
+from ics_sms.stores.context import MEMORY_URL, MessageContext, decode_many
 from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
@@ -491,6 +491,11 @@ return #ARGV - 1
 
 
 _CLAIMED = ClaimResult.CLAIMED
+_STATES = {state.value: state for state in State}
+
+
+def _state(value: str) -> State:
+    return _STATES.get(value) or State(value)
 
 
 def _text(value: object) -> str:
@@ -503,7 +508,7 @@ def _record(message_id: str, row: Sequence[object]) -> MessageRecord:
     context = None
     if ctx:
         try:
-            context = MessageContext.from_stored(message_id, ctx)
+            context = MessageContext.from_value(message_id, ctx)
         except ValueError:
             context = None
     final = orjson.loads(fj) if fj else {}
@@ -572,19 +577,12 @@ class RedisMessageStore(RedisStore, MessageStore):
             return {}
         with self.failing_as("read message records"):
             rows = await self._read(keys=[self._prefix + i for i in ids])
-        found = {}
-        for message_id, (state, mid, ctx) in zip(ids, rows, strict=True):
-            if state is None:
-                continue
-            context = None
-            if ctx:
-                try:
-                    context = MessageContext.from_stored(message_id, ctx)
-                except ValueError:
-                    context = None
-            found[message_id] = MessageRecord(State(_text(state)), 1,
-                                              _text(mid) if mid else None, context)
-        return found
+        present = [(i, row) for i, row in zip(ids, rows, strict=True) if row[0] is not None]
+        contexts = decode_many([(i, ctx if isinstance(ctx, bytes) else str(ctx).encode())
+                                for i, (_s, _mid, ctx) in present if ctx])
+        return {i: MessageRecord(_state(_text(state)), 1, _text(mid) if mid else None,
+                                 contexts.get(i))
+                for i, (state, mid, _ctx) in present}
 
     async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
         now = self.clock()

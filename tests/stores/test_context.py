@@ -63,39 +63,6 @@ class TestMessageContext:
             MessageContext.from_value("m-9" if value == A.to_value() else "m-1", value)
 
 
-class TestFromStored:
-    """The receiver's fast decoding gives exactly what validation gives, or refuses alike."""
-
-    @pytest.mark.parametrize("context", [A, B, A.model_copy(update={"urls": ()}),
-                                         A.model_copy(update={"urls": ("https://x.example/",)})])
-    def test_what_to_value_wrote_reads_back_as_from_value_reads_it(
-            self, context: MessageContext) -> None:
-        stored = MessageContext.from_stored(context.message_id, context.to_value())
-        assert stored == MessageContext.from_value(context.message_id, context.to_value())
-        assert stored.model_dump() == context.model_dump()
-        assert type(stored.encoding) is type(context.encoding)
-        assert isinstance(stored.urls, tuple | None)
-
-    @pytest.mark.parametrize("value", [
-        b'{"message_id": "m-1", "campaign_id": "c", "segments": "2"}',  # lax: validated
-        b'{"message_id": "m-1", "campaign_id": "c", "urls": ["a"], "extra": 1}',
-        b'{"message_id": "m-1", "campaign_id": "c", "encoding": "gsm7"}',
-    ])
-    def test_other_shapes_go_through_validation(self, value: bytes) -> None:
-        assert (MessageContext.from_stored("m-1", value)
-                == MessageContext.from_value("m-1", value))
-
-    @pytest.mark.parametrize("value", [
-        b"{", b"[]", b'{"message_id": "m-1"}', A.to_value(),
-        b'{"message_id": "m-1", "campaign_id": "c", "segments": 0}',
-        b'{"message_id": "m-1", "campaign_id": "c", "encoding": "ascii"}',
-        b'{"message_id": "m-1", "campaign_id": "c", "urls": [1]}',
-    ])
-    def test_corrupt_or_foreign_values_are_refused(self, value: bytes) -> None:
-        with pytest.raises(ValueError):
-            MessageContext.from_stored("m-9" if value == A.to_value() else "m-1", value)
-
-
 class TestInMemory:
     async def test_put_then_get_many(self) -> None:
         store = InMemoryContextStore()
