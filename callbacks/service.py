@@ -110,7 +110,7 @@ class ReceiptService:
             log.warning("receipts refused after they were accepted: no event",
                         refused=len(parsed.unprocessed),
                         first_reason=parsed.unprocessed[0]["reason"])
-        return [r for r in receipts if r.found is not None] + parsed.receipts
+        return [r for r in receipts if r.found is not None]  # the refused have none
 
     async def _messages_of(self, sender: str, receipts: Sequence[Receipt]) -> list[Outgoing]:
         event_ids = [r.event_id for r in receipts]
