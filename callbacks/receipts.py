@@ -20,6 +20,42 @@ Receipts are bound to their message
     smsgid (signed before sender binding, accepted for the transition) must belong to this
     sender. Refusals are per record: the good receipts of a request are still published.
 
+Receipts are checked against their message's record
+    :meth:`ReceiptService.bind <ics_sms.callbacks.service.ReceiptService.bind>` reads the
+    records of a request's receipts in one round trip (state, ICS's ``mid``, the context
+    the worker stored with its claim) and :func:`bind_found` adds the state to the checks
+    above (:func:`state_refusal`; the same rule for delivery receipts and clicks):
+
+    * ``sending``, ``submitted``, ``uncertain``: accepted, a delivery receipt is the
+      message's final. It can overtake the worker's answer from ICS (``sending``: ICS
+      answered slower than the handset) or stand in for a lost one (``uncertain``).
+    * a final state: accepted. The transition tells a replay (same ``event_id``: the final
+      again) from a contradiction, published with ``final: false`` and ``reason`` naming
+      the final status the message has. A click proves the SMS reached a handset, so it
+      is kept after ``failed`` or ``expired`` too; after ``rejected`` (ICS refused the
+      message) it is kept as well: the message is never sent again, so refusing would
+      hide the only sign that the rejection was misjudged.
+    * ``pending``: refused, ``message not submitted`` (one of :data:`FORGERIES`: a request
+      of nothing else is a 403; counted as ``not_submitted``). The worker released the
+      claim because ICS certainly did not get the message, and will send it again: a
+      receipt now is a replay or a forgery. Were the release misjudged, the next send
+      carries the same smsgid and its receipts are accepted; the refused one only spoke
+      of the duplicate SMS.
+    * no record although the store answered: accepted. A record lives ``ttl_s`` (the
+      dedupe window, and a day past the receipt deadline), longer than ICS reports, so a
+      missing one means the store lost data (Redis restarted without persistence, keys
+      evicted) far more likely than a forgery, which the smsgid's MAC already rules out.
+      Refusing would lose a genuine receipt for good (ICS does not retry a 4xx); accepted,
+      it ends the message (the transition creates a final record) and is counted in
+      ``ics_sms_receipts_without_record``.
+    * the message store unreachable: as before records existed: delivery receipts are
+      published without the final-status check (logged); clicks and legacy smsgids, which
+      need the context, are answered 503 when the context store cannot stand in.
+
+    The context comes from the record; the context store is read (one more round trip)
+    only for messages whose record has none (records of older workers, or created by a
+    receipt).
+
 Event ids
     ``event_id`` is unique per (message_id, status, occurrence) and the same for every
     replay of a receipt, whatever its ``ts``, ``code`` or ``description`` say:

@@ -7,16 +7,18 @@ refuses what they contradict (:func:`~ics_sms.callbacks.receipts.bind_found`: a 
 record, a clicked URL that is not a link of the message, a legacy smsgid of another
 sender). Only messages whose record has no context (records of older workers, or created
 by a receipt) are looked up in the context store as well, in one more round trip.
-:meth:`~ReceiptService.publish` on receipts that were not bound first (older callers) does
-the same read and drops what it refuses (logged and counted, not listed in the answer).
+:meth:`~ReceiptService.publish` on receipts that were not bound first (callers that check
+links themselves) does the same read and drops what the record state refuses (logged and
+counted, but not listed in the answer: it was written already).
 
 Exactly one final status per message: every delivered/failed receipt is applied to the
 message's record as a transition *before* its event is published. The first final wins;
 a later receipt that contradicts it (or repeats a final under another event id) is still
 published, marked ``final: false``, so nothing is hidden and analytics counting finals
 never sees two. The same receipt again (same ``event_id``, e.g. ICS retrying after a 503)
-is recognised as the final again. Events also take ICS's message id (``mid``) and, when
-the context store lacks it, the message's context from the record.
+is recognised as the final again; a contradiction's ``reason`` names the final status the
+message has. Events also take ICS's message id (``mid``) from the record when the receipt
+lacks it.
 """
 
 from __future__ import annotations
