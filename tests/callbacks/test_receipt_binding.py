@@ -382,6 +382,15 @@ class TestServiceBinding:
         assert [(e.status, e.campaign_id) for e in publisher.events] == [
             (Status.DELIVERED, None)]
 
+    async def test_without_records_the_context_store_stands_in_for_a_click(self) -> None:
+        publisher, contexts = Publisher(), InMemoryContextStore()
+        await contexts.put_many([context("m-1")])
+        service = bound_service(Down(), publisher, contexts)
+        body = parsed(clicked(SIGNER.sign("m-1", ACME), SALE))
+        await service.bind(body, ACME)
+        await service.publish(ACME, body.receipts)
+        assert [(e.status, e.url) for e in publisher.events] == [(Status.CLICKED, SALE)]
+
     async def test_a_message_without_record_is_accepted_and_counted(self) -> None:
         publisher = Publisher()
         contexts = InMemoryContextStore()
