@@ -85,8 +85,7 @@ def create_app(
     publisher = ConfirmingPublisher(connection, timeout_s=publish_timeout_s)
     messages = message_store if message_store is not None else open_message_store(settings)
     service = ReceiptService(settings.topology, store, publisher, messages)
-    views = ReceiptViews(view, signer, service, connection, store,
-                         grace_s=settings.senders_grace_s)
+    views = ReceiptViews(view, signer, service, connection, grace_s=settings.senders_grace_s)
     links = link_store if link_store is not None else open_link_store(settings)
     recorder = ClickRecorder(publisher)
     link_views = LinkViews(links, recorder, settings.topology, link_secrets(settings))

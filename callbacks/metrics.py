@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from prometheus_client import Counter, Histogram
 
 __all__ = ["CLICKS", "PUBLISH_DURATION", "RECEIPTS", "REFUSED", "REQUESTS", "UNKNOWN_URL",
+           "WITHOUT_RECORD",
            "count_receipts", "refusal_kind", "route_label"]
 
 RECEIPTS = Counter("ics_sms_receipts", "Receipts turned into events.", ["sender", "status"])
@@ -31,6 +32,7 @@ _REFUSAL_KINDS = (
     ("clicked url cannot be checked", "links_unknown"),
     ("smsgid without sender binding", "unbound_legacy"),
     ("unknown event", "unknown_event"),
+    ("message not submitted", "not_submitted"),
 )
 """The start of each refusal reason and its metric label."""
 
@@ -56,3 +58,8 @@ def count_receipts(sender: str, statuses: Iterable[str]) -> None:
         RECEIPTS.labels(sender, status).inc(count)
     if tally.get("clicked"):
         CLICKS.labels(sender).inc(tally["clicked"])
+
+
+WITHOUT_RECORD = Counter("ics_sms_receipts_without_record",
+                         "Receipts accepted for messages the message store has no record of "
+                         "(store data lost, or records past their TTL).")

@@ -20,6 +20,42 @@ Receipts are bound to their message
     smsgid (signed before sender binding, accepted for the transition) must belong to this
     sender. Refusals are per record: the good receipts of a request are still published.
 
+Receipts are checked against their message's record
+    :meth:`ReceiptService.bind <ics_sms.callbacks.service.ReceiptService.bind>` reads the
+    records of a request's receipts in one round trip (state, ICS's ``mid``, the context
+    the worker stored with its claim) and :func:`bind_found` adds the state to the checks
+    above (:func:`state_refusal`; the same rule for delivery receipts and clicks):
+
+    * ``sending``, ``submitted``, ``uncertain``: accepted, a delivery receipt is the
+      message's final. It can overtake the worker's answer from ICS (``sending``: ICS
+      answered slower than the handset) or stand in for a lost one (``uncertain``).
+    * a final state: accepted. The transition tells a replay (same ``event_id``: the final
+      again) from a contradiction, published with ``final: false`` and ``reason`` naming
+      the final status the message has. A click proves the SMS reached a handset, so it
+      is kept after ``failed`` or ``expired`` too; after ``rejected`` (ICS refused the
+      message) it is kept as well: the message is never sent again, so refusing would
+      hide the only sign that the rejection was misjudged.
+    * ``pending``: refused, ``message not submitted`` (one of :data:`FORGERIES`: a request
+      of nothing else is a 403; counted as ``not_submitted``). The worker released the
+      claim because ICS certainly did not get the message, and will send it again: a
+      receipt now is a replay or a forgery. Were the release misjudged, the next send
+      carries the same smsgid and its receipts are accepted; the refused one only spoke
+      of the duplicate SMS.
+    * no record although the store answered: accepted. A record lives ``ttl_s`` (the
+      dedupe window, and a day past the receipt deadline), longer than ICS reports, so a
+      missing one means the store lost data (Redis restarted without persistence, keys
+      evicted) far more likely than a forgery, which the smsgid's MAC already rules out.
+      Refusing would lose a genuine receipt for good (ICS does not retry a 4xx); accepted,
+      it ends the message (the transition creates a final record) and is counted in
+      ``ics_sms_receipts_without_record``.
+    * the message store unreachable: as before records existed: delivery receipts are
+      published without the final-status check (logged); clicks and legacy smsgids, which
+      need the context, are answered 503 when the context store cannot stand in.
+
+    The context comes from the record; the context store is read (one more round trip)
+    only for messages whose record has none (records of older workers, or created by a
+    receipt).
+
 Event ids
     ``event_id`` is unique per (message_id, status, occurrence) and the same for every
     replay of a receipt, whatever its ``ts``, ``code`` or ``description`` say:
@@ -56,22 +92,28 @@ from ics_sms.schemas.ics import (
 from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.stores.context import MessageContext, link_key
+from ics_sms.stores.messages import State
 
 __all__ = [
     "FORGERIES",
     "IGNORED_EVENTS",
     "INVALID_SMSGID",
+    "NOT_SUBMITTED",
     "OTHER_SENDER",
     "UNBOUND_LEGACY",
     "UNKNOWN_LINKS",
     "URL_NOT_IN_MESSAGE",
     "BodyError",
+    "Found",
     "ParsedReceipts",
     "Receipt",
     "SmsgidCheck",
     "bind",
+    "bind_found",
+    "event_fields",
     "parse_groups",
     "parse_operator",
+    "state_refusal",
     "to_event",
 ]
 
@@ -90,8 +132,11 @@ OTHER_SENDER = "smsgid of another sender"
 URL_NOT_IN_MESSAGE = "clicked url is not a link of this message"
 UNKNOWN_LINKS = "clicked url cannot be checked: the links of this message are unknown"
 UNBOUND_LEGACY = "smsgid without sender binding and no record of its sender"
-FORGERIES = frozenset({INVALID_SMSGID, OTHER_SENDER, URL_NOT_IN_MESSAGE})
-"""Refusals that only a forged or misdirected receipt gets (never a genuine one of ours)."""
+NOT_SUBMITTED = "message not submitted: its send was released, ICS did not get it"
+FORGERIES = frozenset({INVALID_SMSGID, OTHER_SENDER, URL_NOT_IN_MESSAGE, NOT_SUBMITTED})
+"""Refusals that a genuine receipt of a message ICS got never gets: forged, misdirected, or
+replayed for a message whose record says ICS did not get it (answered 4xx when nothing
+else in the request was accepted)."""
 
 _MAX_ECHO_CHARS = 200
 _records: TypeAdapter[list[ReceiptData]] = TypeAdapter(list[ReceiptData])
@@ -131,6 +176,21 @@ class SmsgidCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Found:
+    """What the stores know of one message, read once per receipt batch."""
+
+    state: State | None = None
+    """The record's state; None when there is no record or the store could not answer."""
+    context: MessageContext | None = None
+    """From the record, else from the context store (records of older workers)."""
+    provider_message_id: str | None = None
+    """ICS's message id as the worker recorded it."""
+
+
+NOT_FOUND = Found()
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """One verified receipt of one of our messages, before enrichment."""
 
@@ -144,6 +204,9 @@ class Receipt:
     provider_message_id: str | None = None
     legacy: bool = False
     """Its smsgid predates sender binding: :func:`bind` must confirm the sender."""
+    found: Found | None = field(default=None, compare=False)
+    """What the stores knew of its message when :func:`bind_found` accepted it (None: not
+    checked against its record yet)."""
     origin: Mapping[str, Any] = field(default_factory=dict, compare=False)
     """Where it was in the body (listed in ``unprocessed`` if :func:`bind` refuses it)."""
 
@@ -357,23 +420,72 @@ def _contradiction(receipt: Receipt, sender: str, context: MessageContext | None
     return None
 
 
+def state_refusal(state: State | None) -> str | None:
+    """The refusal a receipt gets from its record's state (the same for every receipt kind).
+
+    ========================================  =====================  ==================
+    record state                              delivered/failed/...   clicked
+    ========================================  =====================  ==================
+    ``sending``, ``submitted``, ``uncertain``  accepted: the final    accepted (links)
+    ``delivered``/``failed``/``rejected``/    accepted: replay, or   accepted (links)
+    ``expired``                               ``final: false``
+    no record (or the store is unreachable)   accepted               accepted (links)
+    ``pending``                               refused                refused
+    ========================================  =====================  ==================
+
+    See the module documentation for why.
+    """
+    return NOT_SUBMITTED if state is State.PENDING else None
+
+
+def bind_found(parsed: ParsedReceipts, sender: str, found: Mapping[str, Found], *,
+               state_only: bool = False) -> None:
+    """:func:`bind` against what the stores know, with the record state checked too
+    (``state_only``: the state alone, for receipts :func:`bind` checked already).
+
+    Every receipt kept carries its :class:`Found` (for the event and the transition).
+    """
+    kept: list[Receipt] = []
+    for receipt in parsed.receipts:
+        known = found.get(receipt.message_id, NOT_FOUND)
+        reason = state_refusal(known.state)
+        if reason is None and not state_only:
+            reason = _contradiction(receipt, sender, known.context)
+        if reason is None:
+            # the one field set after construction (compare=False): cheaper than replace()
+            object.__setattr__(receipt, "found", known)
+            kept.append(receipt)
+        else:
+            origin = dict(receipt.origin)
+            meta = origin.pop("meta", None)
+            parsed.refuse(reason, meta if isinstance(meta, str) else None, **origin)
+    parsed.receipts = kept
+
+
 # -- enrichment ---------------------------------------------------------------------------
+
+
+def event_fields(receipt: Receipt, sender: str, context: MessageContext | None,
+                 event_id: str | None = None) -> dict[str, Any]:
+    """The :class:`ReceiptEvent` fields of ``receipt`` (already valid: built from a parsed
+    receipt and a stored context), completed with the message context when there is one."""
+    return {
+        "event_id": event_id or receipt.event_id,
+        "message_id": receipt.message_id,
+        "campaign_id": context.campaign_id if context else None,
+        "status": receipt.status,
+        "occurred_at": receipt.occurred_at,
+        "sender": sender,
+        "provider_message_id": receipt.provider_message_id,
+        "error_code": receipt.error_code,
+        "error": receipt.error,
+        "url": receipt.url,
+        "segments": context.segments if context else None,
+        "encoding": context.encoding if context else None,
+        "metadata": context.metadata if context else {},
+    }
 
 
 def to_event(receipt: Receipt, sender: str, context: MessageContext | None) -> ReceiptEvent:
     """The event of ``receipt``, completed with the message context when there is one."""
-    return ReceiptEvent(
-        event_id=receipt.event_id,
-        message_id=receipt.message_id,
-        campaign_id=context.campaign_id if context else None,
-        status=receipt.status,
-        occurred_at=receipt.occurred_at,
-        sender=sender,
-        provider_message_id=receipt.provider_message_id,
-        error_code=receipt.error_code,
-        error=receipt.error,
-        url=receipt.url,
-        segments=context.segments if context else None,
-        encoding=context.encoding if context else None,
-        metadata=context.metadata if context else {},
-    )
+    return ReceiptEvent(**event_fields(receipt, sender, context))

@@ -59,14 +59,13 @@ from ics_sms.callbacks.receipts import (
     BodyError,
     ParsedReceipts,
     SmsgidCheck,
-    bind,
     parse_groups,
     parse_operator,
 )
 from ics_sms.callbacks.service import ReceiptService
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.smsgid import SmsgidSigner
-from ics_sms.stores.context import ContextStore, ContextStoreError
+from ics_sms.stores.context import ContextStoreError
 from ics_sms.stores.live import SendersView
 from ics_sms.workers.notices import ThrottledLog
 
@@ -149,14 +148,13 @@ class ReceiptViews:
     """The receiver's endpoints, bound to what they need."""
 
     def __init__(self, senders: SendersView, signer: SmsgidSigner, service: ReceiptService,
-                 connection: BrokerConnection, contexts: ContextStore, *, grace_s: float,
+                 connection: BrokerConnection, *, grace_s: float,
                  accept_legacy: bool = True,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._senders = senders
         self._signer = signer
         self._service = service
         self._connection = connection
-        self._contexts = contexts
         self._grace_s = grace_s
         self._accept_legacy = accept_legacy
         self._now = now
@@ -208,7 +206,7 @@ class ReceiptViews:
                 log.info("receipt request refused", reason=str(exc))
                 return error_response(400, str(exc))
             try:
-                await self._bind(parsed, name)
+                await self._service.bind(parsed, name)
             except ContextStoreError as exc:
                 log.warning("message contexts unreadable, answering 503", reason=str(exc),
                             receipts=len(parsed.receipts))
@@ -227,12 +225,6 @@ class ReceiptViews:
             log.debug("receipts stored", events=len(parsed.receipts), ignored=parsed.ignored)
             count_receipts(name, (r.status.value for r in parsed.receipts))
             return json_response(parsed.answer())
-
-    async def _bind(self, parsed: ParsedReceipts, sender: str) -> None:
-        """Refuse what the message contexts contradict (one lookup, only when needed)."""
-        wanted = [r.message_id for r in parsed.receipts if r.needs_context]
-        if wanted:
-            bind(parsed, sender, await self._contexts.get_many(wanted))
 
     async def _read_safely(self, request: web.Request, check: SmsgidCheck) -> ParsedReceipts:
         """:meth:`_read`, with every way a body can be unreadable answered as a 400."""

@@ -173,6 +173,10 @@ class ReceiptEvent(_Wire):
                     "publication of the message_id refused as a duplicate); absent otherwise. "
                     "Count finals as terminal statuses without final=false: one per message.",
     )
+    reason: str | None = Field(
+        default=None,
+        description="Why final is false, e.g. which final status the message has already.",
+    )
 
 
 _INT_RANGE = (-(2**63), 2**64 - 1)

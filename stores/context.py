@@ -53,6 +53,7 @@ __all__ = [
     "InMemoryContextStore",
     "MessageContext",
     "RedisContextStore",
+    "decode_many",
     "link_key",
     "open_context_store",
 ]
@@ -259,14 +260,20 @@ class RedisContextStore(RedisStore, ContextStore):
             values = await self._client.mget([self.key(i) for i in ids])
         present = [(i, v if isinstance(v, bytes) else str(v).encode())
                    for i, v in zip(ids, values, strict=True) if v is not None]
-        decoded = _decode_all(present)
-        return decoded if decoded is not None else _decode_each(present)
+        return decode_many(present)
 
 
 _contexts: TypeAdapter[list[MessageContext]] = TypeAdapter(list[MessageContext])
 
 
-def _decode_all(present: list[tuple[str, bytes]]) -> dict[str, MessageContext] | None:
+def decode_many(present: Sequence[tuple[str, bytes]]) -> dict[str, MessageContext]:
+    """Stored contexts (``(message_id, value)``) decoded: all validated in one pass (much
+    cheaper than one by one); when any is corrupt or foreign, one by one, skipping those."""
+    decoded = _decode_all(present)
+    return decoded if decoded is not None else _decode_each(present)
+
+
+def _decode_all(present: Sequence[tuple[str, bytes]]) -> dict[str, MessageContext] | None:
     """Every value validated in one pass; None when any is off (then decode one by one)."""
     if not present:
         return {}
@@ -280,7 +287,7 @@ def _decode_all(present: list[tuple[str, bytes]]) -> dict[str, MessageContext] |
     return {c.message_id: c for c in contexts}
 
 
-def _decode_each(present: list[tuple[str, bytes]]) -> dict[str, MessageContext]:
+def _decode_each(present: Sequence[tuple[str, bytes]]) -> dict[str, MessageContext]:
     found = {}
     for message_id, value in present:
         try:

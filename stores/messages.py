@@ -44,7 +44,7 @@ import orjson
 
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.settings import Settings
-from ics_sms.stores.context import MEMORY_URL, MessageContext
+from ics_sms.stores.context import MEMORY_URL, MessageContext, decode_many
 from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
@@ -205,6 +205,11 @@ class MessageStore(abc.ABC):
         record as the transition left it. Raises MessageStoreError."""
 
     @abc.abstractmethod
+    async def read(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
+        """The records of ``message_ids`` (absent: no record), read only, in one round trip.
+        The receiver checks receipts against them. Raises MessageStoreError."""
+
+    @abc.abstractmethod
     async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
         """End (as ``expired``) the waiting messages whose deadline passed, and offer again
         those whose expiry event was not confirmed within ``retry_s``."""
@@ -334,6 +339,15 @@ class InMemoryMessageStore(MessageStore):
         else:
             self._deadlines[t.message_id] = now + self.receipt_deadline_s
         return Applied(TransitionResult.APPLIED, entry.record())
+
+    async def read(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
+        now = self.clock()
+        found = {}
+        for message_id in message_ids:
+            entry = self._get(message_id, now)
+            if entry is not None:
+                found[message_id] = entry.record()
+        return found
 
     async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
         now = self.clock()
@@ -473,6 +487,16 @@ end
 return out
 """
 
+_READ_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('HMGET', key, 's', 'mid', 'ctx')
+end
+return out
+"""
+"""The receiver's read: state, ICS's message id and context of every key (no final JSON,
+no attempt: a receipt check needs neither)."""
+
 _SWEEP_LUA = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
 local out = {}
@@ -505,6 +529,11 @@ return #ARGV - 1
 
 
 _CLAIMED = ClaimResult.CLAIMED
+_STATES = {state.value: state for state in State}
+
+
+def _state(value: str) -> State:
+    return _STATES.get(value) or State(value)
 
 
 def _text(value: object) -> str:
@@ -547,6 +576,7 @@ class RedisMessageStore(RedisStore, MessageStore):
         self._claim = self._client.register_script(_CLAIM_LUA)
         self._apply = self._client.register_script(_APPLY_LUA)
         self._sweep = self._client.register_script(_SWEEP_LUA)
+        self._read = self._client.register_script(_READ_LUA)
         self._swept = self._client.register_script(_SWEPT_LUA)
 
     def _head(self, now: float | None = None) -> list[str | bytes | int | float]:
@@ -584,6 +614,19 @@ class RedisMessageStore(RedisStore, MessageStore):
         return [Applied(TransitionResult(_text(row[0])),
                         _record(t.message_id, row[1:]) if row[1] else None)
                 for t, row in zip(transitions, rows, strict=True)]
+
+    async def read(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
+        ids = list(dict.fromkeys(message_ids))
+        if not ids:
+            return {}
+        with self.failing_as("read message records"):
+            rows = await self._read(keys=[self._prefix + i for i in ids])
+        present = [(i, row) for i, row in zip(ids, rows, strict=True) if row[0] is not None]
+        contexts = decode_many([(i, ctx if isinstance(ctx, bytes) else str(ctx).encode())
+                                for i, (_s, _mid, ctx) in present if ctx])
+        return {i: MessageRecord(_state(_text(state)), 1, _text(mid) if mid else None,
+                                 contexts.get(i))
+                for i, (state, mid, _ctx) in present}
 
     async def sweep(self, limit: int = 500, retry_s: float = 60.0) -> list[Expired]:
         now = self.clock()

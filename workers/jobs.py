@@ -61,6 +61,17 @@ class Job:
     refused_since: int | None = None
     """Epoch seconds since when it waits because ICS refuses its sender's credentials."""
 
+    def claim(self, token: str) -> Claim:
+        """The job's claim for the batch ``token``: its fingerprint and the context the
+        record keeps for the receiver (built once, here)."""
+        self.token = token
+        self.fingerprint = fingerprint(self.request, publish_id(self.delivery))
+        self.context = MessageContext.for_request(self.request, sender=self.sender.name,
+                                                  segments=self.info.segments,
+                                                  encoding=self.info.encoding)
+        return Claim(self.request.message_id, self.fingerprint, self.attempt, self.context,
+                     self.smsgid)
+
 
 @dataclass(slots=True)
 class Settle:

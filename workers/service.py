@@ -7,9 +7,11 @@ drops the session is discarded (the broker requeues what was unacked) and a new 
 Service and promotional lanes have their own consumers and their own limits on batches in
 flight, so service traffic never waits behind a promotional backlog.
 
-Effectively once: a batch is claimed in the message store (one round trip) before its ICS
-request, and only the claimed messages are sent; the outcome is recorded (one round trip)
-before its events are published and its deliveries acked (:mod:`ics_sms.stores.messages`).
+Effectively once: a batch is claimed in the message store (one round trip; the record
+keeps what the receiver needs) and marked ``uncertain`` just before its ICS request (one
+round trip, only where its claim still holds); only those messages are sent; the outcome
+is recorded (one round trip) before its events are published and its deliveries acked
+(:mod:`ics_sms.stores.messages`).
 """
 
 from __future__ import annotations
@@ -30,27 +32,19 @@ from ics_sms.schemas.senders import Lane, Sender, Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import HEADER_ATTEMPT
-from ics_sms.stores.context import (
-    ContextStore,
-    ContextStoreError,
-    MessageContext,
-    open_context_store,
-)
 from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink, open_link_store
 from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.messages import (
-    Claim,
     MessageStore,
     MessageStoreError,
     State,
     Transition,
     TransitionResult,
-    fingerprint,
     open_message_store,
 )
 from ics_sms.workers.batching import Batcher
 from ics_sms.workers.ics import IcsClient
-from ics_sms.workers.jobs import Job, JobFactory, Refusal, Settle, publish_id
+from ics_sms.workers.jobs import Job, JobFactory, Refusal, Settle
 from ics_sms.workers.metrics import (
     BATCH_SIZE,
     CONSUMED,
@@ -103,7 +97,6 @@ class Worker:
     def __init__(self, settings: Settings, senders: Senders | LiveSenders, *,
                  clock: Clock = system_clock,
                  broker_factory: BrokerFactory = _default_broker,
-                 context_store: ContextStore | None = None,
                  link_store: LinkStore | None = None,
                  message_store: MessageStore | None = None) -> None:
         if not settings.callback_secret.get_secret_value():
@@ -123,7 +116,6 @@ class Worker:
         self.policy = AttemptPolicy(settings.max_attempts, settings.backoff_base_s,
                                     settings.backoff_cap_s)
         self.outcomes = Outcomes(settings.topology)
-        self.contexts = context_store or open_context_store(settings)
         self.links = link_store or open_link_store(settings)
         self.messages = message_store or open_message_store(settings)
         self.stats = WorkerStats()
@@ -167,7 +159,7 @@ class Worker:
         timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http, \
-                self.contexts, self.links, self.messages, self._following_senders(stop):
+                self.links, self.messages, self._following_senders(stop):
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
             broker = await connect_with_backoff(
@@ -405,7 +397,6 @@ class _Session:
             jobs = claimed = await self._store_links(sender, jobs)
             if not jobs:
                 return
-            await self._remember(sender, jobs)
             jobs = claimed = await self._mark_calling(sender, jobs)
             if not jobs:
                 return
@@ -442,16 +433,8 @@ class _Session:
 
     async def _claim(self, sender: Sender, jobs: list[Job]) -> list[Job]:
         """Claim the batch in one round trip; settle at once what must not be sent."""
-        claims = []
         token = self.worker.next_claim_token()
-        for job in jobs:
-            job.token = token
-            job.fingerprint = fingerprint(job.request, publish_id(job.delivery))
-            job.context = MessageContext.for_request(job.request, sender=sender.name,
-                                                     segments=job.info.segments,
-                                                     encoding=job.info.encoding)
-            claims.append(Claim(job.request.message_id, job.fingerprint, job.attempt,
-                                job.context, job.smsgid))
+        claims = [job.claim(token) for job in jobs]
         now = self.worker.clock()
         try:
             results = await self.worker.messages.claim(
@@ -568,17 +551,6 @@ class _Session:
                                                       self.worker.clock()), sender.name)
             return [job for job in jobs if not job.links]
         return jobs
-
-    async def _remember(self, sender: Sender, jobs: list[Job]) -> None:
-        """Store what the receiver needs for complete receipt events (best effort)."""
-        contexts = [job.context or MessageContext.for_request(
-            job.request, sender=sender.name, segments=job.info.segments,
-            encoding=job.info.encoding) for job in jobs]  # built by the claim, not again
-        try:
-            await self.worker.contexts.put_many(contexts)
-        except (ContextStoreError, TypeError, ValueError) as exc:
-            log.warning("message contexts not stored; receipts will lack campaign and metadata",
-                        error=str(exc), messages=len(jobs))
 
     async def _settle(self, items: BatchOutcome, sender: str = "") -> None:
         if await self.settler.settle(items):

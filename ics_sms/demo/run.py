@@ -107,8 +107,7 @@ class _Pipeline:
                             store: Any, links: Any, messages: Any) -> None:
         if options.embedded:
             for _ in range(options.workers):
-                worker = Worker(settings, senders, context_store=store, link_store=links,
-                                message_store=messages)
+                worker = Worker(settings, senders, link_store=links, message_store=messages)
                 self.tasks.append(asyncio.create_task(worker.run(self.stop)))
             return
         for _ in range(options.workers):

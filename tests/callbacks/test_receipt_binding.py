@@ -3,6 +3,8 @@
 Two senders are configured (acme-otp, whose tracking URL the tests post to, and beta-otp).
 A forged or cross-sender receipt is refused per record, counted by reason, logged without
 the tracking token, and produces no event; a request with nothing but such receipts is a 403.
+Receipts are also checked against the state of their message's record (real Redis over
+HTTP; :class:`TestServiceBinding` drives ``ReceiptService.bind`` with the in-memory store).
 """
 
 from __future__ import annotations
@@ -10,16 +12,47 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, cast
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
+from redis import Redis
 
-from ics_sms.schemas.messages import SendRequest
+from ics_sms.callbacks.publisher import ConfirmingPublisher
+from ics_sms.callbacks.receipts import (
+    FORGERIES,
+    NOT_SUBMITTED,
+    URL_NOT_IN_MESSAGE,
+    ParsedReceipts,
+    SmsgidCheck,
+    parse_groups,
+)
+from ics_sms.callbacks.service import ReceiptService
+from ics_sms.schemas.messages import SendRequest, Status
 from ics_sms.schemas.senders import Sender, Senders, SenderType
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
-from ics_sms.stores.context import InMemoryContextStore, MessageContext, RedisContextStore
+from ics_sms.schemas.topology import Topology
+from ics_sms.stores.context import (
+    ContextStore,
+    ContextStoreError,
+    InMemoryContextStore,
+    MessageContext,
+    RedisContextStore,
+)
+from ics_sms.stores.messages import (
+    Claim,
+    InMemoryMessageStore,
+    MessageRecord,
+    MessageStore,
+    MessageStoreError,
+    RedisMessageStore,
+    State,
+    Transition,
+    open_message_store,
+)
 from tests.callbacks.receiver_helpers import (
     ACME,
     TS,
@@ -28,6 +61,7 @@ from tests.callbacks.receiver_helpers import (
     StartReceiver,
     delivered,
 )
+from tests.callbacks.test_service import Publisher
 
 BETA = "beta-otp"
 SALE = "https://shop.example.in/sale?i=7"
@@ -180,3 +214,187 @@ class TestProviderMessageId:
         assert status == 200
         (event,) = events_queue.events()
         assert (event.provider_message_id, event.error_code) == ("ics-4711", "914")
+
+
+# -- the state of the message's record ---------------------------------------------------
+
+
+def failed(smsgid: str, code: str = "914") -> list[dict[str, Any]]:
+    return [{"event": "failed", "data": [{"ts": TS, "meta": smsgid, "code": code}]}]
+
+
+async def claimed(store: MessageStore, *message_ids: str, to: State | None = None) -> None:
+    """Records as a worker leaves them: claimed (``sending``), then moved to ``to``."""
+    await store.claim([Claim(m, "fp", 1, context(m)) for m in message_ids])
+    if to is not None:
+        await store.apply([Transition(m, to) for m in message_ids])
+
+
+@pytest.fixture
+async def records(amqp_settings: Settings, redis_url: str) -> AsyncIterator[MessageStore]:
+    """The message store the receiver of ``amqp_settings`` uses (Redis, the test's
+    namespace); the keys of ``m-1`` are deleted afterwards."""
+    store = open_message_store(amqp_settings)
+    assert isinstance(store, RedisMessageStore)
+    yield store
+    await store.close()
+    client = Redis.from_url(redis_url)  # the keys these tests write (no SCAN: the db is big)
+    prefix = f"ics-sms:{amqp_settings.namespace}msg:"
+    client.delete(prefix + "m-1", prefix + "~deadlines")
+    client.close()
+
+
+class TestRecordState:
+    async def test_a_receipt_for_a_released_message_is_refused_counted_and_not_an_event(
+        self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue,
+        records: MessageStore,
+    ) -> None:
+        await claimed(records, "m-1", to=State.PENDING)
+        receiver = await start_receiver()
+        before = refusals("not_submitted")
+        status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
+        assert (status, answer["processed"]) == (403, 0)
+        assert refusals("not_submitted") == before + 1
+        assert events_queue.take() == []
+        assert (await records.read(["m-1"]))["m-1"].state is State.PENDING
+
+    async def test_a_receipt_for_a_message_still_sending_is_its_final(
+        self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue,
+        records: MessageStore,
+    ) -> None:
+        await claimed(records, "m-1")  # ICS was slower to answer than the handset
+        receiver = await start_receiver()
+        status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
+        assert (status, answer["status"]) == (200, "success")
+        (event,) = events_queue.events()
+        assert (event.status, event.final, event.campaign_id) == ("delivered", None, "spring")
+        assert (await records.read(["m-1"]))["m-1"].state is State.DELIVERED
+
+    async def test_a_replayed_receipt_has_the_same_event_id_and_is_no_second_final(
+        self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue,
+        records: MessageStore,
+    ) -> None:
+        await claimed(records, "m-1", to=State.SUBMITTED)
+        receiver = await start_receiver()
+        for _ in range(2):
+            assert (await receiver.post(failed(signer.sign("m-1", ACME))))[0] == 200
+        first, replay = events_queue.events()
+        assert replay.event_id == first.event_id  # one fact: consumers drop the replay
+        assert (first.final, replay.final) == (None, None)
+        assert (await records.read(["m-1"]))["m-1"].state is State.FAILED
+
+    async def test_a_receipt_after_another_final_is_not_final_and_says_which(
+        self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue,
+        records: MessageStore,
+    ) -> None:
+        await claimed(records, "m-1", to=State.UNCERTAIN)
+        receiver = await start_receiver()
+        smsgid = signer.sign("m-1", ACME)
+        assert (await receiver.post(delivered(smsgid)))[0] == 200
+        assert (await receiver.post(failed(smsgid)))[0] == 200
+        first, second = events_queue.events()
+        assert (first.status, first.final, first.reason) == ("delivered", None, None)
+        assert (second.status, second.final) == ("failed", False)
+        assert second.reason == "the message's final status is delivered"
+        assert (await records.read(["m-1"]))["m-1"].state is State.DELIVERED
+
+    async def test_a_receipt_without_a_record_is_accepted(
+        self, start_receiver: StartReceiver, signer: SmsgidSigner, events_queue: EventsQueue,
+        records: MessageStore,
+    ) -> None:
+        receiver = await start_receiver()  # e.g. Redis lost its data: the MAC still binds
+        status, _answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
+        assert status == 200
+        assert [e.message_id for e in events_queue.events()] == ["m-1"]
+        assert (await records.read(["m-1"]))["m-1"].state is State.DELIVERED
+
+
+class Unreadable(InMemoryContextStore):
+    """A context store that must not be needed (or that is down)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get_many(self, message_ids: Iterable[str]) -> dict[str, MessageContext]:
+        self.reads += 1
+        raise ContextStoreError("context store down")
+
+
+def bound_service(messages: MessageStore | None, publisher: Publisher,
+                  contexts: ContextStore | None = None) -> ReceiptService:
+    return ReceiptService(Topology(), contexts or InMemoryContextStore(),
+                          cast(ConfirmingPublisher, cast(Any, publisher)), messages)
+
+
+SIGNER = SmsgidSigner("unit-secret-of-the-binding-tests")
+
+
+def parsed(*groups: list[dict[str, Any]]) -> ParsedReceipts:
+    return parse_groups(orjson.dumps([g for group in groups for g in group]),
+                        SmsgidCheck(SIGNER, ACME, [BETA]))
+
+
+class Down(InMemoryMessageStore):
+    async def read(self, message_ids: Iterable[str]) -> dict[str, MessageRecord]:
+        raise MessageStoreError("message store down")
+
+
+class TestServiceBinding:
+    """``ReceiptService.bind``: one record read per request, refusals listed in the answer."""
+
+    async def test_pending_is_refused_as_a_forgery_and_publishes_nothing(self) -> None:
+        messages, publisher = InMemoryMessageStore(), Publisher()
+        await claimed(messages, "m-1", to=State.PENDING)
+        await claimed(messages, "m-2")
+        service = bound_service(messages, publisher)
+        body = parsed(delivered(SIGNER.sign("m-1", ACME), SIGNER.sign("m-2", ACME)))
+        await service.bind(body, ACME)
+        await service.publish(ACME, body.receipts)
+        assert [(u["index"], u["reason"]) for u in body.answer()["unprocessed"]] == [
+            (0, NOT_SUBMITTED)]
+        assert NOT_SUBMITTED in FORGERIES  # alone in a request: answered 403
+        assert [e.message_id for e in publisher.events] == ["m-2"]
+
+    async def test_the_record_alone_checks_a_click_in_one_read(self) -> None:
+        messages, publisher, contexts = InMemoryMessageStore(), Publisher(), Unreadable()
+        await claimed(messages, "m-1", "m-2", to=State.SUBMITTED)
+        service = bound_service(messages, publisher, contexts)
+        body = parsed(clicked(SIGNER.sign("m-1", ACME), SALE),
+                      clicked(SIGNER.sign("m-2", ACME), "https://phish.example/login"))
+        await service.bind(body, ACME)
+        await service.publish(ACME, body.receipts)
+        assert [u["reason"] for u in body.answer()["unprocessed"]] == [URL_NOT_IN_MESSAGE]
+        (event,) = publisher.events
+        assert (event.message_id, event.url, event.campaign_id) == ("m-1", SALE, "spring")
+        assert contexts.reads == 0  # the records held the contexts
+
+    async def test_without_the_stores_a_click_is_a_503_and_a_delivery_goes_out(self) -> None:
+        publisher = Publisher()
+        service = bound_service(Down(), publisher, Unreadable())
+        with pytest.raises(ContextStoreError):
+            await service.bind(parsed(clicked(SIGNER.sign("m-1", ACME), SALE)), ACME)
+        body = parsed(delivered(SIGNER.sign("m-1", ACME)))
+        await service.bind(body, ACME)
+        await service.publish(ACME, body.receipts)
+        assert [(e.status, e.campaign_id) for e in publisher.events] == [
+            (Status.DELIVERED, None)]
+
+    async def test_without_records_the_context_store_stands_in_for_a_click(self) -> None:
+        publisher, contexts = Publisher(), InMemoryContextStore()
+        await contexts.put_many([context("m-1")])
+        service = bound_service(Down(), publisher, contexts)
+        body = parsed(clicked(SIGNER.sign("m-1", ACME), SALE))
+        await service.bind(body, ACME)
+        await service.publish(ACME, body.receipts)
+        assert [(e.status, e.url) for e in publisher.events] == [(Status.CLICKED, SALE)]
+
+    async def test_a_message_without_record_is_accepted_and_counted(self) -> None:
+        publisher = Publisher()
+        contexts = InMemoryContextStore()
+        await contexts.put_many([context("m-1")])  # an older worker's context
+        service = bound_service(InMemoryMessageStore(), publisher, contexts)
+        body = parsed(delivered(SIGNER.sign("m-1", ACME)))
+        await service.bind(body, ACME)
+        await service.publish(ACME, body.receipts)
+        assert (service.without_record, publisher.events[0].campaign_id) == (1, "spring")

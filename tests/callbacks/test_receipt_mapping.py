@@ -11,20 +11,25 @@ from typing import Any
 import orjson
 import pytest
 
-from ics_sms.broker.codec import event_message
+from ics_sms.broker.codec import event_message, event_message_from_fields
 from ics_sms.callbacks.receipts import (
     INVALID_SMSGID,
+    NOT_SUBMITTED,
     OTHER_SENDER,
     UNBOUND_LEGACY,
     UNKNOWN_LINKS,
     URL_NOT_IN_MESSAGE,
     BodyError,
+    Found,
     ParsedReceipts,
     Receipt,
     SmsgidCheck,
     bind,
+    bind_found,
+    event_fields,
     parse_groups,
     parse_operator,
+    state_refusal,
     to_event,
 )
 from ics_sms.schemas.ics import OPERATOR_STATUS_MAP, OperatorStatus
@@ -32,6 +37,7 @@ from ics_sms.schemas.messages import Encoding, ReceiptEvent, Status
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.context import MessageContext
+from ics_sms.stores.messages import State
 
 TS = 1764230400
 AT = datetime(2025, 11, 27, 8, 0, tzinfo=UTC)
@@ -349,6 +355,48 @@ class TestToEvent:
         assert message.routing_key == "sms.failed"
         assert message.message_id == event.event_id
         assert ReceiptEvent.model_validate_json(message.body) == event
+
+
+    @pytest.mark.parametrize("status", [Status.FAILED, Status.DELIVERED, Status.CLICKED])
+    def test_the_fast_event_is_the_models_event(self, status: Status) -> None:
+        receipt = Receipt("m-1", status, AT, TS, provider_message_id="ics-1",
+                          url="https://shop.example/sale" if status is Status.CLICKED
+                          else None)
+        context = MessageContext(message_id="m-1", campaign_id="spring", sender="acme-otp",
+                                 metadata={"list": "vip", "n": [1, 2]}, segments=2,
+                                 encoding=Encoding.UCS2)
+        for known in (context, None):
+            fields = event_fields(receipt, "acme-otp", known)
+            message = event_message_from_fields(Topology(), status, fields)
+            model = event_message(Topology(), to_event(receipt, "acme-otp", known))
+            assert ReceiptEvent.model_validate_json(message.body) == \
+                ReceiptEvent.model_validate_json(model.body)
+            assert orjson.loads(message.body) == orjson.loads(model.body)
+            assert (message.routing_key, message.message_id) == (
+                model.routing_key, model.message_id)
+
+
+class TestStateBinding:
+    @pytest.mark.parametrize("state", [None, *State])
+    def test_only_a_pending_record_refuses_a_receipt(self, state: State | None) -> None:
+        assert state_refusal(state) == (NOT_SUBMITTED if state is State.PENDING else None)
+
+    def test_the_state_is_checked_before_the_links_and_kept_receipts_carry_it(self) -> None:
+        body = parse_groups(groups(("delivered", [{"ts": TS, "meta": M1}]),
+                                   ("clicked", [{"ts": TS, "meta": M1, "url": "https://x/"}])),
+                            CHECK)
+        bind_found(body, "acme-otp", {"m-1": Found(State.PENDING, context())})
+        assert [u["reason"] for u in body.unprocessed] == [NOT_SUBMITTED, NOT_SUBMITTED]
+        body = parse_groups(groups(("delivered", [{"ts": TS, "meta": M1}])), CHECK)
+        found = Found(State.SENDING, context(), "ics-9")
+        bind_found(body, "acme-otp", {"m-1": found})
+        assert [r.found for r in body.receipts] == [found]
+
+    def test_state_only_leaves_the_links_to_bind(self) -> None:
+        body = parse_groups(clicked("https://phish.example/"), CHECK)
+        bind_found(body, "acme-otp", {"m-1": Found(State.SUBMITTED, context())},
+                   state_only=True)
+        assert body.unprocessed == [] and len(body.receipts) == 1
 
 
 def test_an_empty_batch_is_a_success() -> None:

@@ -246,7 +246,7 @@ class TestRefusals:
         def broken(*_args: object) -> None:
             raise RuntimeError("a bug")
 
-        monkeypatch.setattr("ics_sms.callbacks.service.to_event", broken)
+        monkeypatch.setattr("ics_sms.callbacks.service.event_fields", broken)
         status, answer = await receiver.post(delivered(signer.sign("m-1", ACME)))
         assert (status, answer["reason"]) == (500, "internal error, send again later")
 

@@ -20,7 +20,6 @@ import asyncio
 import json
 import traceback
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,6 @@ from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders, Sender
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import HEADER_REASON
-from ics_sms.stores.context import InMemoryContextStore, MessageContext
 from ics_sms.stores.messages import ClaimResult
 from ics_sms.workers.ics import SubmitResult
 from ics_sms.workers.jobs import Job, Refusal, Settle
@@ -158,15 +156,6 @@ class AcceptingIcs:
         return SubmitResult(results=answers, status=200)
 
 
-class SerializingStore(InMemoryContextStore):
-    """Keeps contexts in memory but encodes each as the Redis store does (``to_value``)."""
-
-    async def put_many(self, contexts: Sequence[MessageContext]) -> None:
-        for context in contexts:
-            context.to_value()
-        await super().put_many(contexts)
-
-
 def _worker_path() -> tuple[Any, Submitter, AcceptingIcs, Senders]:
     """The factory and submitter a worker process uses, built by the worker's own code."""
     token = SecretStr("fuzz-token-0123456789")
@@ -181,7 +170,7 @@ def _worker_path() -> tuple[Any, Submitter, AcceptingIcs, Senders]:
     config = Settings(broker_url=SecretStr(f"memory://fuzz-{uuid.uuid4().hex[:6]}"),
                       namespace="fuzz.", callback_secret=SecretStr("fuzz-secret-" * 3),
                       redis_url="memory://")
-    worker = Worker(config, senders, context_store=SerializingStore())
+    worker = Worker(config, senders)
     ics = AcceptingIcs()
     submitter = Submitter(config, ics, worker.outcomes, worker.policy)  # type: ignore[arg-type]
     session = _Session(worker, MemoryBroker(str(config.broker_url.get_secret_value())),
@@ -235,7 +224,7 @@ def test_worker_path_never_crashes(profile: str) -> None:
         sender = senders.get(decision.sender.name)
         assert sender is not None
         async def submit() -> SubmitResult:  # what _Session._submit does around the call
-            await session._remember(sender, [decision])
+            decision.claim("fuzz").context.to_value()  # as the Redis claim encodes it
             return await submitter.call(sender, [decision], SecretStr("t"))
 
         result = asyncio.run(submit())

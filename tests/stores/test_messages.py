@@ -200,6 +200,28 @@ class TestTransitions:
         assert applied.result is TransitionResult.APPLIED and applied.record is None
 
 
+class TestRead:
+    async def test_read_gives_state_mid_and_context_and_changes_nothing(
+            self, store: MessageStore) -> None:
+        await store.claim([claim(1), claim(2), claim(3)])
+        await store.apply([Transition("m1", State.SUBMITTED, provider_message_id="mid-1"),
+                           Transition("m2", State.PENDING),
+                           Transition("m3", State.FAILED, event_id="e3")])
+        found = await store.read(["m1", "m2", "m3", "m4", "m1"])
+        assert {m: (r.state, r.provider_message_id) for m, r in found.items()} == {
+            "m1": (State.SUBMITTED, "mid-1"), "m2": (State.PENDING, None),
+            "m3": (State.FAILED, None)}
+        assert found["m1"].context == claim(1).context
+        assert await store.read([]) == {}
+        [(result, _record)] = await store.claim([claim(2)])
+        assert result is ClaimResult.CLAIMED  # still pending: the read changed nothing
+
+    async def test_a_record_a_receipt_created_has_no_context(self, store: MessageStore) -> None:
+        await store.apply([Transition("m5", State.DELIVERED, event_id="e5")])
+        [record] = (await store.read(["m5"])).values()
+        assert (record.state, record.context) == (State.DELIVERED, None)
+
+
 class TestSweep:
     async def test_waiting_messages_expire_after_the_deadline(self, store: MessageStore,
                                                              clock: Clock) -> None:

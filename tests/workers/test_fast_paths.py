@@ -27,7 +27,7 @@ def test_event_fast_path_matches_the_receipt_event_model() -> None:
         "provider_message_id": "mid-9", "error_code": None, "error": None, "url": None,
         "click_count": None, "user_agent": None, "attempt": 2, "segments": 1,
         "encoding": Encoding.UCS2, "metadata": {"list": "vip", "n": [1, 2]},
-        "final": None}
+        "final": None, "reason": None}
     assert message.message_id == event.event_id and message.routing_key == "sms.submitted"
 
 

@@ -11,7 +11,6 @@ from ics_sms.broker.base import Broker, ConnectionLost
 from ics_sms.broker.memory import MemoryBroker
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.settings import Settings
-from ics_sms.stores.context import InMemoryContextStore
 from ics_sms.stores.links import InMemoryLinkStore
 from ics_sms.workers.service import Worker
 from tests.workers.conftest import SERVICE
@@ -48,7 +47,7 @@ def settings(amqp_settings: Settings, namespace: str) -> Settings:
 
 def make_worker(settings: Settings, factory: Factory) -> Worker:
     return Worker(settings, Senders(default=SERVICE.name, senders={SERVICE.name: SERVICE}),
-                  broker_factory=factory, context_store=InMemoryContextStore(),
+                  broker_factory=factory,
                   link_store=InMemoryLinkStore())
 
 
