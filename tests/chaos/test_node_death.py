@@ -20,10 +20,13 @@ live node and the producer has its next confirm, whichever is last.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,16 @@ import pytest
 
 from ics_sms.broker.admin import declare_topology
 from tests.chaos.campaign import build_campaign
-from tests.chaos.cluster import RabbitCluster, cluster_problem
-from tests.chaos.harness import FAST, FULL, Stack, http_request, profiles, wait_for
+from tests.chaos.cluster import ClusterUnavailable, RabbitCluster, cluster_problem
+from tests.chaos.harness import (
+    FAST,
+    FULL,
+    Stack,
+    http_request,
+    poll_until,
+    profiles,
+    wait_for,
+)
 from tests.chaos.scenario import finish
 
 SIZES = {
@@ -69,24 +80,88 @@ def _ready(stack: Stack) -> bool:
         return False
 
 
-def _since(instant: float, check: Callable[[], bool], what: str, stack: Stack) -> float:
-    wait_for(check, timeout_s=120, what=what, crashed=stack.crashed, poll_s=0.2)
-    return time.monotonic() - instant
+def _recovery(cluster: RabbitCluster, stack: Stack, dead: str, killed_at: float,
+              timeout_s: float = 120) -> dict[str, float]:
+    """Seconds from the kill until: every queue of the namespace is led by a live node
+    (``leaders_s``), both workers consume from a live node (``workers_s``), the receiver
+    is ready on a live node (``receiver_s``). Each is watched by a thread of its own; one
+    look takes a ``rabbitmqctl`` call (about a second here, more under load), so each
+    figure is the end of the first look that saw it: an upper bound at that resolution
+    (``*_look_s``: how long that look took)."""
+    dead_name = cluster.nodes[dead].name
+
+    def leaders() -> bool:
+        found = cluster.leaders(stack.namespace)
+        return bool(found) and dead_name not in found.values()
+
+    def workers() -> bool:
+        return (_on_live(cluster.connections(), dead, "ics-sms worker", WORKERS)
+                and stack.worker_consumers() >= WORKERS)
+
+    def receiver() -> bool:
+        return _on_live(cluster.connections(), dead, "ics-sms receiver", 1) and _ready(stack)
+
+    def watch(check: Callable[[], bool]) -> tuple[float, float]:
+        while True:
+            look = time.monotonic()
+            with contextlib.suppress(ClusterUnavailable):  # a node still being declared down
+                if check():
+                    return time.monotonic() - killed_at, time.monotonic() - look
+            if time.monotonic() - killed_at > timeout_s or stack.crashed() is not None:
+                raise AssertionError(f"not recovered within {timeout_s:g}s "
+                                     f"({stack.crashed()})")
+            time.sleep(0.1)
+
+    checks = {"leaders": leaders, "workers": workers, "receiver": receiver}
+    with ThreadPoolExecutor(len(checks)) as pool:
+        futures = {name: pool.submit(watch, check) for name, check in checks.items()}
+        seen = {name: future.result() for name, future in futures.items()}
+    found = {f"{name}_s": at for name, (at, _look) in seen.items()}
+    found.update({f"{name}_look_s": look for name, (_at, look) in seen.items()})
+    return found
 
 
-def _on_live_nodes(cluster: RabbitCluster, dead: str, name: str, count: int) -> bool:
-    where = cluster.connections()
+class FlowSampler(threading.Thread):
+    """Every 0.1 s, the sandbox's counts of ICS requests and of receipts the receiver
+    accepted: when the flow stalled, at that resolution."""
+
+    def __init__(self, stack: Stack) -> None:
+        super().__init__(name="flow-sampler", daemon=True)
+        assert stack.sandbox is not None
+        self.sandbox = stack.sandbox
+        self.samples: list[tuple[float, int, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            with contextlib.suppress(OSError, AssertionError):
+                stats = self.sandbox.stats()
+                self.samples.append((time.monotonic(), int(stats["requests"]),
+                                     int(stats["receipts_posted"])))
+            self.done.wait(0.1)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(10)
+
+    def stall(self, column: int, after: float) -> float | None:
+        """The longest time between two increases of a count that ends after ``after``."""
+        rises = [t for (_t, *before), (t, *now) in itertools.pairwise(self.samples)
+                 if now[column] > before[column]]
+        return _longest_gap(rises, after)
+
+
+def _on_live(where: dict[str, list[str]], dead: str, name: str, count: int) -> bool:
     return (name not in where.get(dead, [])
             and sum(names.count(name) for names in where.values()) >= count)
 
 
-def _producer_stall(confirm_times: list[float], killed_at: float) -> float | None:
-    """The longest the producer waited for a confirm around the kill: the gap between two
-    successive confirms that ends after it (None: no confirm after the kill)."""
-    times = sorted(confirm_times)
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)
-            if later > killed_at]
-    return max(gaps, default=None)
+def _longest_gap(times: list[float], after: float) -> float | None:
+    """The longest gap between two successive instants that ends after ``after`` (None:
+    nothing happened after it)."""
+    ordered = sorted(times)
+    return max((later - earlier for earlier, later in itertools.pairwise(ordered)
+                if later > after), default=None)
 
 
 def run_node_death(stack: Stack, cluster: RabbitCluster, profile: str, victim: str) -> None:
@@ -108,6 +183,8 @@ def run_node_death(stack: Stack, cluster: RabbitCluster, profile: str, victim: s
     publisher = stack.publisher(campaign, via=stack.service_broker_url, chunk=100,
                                 rate_per_s=size["publish_rate"])
     started = time.monotonic()
+    flow = FlowSampler(stack)
+    flow.start()
     publisher.start()
     wait_for(lambda: len(publisher.confirmed_ids()) >= len(ids) * 4 // 10
              and ledger.progress(ids) >= len(ids) // 20, timeout_s=300,
@@ -125,30 +202,25 @@ def run_node_death(stack: Stack, cluster: RabbitCluster, profile: str, victim: s
         "published_at_kill": round(len(publisher.confirmed_ids()) / len(ids), 3),
         "progress_at_kill": round(ledger.progress(ids) / len(ids), 3)}
     killed_at = cluster.kill(dead)
-    dead_name = cluster.nodes[dead].name
-
-    recovery = {
-        "leaders_s": _since(killed_at, lambda: dead_name not in cluster.leaders(
-            stack.namespace).values(), "every queue led by a live node", stack),
-        "workers_s": _since(killed_at, lambda: _on_live_nodes(
-            cluster, dead, "ics-sms worker", WORKERS)
-            and stack.worker_consumers() >= WORKERS, "both workers consuming on a live node",
-            stack),
-        "receiver_s": _since(killed_at, lambda: _ready(stack) and _on_live_nodes(
-            cluster, dead, "ics-sms receiver", 1), "the receiver ready on a live node", stack),
-    }
+    recovery = _recovery(cluster, stack, dead, killed_at)
     publisher.join(600)
-    stall = _producer_stall(publisher.confirm_times, killed_at)
+    poll_until(lambda: ledger.finished(ids) >= len(ids), 600)  # finish() says what is missing
+    flow.stop()
+    stall = _longest_gap(publisher.confirm_times, killed_at)
     if stall is not None:
-        recovery["producer_s"] = stall
+        recovery["producer_s"] = stall  # the longest wait for a confirm
+    stalls = {"ics_requests_stall_s": flow.stall(0, killed_at),
+              "receipts_stall_s": flow.stall(1, killed_at)}
     after = cluster.connections()
     figures = {**during, "fault": f"kill -9 {victim} node",
                "recovery": {k: round(v, 2) for k, v in recovery.items()},
                "connections_after": {cluster.nodes[k].name: sorted(v) for k, v in after.items()
                                      if v},
                "new_leaders": sorted(set(cluster.leaders(stack.namespace).values())),
+               "flow_stalls": {k: None if v is None else round(v, 2)
+                               for k, v in stalls.items()},
                "producer_errors": publisher.errors}
-    recovery_s = max(recovery.values())
+    recovery_s = max(v for k, v in recovery.items() if not k.endswith("_look_s"))
     problems = list(publisher.errors)
     if recovery_s > RECOVERY_BOUND_S:
         problems.append(f"recovery took {recovery_s:.1f}s (bound {RECOVERY_BOUND_S:g}s): "
