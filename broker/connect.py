@@ -4,12 +4,20 @@ Every service reaches the broker through :func:`connect_with_backoff`: the worke
 and after a lost connection, the receiver's
 :class:`~ics_sms.callbacks.connection.BrokerConnection`, and the command line tools
 through :func:`open_broker`.
+
+Several addresses (a RabbitMQ cluster, see
+:func:`~ics_sms.schemas.settings.split_broker_url`): one attempt of :func:`connect_once`
+tries them in the order given, from where this process last connected, until one answers;
+only when every address failed does :func:`connect_with_backoff` wait. A process stays on
+the address it reached; once that connection is lost (not closed by us), its next attempt
+starts with the following address, so a dead node is tried last, not first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Awaitable, Callable
 from typing import overload
@@ -20,7 +28,7 @@ from ics_sms.backoff import backoff
 from ics_sms.broker.amqp import AmqpBroker
 from ics_sms.broker.base import Broker, ConnectionLost
 from ics_sms.broker.memory import MemoryBroker
-from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.settings import Settings, redact_url
 
 __all__ = ["RECONNECT_BASE_S", "RECONNECT_CAP_S", "connect_once", "connect_with_backoff",
            "open_broker"]
@@ -33,13 +41,47 @@ RECONNECT_CAP_S = 5.0
 """The longest wait between two connection attempts."""
 
 
+_first_address: dict[tuple[str, ...], int] = {}
+"""Per list of addresses: the index this process tries first (where it last connected,
+or the one after the address whose connection was lost)."""
+
+
 async def connect_once(settings: Settings, *, name: str) -> Broker:
-    """One attempt to connect to the settings' broker; raises :class:`ConnectionLost`."""
-    url = settings.broker_url.get_secret_value()
-    broker: Broker = (MemoryBroker(url) if url.startswith("memory:")
-                      else AmqpBroker(url, connection_name=name))
-    await broker.connect()
-    return broker
+    """One attempt to connect to the settings' broker, trying each of its addresses in
+    turn (see the module doc); raises :class:`ConnectionLost` naming every failure."""
+    addresses = settings.broker_urls
+    if addresses[0].startswith("memory:"):
+        memory = MemoryBroker(addresses[0])
+        await memory.connect()
+        return memory
+    count = len(addresses)
+    first = _first_address.get(addresses, 0)
+    failures: list[str] = []
+    for step in range(count):
+        index = (first + step) % count
+        broker = AmqpBroker(addresses[index], connection_name=name)
+        try:
+            await broker.connect()
+        except ConnectionLost as exc:  # its message holds the redacted address
+            failures.append(str(exc))
+            continue
+        _first_address[addresses] = index
+        broker.closed.add_done_callback(functools.partial(_on_closed, addresses, index))
+        if failures:
+            log.warning("broker address unreachable, connected to another",
+                        broker=redact_url(addresses[index]), failed=failures)
+        return broker
+    if count == 1:
+        raise ConnectionLost(failures[0])
+    raise ConnectionLost(f"none of the {count} broker addresses answered: "
+                         + "; ".join(failures))
+
+
+def _on_closed(addresses: tuple[str, ...], index: int, closed: asyncio.Future[None]) -> None:
+    """A lost connection (not one we closed) sends the next attempt to the next address."""
+    lost = closed.cancelled() or closed.exception() is not None
+    if lost and len(addresses) > 1 and _first_address.get(addresses) == index:
+        _first_address[addresses] = (index + 1) % len(addresses)
 
 
 @overload

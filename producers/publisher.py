@@ -38,7 +38,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import amqp.exceptions
 import kombu.connection
@@ -64,7 +63,7 @@ from ics_sms.producers.retry import RetryPolicy
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.senders import Lane, Senders, load_senders
-from ics_sms.schemas.settings import Settings, redact_url
+from ics_sms.schemas.settings import Settings, redact_url, split_broker_url
 from ics_sms.schemas.topology import Topology
 
 __all__ = ["AMQP_SCHEMES", "OnProgress", "Producer", "RequestLike", "validate_request"]
@@ -94,13 +93,16 @@ def validate_request(item: object) -> SendRequest:
         raise InvalidRequest(describe(exc)) from None
 
 
-def _check_url(url: str) -> None:
-    scheme = urlsplit(url).scheme
-    if scheme not in AMQP_SCHEMES:
-        raise ProducerError(
-            f"the producer publishes to RabbitMQ: the broker URL must start with amqp:// or "
-            f"amqps://, not {scheme or '(no scheme)'}://"
-        )
+_UNSUPPORTED = ("the producer publishes to RabbitMQ: the broker URL must start with amqp:// or "
+                "amqps://, not {scheme}://")
+
+
+def _addresses(url: str) -> list[str]:
+    """The broker addresses of ``url`` (several: full URLs separated by commas)."""
+    try:
+        return list(split_broker_url(url, schemes=AMQP_SCHEMES, unsupported=_UNSUPPORTED))
+    except ValueError as exc:
+        raise ProducerError(str(exc)) from None
 
 
 class Producer:
@@ -120,7 +122,7 @@ class Producer:
         connection_name: str = "ics-sms producer",
     ) -> None:
         url = broker_url.get_secret_value() if isinstance(broker_url, SecretStr) else broker_url
-        _check_url(url)
+        addresses = _addresses(url)
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         if confirm_timeout_s <= 0:
@@ -133,8 +135,10 @@ class Producer:
         self._batch = min(_WRITE_BATCH, max_in_flight)
         self._confirm_timeout_s = confirm_timeout_s
         self._declare = declare
+        # several addresses: kombu tries them in the order given and moves on to the next
+        # after a failed attempt or a lost connection (its "round-robin" failover)
         self._conn: Any = _KombuConnection(
-            url, connect_timeout=connect_timeout_s,
+            addresses, failover_strategy="round-robin", connect_timeout=connect_timeout_s,
             transport_options={"client_properties": {"connection_name": connection_name}},
         )
         self._channel: Any = None
@@ -147,9 +151,14 @@ class Producer:
         self._on_progress: OnProgress | None = None
         self._published = 0
         self._reconnects = 0
+        # kombu counts a retry per address tried and waits only after a full round: each
+        # retry of the policy is one round of every address
+        rounds = self._retry.max_retries + 1
+        self._kombu_options = {**self._retry.kombu_options(),
+                               "max_retries": rounds * len(addresses) - 1}
         ensure: Any = self._conn.ensure
         self._pump_ensured: Callable[[int], None] = ensure(
-            self, self._pump, errback=self._on_connection_error, **self._retry.kombu_options()
+            self, self._pump, errback=self._on_connection_error, **self._kombu_options
         )
 
     @classmethod
@@ -206,7 +215,7 @@ class Producer:
             return
         try:
             self._conn.ensure_connection(
-                errback=self._on_connection_error, **self._retry.kombu_options()
+                errback=self._on_connection_error, **self._kombu_options
             )
         except (kombu.exceptions.OperationalError, *self._conn.connection_errors,
                 *self._conn.channel_errors) as exc:
@@ -385,7 +394,7 @@ class Producer:
 
     def _on_connection_error(self, exc: BaseException, interval: float) -> None:
         log.warning("producer.connection_error", broker=self._url_redacted,
-                    error=_reason(exc), retry_in_s=interval)
+                    address=self._conn.as_uri(), error=_reason(exc), retry_in_s=interval)
 
     def _forget(self) -> None:
         self._unsent = []

@@ -18,10 +18,9 @@ import contextlib
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit
 
 from ics_sms.schemas.senders import SenderError, Senders
-from ics_sms.schemas.settings import Settings, redact_url
+from ics_sms.schemas.settings import Settings, broker_passwords, redact_url
 
 __all__ = [
     "MASK",
@@ -82,8 +81,7 @@ def known_secrets(settings: Settings | None = None, senders: Senders | None = No
         found.append(settings.callback_secret.get_secret_value())
         if settings.callback_secret_previous is not None:
             found.append(settings.callback_secret_previous.get_secret_value())
-        with contextlib.suppress(ValueError):
-            found.append(urlsplit(settings.broker_url.get_secret_value()).password or "")
+        found.extend(broker_passwords(settings.broker_url.get_secret_value()))
     for sender in senders or ():
         found.append(sender.tracking_token)
         with contextlib.suppress(SenderError):

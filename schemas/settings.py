@@ -5,6 +5,8 @@ Nothing below the command line reads the environment; components take a ``Settin
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,7 +25,9 @@ __all__ = [
     "LogLevel",
     "LogSettings",
     "Settings",
+    "broker_passwords",
     "redact_url",
+    "split_broker_url",
 ]
 
 DEFAULT_ICS_URL = "https://api.icsmobile.in"
@@ -36,8 +40,66 @@ MIN_CALLBACK_SECRET_BYTES = 32
 """The callback secret keys an HMAC: shorter keys are guessable offline from one smsgid."""
 
 
+_UNSUPPORTED = ("scheme {scheme}:// is not supported: use amqp:// or amqps:// (RabbitMQ) or "
+                "memory:// (the embedded broker)")
+
+_NEXT_ADDRESS = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+"""A comma that starts another broker address: the next text is a scheme (a comma inside
+a password or a path is not followed by ``scheme://``)."""
+
+
+def split_broker_url(value: str, *, schemes: Collection[str] = BROKER_SCHEMES,
+                     unsupported: str = _UNSUPPORTED) -> tuple[str, ...]:
+    """The addresses of a broker setting, in the order given: the one parser of
+    ``ICS_SMS_BROKER_URL`` for every client (workers, receiver, producer library).
+
+    Several RabbitMQ nodes are given as full URLs separated by commas
+    (``amqp://u:p@h1:5672/,amqp://u:p@h2:5672/``); each keeps its own credentials, vhost
+    and options. ``memory://`` (the embedded broker) stands alone. Only ``schemes`` are
+    accepted (``unsupported`` is the error for another, formatted with ``scheme``).
+    Raises ``ValueError`` saying what is wrong, with every password redacted.
+    """
+    addresses = tuple(part for part in _NEXT_ADDRESS.split(value.strip()) if part)
+    if not addresses:
+        raise ValueError("is empty: give amqp://user:password@host:port/ (several RabbitMQ "
+                         "nodes: full URLs separated by commas)")
+    for url in addresses:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+        except ValueError:
+            hint = (" (several nodes: give full URLs separated by commas, "
+                    "amqp://u:p@h1:5672/,amqp://u:p@h2:5672/)"
+                    if "," in url.partition("://")[2].partition("/")[0] else "")
+            raise ValueError(f"not a valid URL: {_redact_or_placeholder(url)}{hint}") from None
+        if parts.scheme not in schemes:
+            raise ValueError(unsupported.format(scheme=parts.scheme or "(no scheme)"))
+        if parts.scheme == "memory" and len(addresses) > 1:
+            raise ValueError("memory:// (the embedded broker) cannot be one of several "
+                             "addresses: give it alone")
+    return addresses
+
+
+def broker_passwords(value: str) -> list[str]:
+    """The password of every address of a broker setting (for the redactor); an address
+    that cannot be parsed has none."""
+    found = []
+    for url in _NEXT_ADDRESS.split(value.strip()):
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        if password:
+            found.append(password)
+    return found
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe for logs and errors."""
+    """``url`` with any password replaced by ``***``, safe for logs and errors; a broker
+    setting with several addresses keeps them all, each redacted."""
+    addresses = _NEXT_ADDRESS.split(url.strip())
+    if len(addresses) > 1:
+        return ",".join(redact_url(address) for address in addresses)
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -78,7 +140,8 @@ class Settings(BaseSettings):
 
     broker_url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@localhost:5672/"),
-        description="amqp://... for RabbitMQ, memory:// for the embedded broker.",
+        description="amqp://... for RabbitMQ (several nodes: full URLs separated by commas, "
+                    "tried in the order given), memory:// for the embedded broker.",
     )
     namespace: Annotated[str, Field(pattern=r"^[A-Za-z0-9._\-]*$", max_length=64)] = Field(
         default="", description="Prefix of every exchange and queue name (isolation)."
@@ -182,17 +245,7 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _known_scheme(cls, value: SecretStr) -> SecretStr:
-        url = value.get_secret_value()
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
-        except ValueError:
-            raise ValueError(f"not a valid URL: {_redact_or_placeholder(url)}") from None
-        if parts.scheme not in BROKER_SCHEMES:
-            raise ValueError(
-                f"scheme {parts.scheme or '(none)'}:// is not supported: use amqp:// or amqps:// "
-                "(RabbitMQ) or memory:// (the embedded broker)"
-            )
+        split_broker_url(value.get_secret_value())
         return value
 
     @field_validator("namespace")
@@ -242,6 +295,11 @@ class Settings(BaseSettings):
     @property
     def topology(self) -> Topology:
         return Topology(namespace=self.namespace, queue_type=self.queue_type)
+
+    @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """Every broker address, in the order given (secrets included: never log them)."""
+        return split_broker_url(self.broker_url.get_secret_value())
 
     @property
     def broker_url_redacted(self) -> str:
