@@ -1,9 +1,11 @@
 """Stage 5: publish-to-submitted latency of service-lane messages at a steady pace.
 
 The pace is ``latency_load`` (50 %) of the best worker-stage rate measured so far with the
-same number of workers. With ``backlog``, a promotional backlog fills its queue before the
-workers start, and the paced service messages are published while it drains: service
-traffic must not wait behind it. Every message, backlog included, must be submitted.
+same number of workers. The workers consume both lanes, or (``lane_workers``) each
+consumes the lanes it is given, as dedicated lane workers would. With ``backlog``, a
+promotional backlog fills its queue before the workers start, and the paced service
+messages are published while it drains: service traffic must not wait behind it. Every
+message, backlog included, must be submitted.
 
 Measurement starts warm: after 200 service messages went through (steady), or once a tenth
 of the backlog (at most 2,000) was submitted; warm-up messages are accounted for but not
@@ -63,7 +65,8 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
                         publish_all, settings, ctx.senders,
                         requests(promo_tag, promotional, sender=PROMOTIONAL, to=NO_RECEIPT),
                         max_in_flight=options.max_in_flight, stop=stop)
-            await start_workers(children, settings, options.pipeline_workers)
+            for lanes, count in options.latency_workers():
+                await start_workers(children, settings, count, lanes)
             await _attached(ctx, settings, children)
             await _warm_up(ctx, settings, reader, children, warm_tag, warm_up)
             await wait_until(
@@ -98,7 +101,8 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
         accounted=sum(reader.count("submitted", tag) for tag in (service_tag, promo_tag, warm_tag)),
         elapsed_s=pace.elapsed_s, duplicates=reader.tracker.duplicates, latency_ms=latency,
         extra={
-            "workers": options.pipeline_workers,
+            "workers": sum(count for _lanes, count in options.latency_workers()),
+            "lane_workers": dict(options.latency_workers()),
             "target_rate_per_s": round(rate, 1),
             "paced_rate_per_s": round(pace.rate_per_s, 1),
             "service_messages": pace.published,
@@ -137,11 +141,11 @@ def _milliseconds(samples: list[float]) -> dict[str, float]:
 
 
 async def _attached(ctx: RunContext, settings: Settings, children: Children) -> None:
-    """Every worker consumes both lanes before the first paced message goes out."""
+    """Every worker consumes its lanes before the first paced message goes out."""
     for lane in Lane:
         await wait_consumers(ctx.link, settings.topology.send_queue(lane),
-                             ctx.options.pipeline_workers, timeout_s=ctx.options.stage_timeout_s,
-                             crashed=children.crashed)
+                             ctx.options.consumers_of(lane.value),
+                             timeout_s=ctx.options.stage_timeout_s, crashed=children.crashed)
 
 
 async def _stop_when_drained(reader: EventReader, tag: str, backlog: int,
