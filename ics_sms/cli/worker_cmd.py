@@ -63,8 +63,8 @@ def _build(settings: Settings, source: SenderSource) -> Worker:
 
 @click.command("worker")
 @click.option("--lanes", type=click.Choice(get_args(WorkerLanes)),
-              help="Consume only this lane's queue: run service-lane workers that a "
-                   "promotional backlog cannot slow  [default: ICS_SMS_WORKER_LANES, else all]")
+              help="The send queues to consume: service (a worker no promotional backlog "
+                   "can slow), promotional, or all  [default: ICS_SMS_WORKER_LANES, else all]")
 def worker_command(lanes: WorkerLanes | None) -> None:
     """Consume send requests and submit them to ICS (stops cleanly on SIGTERM).
 
