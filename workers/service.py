@@ -238,15 +238,19 @@ class _Session:
         self.immediate_scheduled = False
         self.refusals: list[Refusal] = []
         self.tasks: set[asyncio.Task[None]] = set()
-        # A promotional backlog gets a smaller share of this process (prefetch and batches
-        # in flight), so service messages are not stuck behind it in the event loop.
+        # In a process that also serves the service lane, a promotional backlog gets a
+        # smaller share (prefetch and batches in flight), so service messages are not stuck
+        # behind it in the event loop; a promotional-only worker gives it everything.
+        shared = Lane.SERVICE in worker.lanes
         self.batcher: Batcher[Job] = Batcher(
             self._send_batch, self._spawn, batch_max=settings.batch_max,
             linger_s=settings.linger_ms / 1000,
             slots={Lane.SERVICE: settings.batches_in_flight,
-                   Lane.PROMOTIONAL: max(1, settings.batches_in_flight // 2)})
+                   Lane.PROMOTIONAL: (max(1, settings.batches_in_flight // 2) if shared
+                                      else settings.batches_in_flight)})
         self.prefetch = {Lane.SERVICE: settings.prefetch,
-                         Lane.PROMOTIONAL: max(1, min(settings.prefetch, settings.batch_max))}
+                         Lane.PROMOTIONAL: (max(1, min(settings.prefetch, settings.batch_max))
+                                            if shared else settings.prefetch)}
         self.consumers: dict[Lane, Consumer] = {}
         self.consumed = {self.topology.send_queue(lane): CONSUMED.labels(lane.value)
                          for lane in Lane}

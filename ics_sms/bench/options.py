@@ -66,6 +66,9 @@ class BenchOptions:
     lane_workers: tuple[tuple[WorkerLanes, int], ...] = ()
     """Instead, the latency stage's worker processes per lane choice (``--lanes``):
     e.g. ``(("service", 1), ("promotional", 1))``, dedicated lane workers."""
+    promotional_nice: int = 0
+    """Niceness of promotional-only workers: here every process shares two cores, where a
+    cluster gives each lane's pods CPU of their own."""
     batch_max: int = 1000
     prefetch: int = 2000
     linger_ms: float = 20.0

@@ -55,6 +55,8 @@ def _stage_results(options: BenchOptions) -> dict[str, StageResult]:
     load = (f"{options.latency_rate:,.0f}/s" if options.latency_rate is not None
             else f"{options.latency_load:.0%}")
     lanes = "".join(f", {n} {choice}" for choice, n in options.lane_workers)
+    if options.lane_workers and options.promotional_nice:
+        lanes += f" (nice {options.promotional_nice})"
     wanted: list[tuple[Stage, StageResult]] = [
         (Stage.LIMITS, StageResult("limit_publish", "limit: bare publish+confirm", "msg/s")),
         (Stage.LIMITS, StageResult("limit_consume", "limit: bare consume+ack", "msg/s")),

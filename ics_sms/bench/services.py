@@ -15,11 +15,13 @@ _START_TIMEOUT_S = 60.0
 
 
 async def start_workers(children: Children, settings: Settings, count: int,
-                        lanes: WorkerLanes = "all") -> list[Child]:
-    """``count`` worker processes (``python -m ics_sms worker --lanes LANES``); not waited
-    for."""
+                        lanes: WorkerLanes = "all", nice: int = 0) -> list[Child]:
+    """``count`` worker processes (``python -m ics_sms worker --lanes LANES``), at
+    niceness ``nice``; not waited for."""
     env = child_environment(settings)
     argv = [sys.executable, "-m", "ics_sms", "worker", "--lanes", lanes]
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]  # nice execs the worker: same pid
     return [await children.spawn("worker", argv, env) for _ in range(count)]
 
 

@@ -109,6 +109,10 @@ def _run(options: BenchOptions) -> BenchReport:
 @click.option("--lane-workers", callback=_lane_workers, metavar="LANES=N[,...]",
               help="Latency stage: worker processes per --lanes value instead of "
                    "--pipeline-workers mixed ones, e.g. service=1,promotional=1")
+@click.option("--promotional-nice", type=click.IntRange(0, 19),
+              help="Niceness of the promotional-only --lane-workers: on one machine they "
+                   "share the cores, on a cluster each lane's pods have CPU of their own  "
+                   "[default: 0]")
 @click.option("--batch-size", "batch_max", type=click.IntRange(1, 1000),
               help="Most messages in one ICS request (ICS_SMS_BATCH_MAX)  [default: 1000]")
 @click.option("--prefetch", type=click.IntRange(1, 65535),

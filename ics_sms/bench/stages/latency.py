@@ -66,7 +66,8 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
                         requests(promo_tag, promotional, sender=PROMOTIONAL, to=NO_RECEIPT),
                         max_in_flight=options.max_in_flight, stop=stop)
             for lanes, count in options.latency_workers():
-                await start_workers(children, settings, count, lanes)
+                nice = options.promotional_nice if lanes == "promotional" else 0
+                await start_workers(children, settings, count, lanes, nice)
             await _attached(ctx, settings, children)
             await _warm_up(ctx, settings, reader, children, warm_tag, warm_up)
             await wait_until(
@@ -103,6 +104,7 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
         extra={
             "workers": sum(count for _lanes, count in options.latency_workers()),
             "lane_workers": dict(options.latency_workers()),
+            "promotional_nice": options.promotional_nice if options.lane_workers else 0,
             "target_rate_per_s": round(rate, 1),
             "paced_rate_per_s": round(pace.rate_per_s, 1),
             "service_messages": pace.published,
