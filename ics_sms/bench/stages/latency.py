@@ -24,7 +24,7 @@ from ics_sms.bench.messages import NO_RECEIPT, PROMOTIONAL, requests
 from ics_sms.bench.procs import Children
 from ics_sms.bench.publishing import publish_all, publish_paced, stopper
 from ics_sms.bench.results import Sample
-from ics_sms.bench.services import start_workers
+from ics_sms.bench.services import start_sandbox, start_workers
 from ics_sms.bench.stages.common import cpu_meter, tag_of, timeout_for
 from ics_sms.bench.waits import wait_consumers, wait_until
 from ics_sms.demo.tracker import percentiles
@@ -65,16 +65,15 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
                         publish_all, settings, ctx.senders,
                         requests(promo_tag, promotional, sender=PROMOTIONAL, to=NO_RECEIPT),
                         max_in_flight=options.max_in_flight, stop=stop)
-            for lanes, count in options.latency_workers():
-                nice = options.promotional_nice if lanes == "promotional" else 0
-                await start_workers(children, settings, count, lanes, nice)
+            await _start_workers(ctx, settings, children)
             await _attached(ctx, settings, children)
             await _warm_up(ctx, settings, reader, children, warm_tag, warm_up)
             await wait_until(
                 lambda: reader.count("submitted", promo_tag)
                 >= min(promotional // 10, _BACKLOG_WARM_UP),
                 timeout_s=timeout_s, what="the backlog started draining", crashed=children.crashed)
-            meter = cpu_meter(ctx, worker=children.pids("worker"))
+            own_sandbox = {"service_sandbox": pids} if (pids := children.pids("sandbox")) else {}
+            meter = cpu_meter(ctx, worker=children.pids("worker"), **own_sandbox)
             meter.start()
             with stopper() as stop:
                 watcher = asyncio.ensure_future(_stop_when_drained(reader, promo_tag,
@@ -118,6 +117,20 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
             "worker_peak_rss_mb": children.peak_rss_mb("worker"),
         },
     )
+
+
+async def _start_workers(ctx: RunContext, settings: Settings, children: Children) -> None:
+    """The stage's workers. Dedicated lane workers also get an ICS sandbox per lane: ICS
+    serves its clients side by side, where one sandbox process would make the service
+    lane's requests wait behind the promotional lane's 1,000-record batches."""
+    options = ctx.options
+    for lanes, count in options.latency_workers():
+        nice = options.promotional_nice if lanes == "promotional" else 0
+        ics = settings
+        if lanes == "service":
+            sandbox = await start_sandbox(children, settings)
+            ics = settings.model_copy(update={"ics_url": sandbox.url})
+        await start_workers(children, ics, count, lanes, nice)
 
 
 async def _warm_up(ctx: RunContext, settings: Settings, reader: EventReader,
