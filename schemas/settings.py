@@ -25,6 +25,7 @@ __all__ = [
     "LogLevel",
     "LogSettings",
     "Settings",
+    "WorkerLanes",
     "broker_passwords",
     "redact_url",
     "split_broker_url",
@@ -113,6 +114,7 @@ def redact_url(url: str) -> str:
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
+WorkerLanes = Literal["service", "promotional", "all"]
 
 
 class LogSettings(BaseSettings):
@@ -191,6 +193,16 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=1000)
     linger_ms: float = Field(default=20.0, ge=0)
     batches_in_flight: int = Field(default=4, ge=1, le=64)
+    worker_lanes: WorkerLanes = Field(
+        default="all",
+        description="Queues `ics-sms worker` consumes: service, promotional or all (dedicated "
+                    "service-lane workers are never slowed by a promotional backlog).",
+    )
+    consumer_timeout_s: float = Field(
+        default=1800.0, ge=1, le=7 * 24 * 3600,
+        description="The broker's consumer_timeout (RabbitMQ: 30 min by default): a worker "
+                    "holds no more of a sender's messages than it sends in half of it.",
+    )
     max_attempts: int = Field(default=10, ge=1, le=100)
     backoff_base_s: float = Field(default=1.0, gt=0)
     backoff_cap_s: float = Field(default=300.0, gt=0)

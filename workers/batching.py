@@ -5,7 +5,8 @@ A batch that is due first waits for a slot of its sender's lane, then takes ever
 gathered meanwhile (up to ``batch_max``): a busy lane sends full batches instead of
 queueing small ones. The :class:`Batcher` knows nothing of brokers or ICS: it calls
 ``send(sender, jobs)`` while holding the slot, and hands its tasks to ``spawn`` so that
-the owner (the worker's session) can wait for them or cancel them.
+the owner (the worker's session) can wait for them or cancel them. It counts what each
+sender holds (gathered or being sent), which the session bounds (:mod:`.holding`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ J = TypeVar("J", bound=Batchable)
 class Batcher(Generic[J]):
     """Batches per sender name; ``slots`` bounds the batches in flight of each lane."""
 
-    __slots__ = ("_batch_max", "_due", "_linger_s", "_pending", "_send", "_slots", "_spawn",
-                 "_timers")
+    __slots__ = ("_batch_max", "_due", "_held", "_linger_s", "_pending", "_send", "_slots",
+                 "_spawn", "_timers")
 
     def __init__(self, send: Callable[[Sender, list[J]], Awaitable[None]],
                  spawn: Callable[[Awaitable[None]], None], *, batch_max: int, linger_s: float,
@@ -48,6 +49,7 @@ class Batcher(Generic[J]):
         self._pending: dict[str, list[J]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._due: set[str] = set()  # senders whose batch waits for a slot
+        self._held: dict[str, int] = {}  # sender -> jobs gathered or in ``send``
 
     def __repr__(self) -> str:
         return (f"<Batcher pending={self.pending} senders={len(self._pending)} "
@@ -58,9 +60,14 @@ class Batcher(Generic[J]):
         """Jobs gathered and not yet handed to ``send``."""
         return sum(len(jobs) for jobs in self._pending.values())
 
+    def held(self, name: str) -> int:
+        """Jobs of sender ``name`` gathered or being sent (not yet returned by ``send``)."""
+        return self._held.get(name, 0)
+
     def add(self, job: J) -> None:
         """Gather ``job``; its batch is due when full, or ``linger_s`` after its first job."""
         name = job.sender.name
+        self._held[name] = self._held.get(name, 0) + 1
         batch = self._pending.setdefault(name, [])
         batch.append(job)
         if len(batch) >= self._batch_max:
@@ -90,6 +97,7 @@ class Batcher(Generic[J]):
         self._timers.clear()
         self._pending.clear()
         self._due.clear()
+        self._held.clear()
 
     async def _send_when_free(self, sender: Sender) -> None:
         """Take the slot first, then everything gathered meanwhile (up to ``batch_max``)."""
@@ -106,4 +114,14 @@ class Batcher(Generic[J]):
                 jobs = jobs[:limit]
                 self.flush(name)
             if jobs:
-                await self._send(sender, jobs)
+                try:
+                    await self._send(sender, jobs)
+                finally:
+                    self._release(name, len(jobs))
+
+    def _release(self, name: str, count: int) -> None:
+        left = self._held.get(name, 0) - count
+        if left > 0:
+            self._held[name] = left
+        else:  # also after clear(): what was dropped is no longer held
+            self._held.pop(name, None)

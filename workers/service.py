@@ -5,7 +5,10 @@ that owns the consumers, the in-flight submissions and a
 :class:`~ics_sms.workers.batching.Batcher` for the per-sender batches; when the connection
 drops the session is discarded (the broker requeues what was unacked) and a new one starts.
 Service and promotional lanes have their own consumers and their own limits on batches in
-flight, so service traffic never waits behind a promotional backlog.
+flight, so service traffic never waits behind a promotional backlog; a worker may also
+consume one lane only (``ICS_SMS_WORKER_LANES``), so that service-lane workers share no
+process with promotional traffic. What a worker holds unacknowledged is bounded by what its
+senders can send before the broker's consumer timeout (:mod:`ics_sms.workers.holding`).
 
 Effectively once: a batch is claimed in the message store (one round trip; the record
 keeps what the receiver needs) and marked ``uncertain`` just before its ICS request (one
@@ -29,7 +32,7 @@ import structlog
 from ics_sms.broker.base import Broker, ConnectionLost, Consumer, Delivery, Outgoing
 from ics_sms.broker.connect import connect_once, connect_with_backoff
 from ics_sms.schemas.senders import Lane, Sender, Senders
-from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.settings import Settings, WorkerLanes
 from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import HEADER_ATTEMPT
 from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink, open_link_store
@@ -43,6 +46,7 @@ from ics_sms.stores.messages import (
     open_message_store,
 )
 from ics_sms.workers.batching import Batcher
+from ics_sms.workers.holding import HoldBound
 from ics_sms.workers.ics import IcsClient
 from ics_sms.workers.jobs import Job, JobFactory, Refusal, Settle
 from ics_sms.workers.metrics import (
@@ -53,6 +57,7 @@ from ics_sms.workers.metrics import (
     IN_FLIGHT,
     count_outcomes,
 )
+from ics_sms.workers.notices import ThrottledLog
 from ics_sms.workers.outcomes import Outcomes
 from ics_sms.workers.policy import AttemptPolicy
 from ics_sms.workers.ratelimit import TokenBucket
@@ -61,7 +66,7 @@ from ics_sms.workers.submit import BatchOutcome, Submitter, Verdicts
 from ics_sms.workers.sweeper import Sweeper, sweep_interval_s
 from ics_sms.workers.window import Clock, PromoWindow, system_clock
 
-__all__ = ["Worker", "WorkerStats"]
+__all__ = ["PARKED_BEHIND", "Worker", "WorkerStats", "consumed_lanes"]
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +78,15 @@ _REPUBLISH_DELAY_S = 15.0
 """When the broker refuses a batch's events, the deliveries come back after this."""
 _STORE_WAIT_S = 5.0
 """How long messages wait (parked, no attempt spent) while the message store is down."""
+
+PARKED_BEHIND = ThrottledLog("sender holds what it can send before the consumer timeout; "
+                             "parking its further messages", level="info")
+"""One line per sender at most every few seconds while its deliveries are parked."""
+
+
+def consumed_lanes(setting: WorkerLanes) -> tuple[Lane, ...]:
+    """The lanes whose queues a worker with ``ICS_SMS_WORKER_LANES=setting`` consumes."""
+    return tuple(Lane) if setting == "all" else (Lane(setting),)
 
 
 @dataclass(slots=True)
@@ -119,6 +133,8 @@ class Worker:
         self.links = link_store or open_link_store(settings)
         self.messages = message_store or open_message_store(settings)
         self.stats = WorkerStats()
+        self.lanes = consumed_lanes(settings.worker_lanes)
+        self.hold = HoldBound(settings.consumer_timeout_s)
         self.ready = asyncio.Event()
         self._claim_prefix = secrets.token_hex(6)
         self._claims = itertools.count(1)
@@ -151,7 +167,8 @@ class Worker:
 
     def __repr__(self) -> str:
         s = self.stats
-        return (f"<Worker senders={len(self.senders)} received={s.received} "
+        return (f"<Worker lanes={','.join(self.lanes)} senders={len(self.senders)} "
+                f"received={s.received} "
                 f"settled={s.settled} batches={s.submitted_batches} reconnects={s.reconnects}>")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -222,15 +239,19 @@ class _Session:
         self.immediate_scheduled = False
         self.refusals: list[Refusal] = []
         self.tasks: set[asyncio.Task[None]] = set()
-        # A promotional backlog gets a smaller share of this process (prefetch and batches
-        # in flight), so service messages are not stuck behind it in the event loop.
+        # In a process that also serves the service lane, a promotional backlog gets a
+        # smaller share (prefetch and batches in flight), so service messages are not stuck
+        # behind it in the event loop; a promotional-only worker gives it everything.
+        shared = Lane.SERVICE in worker.lanes
         self.batcher: Batcher[Job] = Batcher(
             self._send_batch, self._spawn, batch_max=settings.batch_max,
             linger_s=settings.linger_ms / 1000,
             slots={Lane.SERVICE: settings.batches_in_flight,
-                   Lane.PROMOTIONAL: max(1, settings.batches_in_flight // 2)})
+                   Lane.PROMOTIONAL: (max(1, settings.batches_in_flight // 2) if shared
+                                      else settings.batches_in_flight)})
         self.prefetch = {Lane.SERVICE: settings.prefetch,
-                         Lane.PROMOTIONAL: max(1, min(settings.prefetch, settings.batch_max))}
+                         Lane.PROMOTIONAL: (max(1, min(settings.prefetch, settings.batch_max))
+                                            if shared else settings.prefetch)}
         self.consumers: dict[Lane, Consumer] = {}
         self.consumed = {self.topology.send_queue(lane): CONSUMED.labels(lane.value)
                          for lane in Lane}
@@ -242,13 +263,16 @@ class _Session:
 
     async def serve(self, stop: asyncio.Event) -> None:
         await self.broker.declare(self.topology)
-        await self._start(Lane.SERVICE)
-        window_task = asyncio.create_task(self._watch_window())
+        lanes = self.worker.lanes
+        if Lane.SERVICE in lanes:
+            await self._start(Lane.SERVICE)
+        window_task = asyncio.create_task(self._watch_window() if Lane.PROMOTIONAL in lanes
+                                          else asyncio.Event().wait())
         sweeper = Sweeper(self.worker.messages, self.broker, self.topology,
                           interval_s=sweep_interval_s(self.worker.settings.receipt_deadline_s))
         sweep_task = asyncio.create_task(sweeper.run())
         self.worker.ready.set()
-        log.info("worker consuming", queues=[self.topology.send_queue(lane) for lane in Lane])
+        log.info("worker consuming", queues=[self.topology.send_queue(lane) for lane in lanes])
         stopping: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
         closed: asyncio.Future[object] = asyncio.ensure_future(self._until_closed())
         try:
@@ -273,8 +297,14 @@ class _Session:
     # -- consumers and the promotional window ------------------------------------------
     async def _start(self, lane: Lane) -> None:
         if lane not in self.consumers:
+            prefetch = self.worker.hold.lane_prefetch(lane, self.worker.senders.senders.values(),
+                                                      self.prefetch[lane])
+            if prefetch < self.prefetch[lane]:
+                log.info("prefetch capped by what the lane's senders send before the consumer "
+                         "timeout", lane=lane.value, prefetch=prefetch,
+                         configured=self.prefetch[lane])
             self.consumers[lane] = await self.broker.consume(
-                self.topology.send_queue(lane), self.prefetch[lane], self._on_delivery)
+                self.topology.send_queue(lane), prefetch, self._on_delivery)
 
     async def _stop(self, lane: Lane) -> None:
         consumer = self.consumers.pop(lane, None)
@@ -318,7 +348,24 @@ class _Session:
         if lane is Lane.PROMOTIONAL and not self.worker.window.is_open(now):
             self._settle_soon(Settle(delivery, [], requeue=True))
             return
+        held = self.batcher.held(decision.sender.name)
+        if held >= self.worker.hold.per_sender(decision.sender):
+            self._park_behind(decision, held)
+            return
         self.batcher.add(decision)
+
+    def _park_behind(self, job: Job, held: int) -> None:
+        """The sender already holds what it sends in a safe share of the consumer timeout:
+        this delivery goes back through a delay queue (no attempt, no park spent) instead of
+        being held past the broker's consumer timeout."""
+        sender = job.sender
+        delay_s = self.worker.hold.park_s(sender, held)
+        PARKED_BEHIND.note((("sender", sender.name),), held=held,
+                           rate_per_s=sender.rate_per_s)
+        self._settle_soon(Settle(job.delivery, [self.worker.outcomes.retry_copy(
+            job.delivery, sender.lane, delay_s, attempt=job.attempt,
+            reason=f"sender {sender.name} holds {held} messages, what it sends before the "
+                   "consumer timeout", parked=job.parked)]))
 
     def _later(self, delivery: Delivery) -> Outgoing:
         """The delivery again in a while, same attempt: its events were refused."""

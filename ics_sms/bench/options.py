@@ -4,13 +4,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Self, get_args
 
+from ics_sms.schemas.settings import WorkerLanes
 from ics_sms.schemas.topology import QueueType
 
-__all__ = ["DEFAULT_BROKER_URL", "BenchOptions", "Stage"]
+__all__ = ["DEFAULT_BROKER_URL", "LANE_CHOICES", "BenchOptions", "Stage", "parse_lane_workers"]
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+LANE_CHOICES: tuple[WorkerLanes, ...] = get_args(WorkerLanes)
+"""What ``ICS_SMS_WORKER_LANES`` of a latency-stage worker process may say."""
+
+
+def parse_lane_workers(text: str) -> tuple[tuple[WorkerLanes, int], ...]:
+    """``service=1,promotional=1`` as ``(("service", 1), ("promotional", 1))``: worker
+    processes per ``--lanes`` value. Raises ``ValueError`` saying which part is wrong."""
+    groups: dict[WorkerLanes, int] = {}
+    for part in text.split(","):
+        given, sep, count = part.strip().partition("=")
+        lanes = next((choice for choice in LANE_CHOICES if choice == given), None)
+        if not sep or lanes is None:
+            raise ValueError(f"{part.strip()!r}: write LANES=COUNT with LANES one of "
+                             f"{', '.join(LANE_CHOICES)}")
+        if lanes in groups:
+            raise ValueError(f"{lanes!r} is given twice")
+        if not count.isdigit() or not 1 <= int(count) <= 16:
+            raise ValueError(f"{part.strip()!r}: COUNT must be a number from 1 to 16")
+        groups[lanes] = int(count)
+    if not any(lanes in groups for lanes in ("service", "all")) or \
+            not any(lanes in groups for lanes in ("promotional", "all")):
+        raise ValueError("some worker must consume each lane (service and promotional)")
+    return tuple(groups.items())
 
 
 class Stage(StrEnum):
@@ -39,6 +63,12 @@ class BenchOptions:
     """The worker stage runs with 1..workers processes."""
     pipeline_workers: int = 1
     """Worker processes of the end-to-end and latency stages."""
+    lane_workers: tuple[tuple[WorkerLanes, int], ...] = ()
+    """Instead, the latency stage's worker processes per lane choice (``--lanes``):
+    e.g. ``(("service", 1), ("promotional", 1))``, dedicated lane workers."""
+    promotional_nice: int = 0
+    """Niceness of promotional-only workers: here every process shares two cores, where a
+    cluster gives each lane's pods CPU of their own."""
     batch_max: int = 1000
     prefetch: int = 2000
     linger_ms: float = 20.0
@@ -68,6 +98,14 @@ class BenchOptions:
     def but(self, **changes: Any) -> BenchOptions:
         """A copy with ``changes`` (the options given on the command line)."""
         return replace(self, **changes)
+
+    def latency_workers(self) -> tuple[tuple[WorkerLanes, int], ...]:
+        """Worker processes of the latency stage per ``--lanes`` value."""
+        return self.lane_workers or (("all", self.pipeline_workers),)
+
+    def consumers_of(self, lane: str) -> int:
+        """How many latency-stage workers consume ``lane``'s queue."""
+        return sum(count for lanes, count in self.latency_workers() if lanes in (lane, "all"))
 
     def worker_counts(self) -> list[int]:
         return list(range(1, self.workers + 1))

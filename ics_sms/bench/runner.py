@@ -54,6 +54,9 @@ def _stage_results(options: BenchOptions) -> dict[str, StageResult]:
     backlog = f"{options.backlog:,}"
     load = (f"{options.latency_rate:,.0f}/s" if options.latency_rate is not None
             else f"{options.latency_load:.0%}")
+    lanes = "".join(f", {n} {choice}" for choice, n in options.lane_workers)
+    if options.lane_workers and options.promotional_nice:
+        lanes += f" (nice {options.promotional_nice})"
     wanted: list[tuple[Stage, StageResult]] = [
         (Stage.LIMITS, StageResult("limit_publish", "limit: bare publish+confirm", "msg/s")),
         (Stage.LIMITS, StageResult("limit_consume", "limit: bare consume+ack", "msg/s")),
@@ -65,8 +68,8 @@ def _stage_results(options: BenchOptions) -> dict[str, StageResult]:
         (Stage.INGEST, StageResult("ingest", f"receiver ingest ({batch}/POST)", "receipts/s")),
         (Stage.LATENCY, StageResult("latency", f"service latency at {load}", "ms",
                                     latency=True)),
-        (Stage.LATENCY, StageResult("latency_backlog", f"same, {backlog} promo backlog", "ms",
-                                    latency=True)),
+        (Stage.LATENCY, StageResult("latency_backlog", f"same, {backlog} promo backlog{lanes}",
+                                    "ms", latency=True)),
     ]
     return {result.key: result for stage, result in wanted if options.runs_stage(stage)}
 

@@ -7,18 +7,22 @@ import sys
 from ics_sms.bench.context import child_environment
 from ics_sms.bench.procs import Child, Children, free_port
 from ics_sms.bench.waits import wait_http_ok
-from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.settings import Settings, WorkerLanes
 
 __all__ = ["start_receiver", "start_relay", "start_sandbox", "start_workers"]
 
 _START_TIMEOUT_S = 60.0
 
 
-async def start_workers(children: Children, settings: Settings, count: int) -> list[Child]:
-    """``count`` worker processes (``python -m ics_sms worker``); not waited for."""
+async def start_workers(children: Children, settings: Settings, count: int,
+                        lanes: WorkerLanes = "all", nice: int = 0) -> list[Child]:
+    """``count`` worker processes (``python -m ics_sms worker --lanes LANES``), at
+    niceness ``nice``; not waited for."""
     env = child_environment(settings)
-    return [await children.spawn("worker", [sys.executable, "-m", "ics_sms", "worker"], env)
-            for _ in range(count)]
+    argv = [sys.executable, "-m", "ics_sms", "worker", "--lanes", lanes]
+    if nice:
+        argv = ["nice", "-n", str(nice), *argv]  # nice execs the worker: same pid
+    return [await children.spawn("worker", argv, env) for _ in range(count)]
 
 
 async def start_relay(children: Children, settings: Settings) -> Child:

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ics_sms.bench.options import DEFAULT_BROKER_URL, BenchOptions, Stage
+from ics_sms.bench.options import DEFAULT_BROKER_URL, BenchOptions, Stage, parse_lane_workers
 from ics_sms.cli.common import CliError, load_settings
 from ics_sms.logs import configure_logging
+from ics_sms.schemas.settings import WorkerLanes
 from ics_sms.schemas.topology import QueueType
 
 if TYPE_CHECKING:
@@ -48,6 +49,16 @@ def _options(quick: bool, broker_url: str | None, stages: tuple[str, ...],
         changes["queue_type"] = QueueType(changes["queue_type"])
     return base.but(broker_url=_broker_url(broker_url),
                     redis_url=load_settings().redis_url, **changes)
+
+
+def _lane_workers(_ctx: click.Context, _param: click.Parameter, value: str | None
+                  ) -> tuple[tuple[WorkerLanes, int], ...] | None:
+    if value is None:
+        return None
+    try:
+        return parse_lane_workers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _progress(line: str) -> None:
@@ -95,6 +106,13 @@ def _run(options: BenchOptions) -> BenchReport:
               help="The worker stage runs with 1, 2 ... this many processes  [default: 2]")
 @click.option("--pipeline-workers", type=click.IntRange(1, 16),
               help="Worker processes of the end-to-end and latency stages  [default: 1]")
+@click.option("--lane-workers", callback=_lane_workers, metavar="LANES=N[,...]",
+              help="Latency stage: worker processes per --lanes value instead of "
+                   "--pipeline-workers mixed ones, e.g. service=1,promotional=1")
+@click.option("--promotional-nice", type=click.IntRange(0, 19),
+              help="Niceness of the promotional-only --lane-workers: on one machine they "
+                   "share the cores, on a cluster each lane's pods have CPU of their own  "
+                   "[default: 0]")
 @click.option("--batch-size", "batch_max", type=click.IntRange(1, 1000),
               help="Most messages in one ICS request (ICS_SMS_BATCH_MAX)  [default: 1000]")
 @click.option("--prefetch", type=click.IntRange(1, 65535),

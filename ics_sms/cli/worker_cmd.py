@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator
+from typing import get_args
 
 import click
 from aiohttp import web
@@ -14,7 +15,7 @@ from ics_sms.broker.base import BrokerError
 from ics_sms.cli.common import CliError, load_settings
 from ics_sms.cli.metrics_http import metrics_listener
 from ics_sms.schemas.senders import SenderError
-from ics_sms.schemas.settings import Settings
+from ics_sms.schemas.settings import Settings, WorkerLanes
 from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.senders import SenderSource, open_sender_source
 from ics_sms.workers.service import Worker
@@ -61,12 +62,16 @@ def _build(settings: Settings, source: SenderSource) -> Worker:
 
 
 @click.command("worker")
-def worker_command() -> None:
+@click.option("--lanes", type=click.Choice(get_args(WorkerLanes)),
+              help="The send queues to consume: service (a worker no promotional backlog "
+                   "can slow), promotional, or all  [default: ICS_SMS_WORKER_LANES, else all]")
+def worker_command(lanes: WorkerLanes | None) -> None:
     """Consume send requests and submit them to ICS (stops cleanly on SIGTERM).
 
     Senders added, changed or removed while it runs are used within
-    ICS_SMS_SENDERS_RELOAD_S, without a restart."""
-    settings = load_settings()
+    ICS_SMS_SENDERS_RELOAD_S, without a restart. A message in the wrong lane is still moved
+    to its sender's lane, for the workers of that lane."""
+    settings = load_settings(worker_lanes=lanes)
     try:
         source = open_sender_source(settings)
     except SenderError as exc:

@@ -170,7 +170,7 @@ def test_rabbitmq_and_redis_have_their_health_commands(services: dict[str, Any])
     assert services["rabbitmq"]["healthcheck"]["test"][1:] == ["rabbitmq-diagnostics", "-q",
                                                                "ping"]
     assert services["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
-    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13-management")
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:4.2-management")
 
 
 def test_redis_persists_the_message_records(services: dict[str, Any]) -> None:

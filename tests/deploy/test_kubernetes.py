@@ -20,7 +20,7 @@ import pytest
 import referencing
 
 from ics_sms.schemas.definitions import definitions
-from ics_sms.schemas.senders import Senders, load_senders
+from ics_sms.schemas.senders import Lane, Senders, load_senders
 from ics_sms.schemas.settings import Settings
 from tests.deploy.manifests import (
     DEPLOY,
@@ -42,6 +42,8 @@ BASE = K8S / "base"
 IMAGE = "registry.example.com/ics-sms:0.1.0"
 PENDING_SETTINGS: set[str] = set()
 """ICS_SMS_* variables deploy/ sets before schemas/settings.py declares them."""
+WORKERS = {"ics-sms-worker-service": "service", "ics-sms-worker-promotional": "promotional"}
+"""The worker Deployments and the lane each consumes (ICS_SMS_WORKER_LANES)."""
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +141,11 @@ def test_every_object_has_a_schema(objects: list[Manifest]) -> None:
 
 
 def test_the_validators_reject_a_misspelled_field(objects: list[Manifest]) -> None:
-    worker = json.loads(json.dumps(one(objects, "Deployment", "ics-sms-worker")))
+    worker = json.loads(json.dumps(one(objects, "Deployment", "ics-sms-worker-service")))
     worker["spec"]["template"]["spec"]["terminationGracePeriod"] = 60
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(worker, KUBERNETES_VERSIONS[0], strict=True)
-    scaled = json.loads(json.dumps(one(objects, "ScaledObject", "ics-sms-worker")))
+    scaled = json.loads(json.dumps(one(objects, "ScaledObject", "ics-sms-worker-service")))
     scaled["spec"]["triggers"][0]["metadata"]["queue"] = "sms.send.service"
     assert list(crd_validator(scaled["apiVersion"], "ScaledObject").iter_errors(scaled))
 
@@ -165,7 +167,7 @@ def workloads(objects: list[Manifest]) -> list[Manifest]:
 
 
 def test_every_pod_runs_unprivileged_on_a_read_only_root(objects: list[Manifest]) -> None:
-    assert len(workloads(objects)) == 3
+    assert len(workloads(objects)) == 4
     for obj in workloads(objects):
         spec = pod_spec(obj)
         assert spec is not None
@@ -192,17 +194,19 @@ def test_every_container_has_requests_and_a_memory_limit(objects: list[Manifest]
             assert "memory" in resources["limits"], obj["metadata"]["name"]
 
 
-def test_the_worker_drains_on_sigterm_within_the_grace_period(objects: list[Manifest]) -> None:
-    worker = one(objects, "Deployment", "ics-sms-worker")
+@pytest.mark.parametrize("name", WORKERS)
+def test_the_worker_drains_on_sigterm_within_the_grace_period(objects: list[Manifest],
+                                                               name: str) -> None:
+    worker = one(objects, "Deployment", name)
     spec = worker["spec"]["template"]["spec"]
     assert spec["terminationGracePeriodSeconds"] >= 45
     assert "replicas" not in worker["spec"], "KEDA owns the worker replica count"
     assert worker["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
-def test_the_worker_memory_limit_and_metrics_probes(objects: list[Manifest]) -> None:
-    container = one(objects, "Deployment", "ics-sms-worker")["spec"]["template"]["spec"][
-        "containers"][0]
+@pytest.mark.parametrize("name", WORKERS)
+def test_the_worker_memory_limit_and_metrics_probes(objects: list[Manifest], name: str) -> None:
+    container = one(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["worker"]
     assert container["resources"]["limits"]["memory"] == "256Mi"
     env = {e["name"]: e for e in container["env"]}
@@ -233,7 +237,7 @@ def test_the_receiver_probes_listens_everywhere_and_runs_two(objects: list[Manif
 
 
 def test_prometheus_scrapes_the_worker_and_receiver_ports(objects: list[Manifest]) -> None:
-    for name in ("ics-sms-worker", "ics-sms-receiver"):
+    for name in (*WORKERS, "ics-sms-receiver"):
         template = one(objects, "Deployment", name)["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         ports = {p["containerPort"] for p in template["spec"]["containers"][0]["ports"]}
@@ -262,12 +266,12 @@ def selects(selector: dict[str, str], obj: Manifest) -> bool:
 
 
 def test_service_and_budgets_select_the_right_pods(objects: list[Manifest]) -> None:
-    worker = one(objects, "Deployment", "ics-sms-worker")
+    workers = [one(objects, "Deployment", name) for name in WORKERS]
     receiver = one(objects, "Deployment", "ics-sms-receiver")
     service = one(objects, "Service", "ics-sms-receiver")
     assert selects(service["spec"]["selector"], receiver)
-    assert not selects(service["spec"]["selector"], worker)
-    for deployment in (worker, receiver):
+    assert not any(selects(service["spec"]["selector"], worker) for worker in workers)
+    for deployment in (*workers, receiver):
         budget = one(objects, "PodDisruptionBudget", deployment["metadata"]["name"])
         selector = budget["spec"]["selector"]["matchLabels"]
         assert selects(selector, deployment)
@@ -364,7 +368,7 @@ def test_every_sender_token_comes_from_the_tokens_secret(
     for sender in senders:
         assert sender.token_env is not None, f"{sender.name}: use token_env on Kubernetes"
         assert sender.resolve_token(tokens).get_secret_value()
-    for name in ("ics-sms-worker",):
+    for name in WORKERS:
         env_from = one(objects, "Deployment", name)["spec"]["template"]["spec"][
             "containers"][0]["envFrom"]
         assert {"secretRef": {"name": "ics-sms-sender-tokens"}} in env_from
@@ -394,10 +398,7 @@ def test_rabbitmq_is_a_three_node_cluster_importing_the_definitions(
 ) -> None:
     cluster = one(objects, "RabbitmqCluster", "ics-sms-rabbitmq")
     assert cluster["spec"]["replicas"] == 3
-    config = dict(
-        line.split(" = ", 1) for line in cluster["spec"]["rabbitmq"]["additionalConfig"]
-        .splitlines() if line.strip()
-    )
+    config = additional_config(objects)
     directory = config["load_definitions"]
     assert config["prometheus.return_per_object_metrics"] == "true"
     pod = cluster["spec"]["override"]["statefulSet"]["spec"]["template"]["spec"]
@@ -418,14 +419,106 @@ def test_rabbitmq_is_a_three_node_cluster_importing_the_definitions(
     assert users["users"], "without a users file RabbitMQ has no user at all"
 
 
-def test_keda_scales_the_worker_on_both_send_queues(objects: list[Manifest]) -> None:
-    scaled = one(objects, "ScaledObject", "ics-sms-worker")["spec"]
-    assert scaled["scaleTargetRef"]["name"] == "ics-sms-worker"
-    assert one(objects, "Deployment", scaled["scaleTargetRef"]["name"])
-    assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
-    for trigger in scaled["triggers"]:
-        assert trigger["type"] == "rabbitmq"
-        assert trigger["metadata"]["mode"] == "QueueLength"
-        assert "host" not in trigger["metadata"], "credentials belong in the Secret"
+def env_of(deployment: Manifest) -> dict[str, str]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def additional_config(objects: list[Manifest]) -> dict[str, str]:
+    cluster = one(objects, "RabbitmqCluster", "ics-sms-rabbitmq")
+    return dict(line.split(" = ", 1) for line in cluster["spec"]["rabbitmq"]["additionalConfig"]
+                .splitlines() if line.strip())
+
+
+def test_each_lane_has_workers_of_its_own(objects: list[Manifest]) -> None:
+    assert {d["metadata"]["name"] for d in find(objects, "Deployment")} == {
+        *WORKERS, "ics-sms-receiver"}
+    for name, lane in WORKERS.items():
+        deployment = one(objects, "Deployment", name)
+        assert env_of(deployment)["ICS_SMS_WORKER_LANES"] == lane
+        assert Settings(worker_lanes=lane).worker_lanes == lane  # a value the worker takes
+        assert deployment["spec"]["selector"]["matchLabels"]["ics-sms/lane"] == lane
+        spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]
+        assert spread["labelSelector"]["matchLabels"] == deployment["spec"]["selector"][
+            "matchLabels"]
+
+
+def test_the_workers_know_the_brokers_consumer_timeout(objects: list[Manifest]) -> None:
+    timeout_ms = int(additional_config(objects)["consumer_timeout"])
+    for name in WORKERS:
+        worker_s = float(env_of(one(objects, "Deployment", name))["ICS_SMS_CONSUMER_TIMEOUT_S"])
+        assert worker_s * 1000 == timeout_ms, name
+
+
+def rabbitmq_triggers(scaled: Manifest) -> list[Manifest]:
+    return [t for t in scaled["spec"]["triggers"] if t["type"] == "rabbitmq"]
+
+
+def test_keda_scales_each_lane_on_its_queue_counting_unacked_messages(
+    objects: list[Manifest],
+) -> None:
+    topology = Settings().topology
+    for name, lane in WORKERS.items():
+        scaled = one(objects, "ScaledObject", name)["spec"]
+        assert scaled["scaleTargetRef"]["name"] == name
+        assert 1 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
+        [trigger] = rabbitmq_triggers(one(objects, "ScaledObject", name))
+        metadata = trigger["metadata"]
+        assert metadata["queueName"] == topology.send_queue(Lane(lane))
+        assert metadata["mode"] == "QueueLength"
+        # the management API counts ready + unacknowledged; AMQP would count ready only
+        assert metadata["protocol"] == "http"
+        assert metadata.get("excludeUnacknowledged", "false") == "false"
+        assert "host" not in metadata, "credentials belong in the Secret"
         assert one(objects, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert one(objects, "ScaledObject", "ics-sms-worker-service")["spec"]["minReplicaCount"] >= 2
     # which queues: tests/deploy/test_queues.py checks them against the code
+
+
+def test_promotional_workers_scale_up_only_inside_the_sending_window(
+    objects: list[Manifest],
+) -> None:
+    scaled = one(objects, "ScaledObject", "ics-sms-worker-promotional")["spec"]
+    [queue] = rabbitmq_triggers(one(objects, "ScaledObject", "ics-sms-worker-promotional"))
+    [cron] = [t for t in scaled["triggers"] if t["type"] == "cron"]
+    modifiers = scaled["advanced"]["scalingModifiers"]
+    inside = f"{cron['name']} > 1"
+    assert modifiers["formula"] == f"{inside} ? {queue['name']} : 0"
+    assert int(cron["metadata"]["desiredReplicas"]) > 1, "inside: above what outside reports"
+    assert modifiers["target"] == queue["metadata"]["value"]
+    # the window is the workers' own (the config sets none: the defaults)
+    config = one(objects, "ConfigMap", "ics-sms-config")["data"]
+    settings = Settings.model_validate({k.removeprefix("ICS_SMS_").lower(): v
+                                        for k, v in config.items()})
+    start, end = settings.promo_window_start, settings.promo_window_end
+    assert cron["metadata"]["timezone"] == settings.promo_timezone
+    assert cron["metadata"]["start"] == f"{start.minute} {start.hour} * * *"
+    assert cron["metadata"]["end"] == f"{end.minute} {end.hour} * * *"
+
+
+def test_keda_reads_queue_lengths_as_a_monitoring_only_user(objects: list[Manifest]) -> None:
+    auth = one(objects, "TriggerAuthentication", "ics-sms-rabbitmq")
+    [ref] = auth["spec"]["secretTargetRef"]
+    assert ref["parameter"] == "host"
+    url = urlsplit(secret_data(objects, ref["name"])[ref["key"]])
+    assert (url.scheme, url.hostname, url.port) == ("http", "ics-sms-rabbitmq.ics-sms.svc",
+                                                    15672)
+    users = json.loads(secret_data(objects, "ics-sms-rabbitmq-users")["users.json"])
+    user = next(u for u in users["users"] if u["name"] == url.username)
+    assert user["password"] == url.password and user["tags"] == ["monitoring"]
+    permission = next(p for p in users["permissions"] if p["user"] == url.username)
+    assert (permission["configure"], permission["write"], permission["read"]) == ("", "", "")
+
+
+def test_rabbitmq_runs_as_in_production(objects: list[Manifest]) -> None:
+    cluster = one(objects, "RabbitmqCluster", "ics-sms-rabbitmq")["spec"]
+    series = tuple(int(n) for n in cluster["image"].split(":")[1].split("-")[0].split("."))
+    assert series >= (4, 1), "a supported 4.x release series"
+    config = additional_config(objects)
+    assert config["cluster_partition_handling"] == "pause_minority"
+    assert float(config["disk_free_limit.relative"]) >= 1.0
+    anti_affinity = cluster["affinity"]["podAntiAffinity"]
+    [term] = anti_affinity["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    # the operator labels the cluster's pods app.kubernetes.io/name=<cluster name>
+    assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "ics-sms-rabbitmq"}

@@ -37,6 +37,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     # RabbitMQ's prometheus plugin (prometheus.return_per_object_metrics = true)
     "rabbitmq_queue_messages_ready": ("gauge", frozenset({"queue", "vhost"})),
     "rabbitmq_queue_messages_unacked": ("gauge", frozenset({"queue", "vhost"})),
+    "rabbitmq_alarms_memory_used_watermark": ("gauge", frozenset()),
+    "rabbitmq_alarms_free_disk_space_watermark": ("gauge", frozenset()),
 }
 OUTCOMES = {"submitted", "rejected", "retried", "dead_lettered", "expired", "failed", "parked",
             "requeued"}
@@ -216,6 +218,11 @@ def test_the_required_alerts_exist() -> None:
     assert any("ics_sms_ics_requests_total" in e and "0.05" in e for e in exprs.values())
     assert any("rabbitmq_queue_messages_ready" in e and "sms.send" in e for e in exprs.values())
     assert any("ics_sms_receiver_requests_total" in e and '"5.."' in e for e in exprs.values())
+    assert any("rabbitmq_alarms_memory_used_watermark" in e for e in exprs.values())
+    assert any("rabbitmq_alarms_free_disk_space_watermark" in e for e in exprs.values())
+    # the service lane's lag counts the messages workers hold (unacked) too
+    service_lag = [e for e in exprs.values() if 'queue="sms.send.service"' in e]
+    assert service_lag and all("rabbitmq_queue_messages_unacked" in e for e in service_lag)
 
 
 def test_outcome_values_in_queries_are_known() -> None:

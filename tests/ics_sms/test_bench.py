@@ -190,3 +190,42 @@ def test_cpu_meter_counts_the_cpu_of_each_role() -> None:
         pass
     per_message = meter.stop(count=2)
     assert per_message["bench"] > 0 and per_message["gone"] == 0
+
+
+def test_lane_workers_are_read_as_processes_per_lane_choice() -> None:
+    from ics_sms.bench.options import BenchOptions, parse_lane_workers
+
+    lanes = parse_lane_workers("service=1, promotional=2")
+    assert lanes == (("service", 1), ("promotional", 2))
+    options = BenchOptions(lane_workers=lanes)
+    assert (options.consumers_of("service"), options.consumers_of("promotional")) == (1, 2)
+    mixed = BenchOptions(pipeline_workers=3)
+    assert mixed.latency_workers() == (("all", 3),)
+    assert (mixed.consumers_of("service"), mixed.consumers_of("promotional")) == (3, 3)
+    assert parse_lane_workers("all=1,service=2") == (("all", 1), ("service", 2))
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("service=1", "some worker must consume each lane"),
+    ("bulk=1,service=1", "LANES one of service, promotional, all"),
+    ("service=0,promotional=1", "COUNT must be a number from 1 to 16"),
+    ("service,promotional=1", "write LANES=COUNT"),
+    ("all=1,all=2", "'all' is given twice"),
+])
+def test_lane_workers_that_cannot_work_are_refused(text: str, reason: str) -> None:
+    result = CliRunner().invoke(bench_command, ["--quick", "--lane-workers", text])
+    assert result.exit_code == 2 and reason in result.output, result.output
+
+
+def test_the_latency_stage_runs_with_dedicated_lane_workers(rabbitmq_url: str) -> None:
+    result = CliRunner().invoke(bench_command, [
+        "--quick", "--json", "--broker", rabbitmq_url, "--stage", "latency",
+        "--lane-workers", "service=1,promotional=1", "--promotional-nice", "5"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["accounted_for_every_message"] is True
+    backlog = data["stages"]["latency_backlog"]["runs"][0]
+    assert backlog["accounted"] == backlog["count"] > 2000
+    assert backlog["extra"]["lane_workers"] == {"service": 1, "promotional": 1}
+    assert backlog["extra"]["workers"] == 2 and backlog["extra"]["promotional_nice"] == 5
+    assert data["options"]["lane_workers"] == [["service", 1], ["promotional", 1]]

@@ -117,3 +117,11 @@ def test_a_broken_environment_prints_no_traceback_from_the_real_command() -> Non
         "Error: invalid configuration: ICS_SMS_BROKER_URL: scheme rabbitmq:// is not supported: "
         "use amqp:// or amqps:// (RabbitMQ) or memory:// (the embedded broker)"
     ]
+
+
+def test_the_worker_names_a_lane_it_cannot_consume() -> None:
+    reason = one_line_error(invoke("worker", ICS_SMS_WORKER_LANES="bulk"))
+    assert reason.startswith("invalid configuration: ICS_SMS_WORKER_LANES: "), reason
+    assert "'service', 'promotional' or 'all'" in reason, reason
+    result = invoke("worker", "--lanes", "bulk")
+    assert result.exit_code == 2 and "'bulk' is not one of" in result.output, result.output

@@ -138,3 +138,36 @@ async def test_clear_drops_batches_and_their_timers() -> None:
 def test_a_batch_holds_at_least_one_job() -> None:
     with pytest.raises(ValueError, match="batch_max"):
         Batcher(Sent().send, Sent().spawn, batch_max=0, linger_s=1, slots={})
+
+
+async def test_held_counts_what_a_sender_has_gathered_or_in_send() -> None:
+    sent = Sent()
+    sent.gate.clear()
+    b = batcher(sent, batch_max=2)
+    for n in range(3):
+        b.add(Item(SERVICE, n))
+    b.add(Item(OTHER, 9))
+    assert (b.held(SERVICE.name), b.held(OTHER.name), b.held("nobody")) == (3, 1, 0)
+    await sent.until(1)  # [0, 1] is in send, [2] still gathered
+    assert b.held(SERVICE.name) == 3
+    b.flush_all()
+    await sent.finish()
+    assert (b.held(SERVICE.name), b.held(OTHER.name)) == (0, 0)
+
+
+async def test_held_is_released_when_send_fails_and_dropped_by_clear() -> None:
+    async def failing(_sender: Sender, _items: list[Item]) -> None:
+        raise RuntimeError("boom")
+
+    tasks: list[asyncio.Future[None]] = []
+    b: Batcher[Item] = Batcher(failing, lambda c: tasks.append(asyncio.ensure_future(c)),
+                               batch_max=1, linger_s=HOUR_S, slots={Lane.SERVICE: 1})
+    b.add(Item(SERVICE, 1))
+    with pytest.raises(RuntimeError):
+        await asyncio.gather(*tasks)
+    assert b.held(SERVICE.name) == 0
+    sent = Sent()
+    kept = batcher(sent)
+    kept.add(Item(SERVICE, 1))
+    kept.clear()
+    assert kept.held(SERVICE.name) == 0

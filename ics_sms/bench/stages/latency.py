@@ -1,9 +1,11 @@
 """Stage 5: publish-to-submitted latency of service-lane messages at a steady pace.
 
 The pace is ``latency_load`` (50 %) of the best worker-stage rate measured so far with the
-same number of workers. With ``backlog``, a promotional backlog fills its queue before the
-workers start, and the paced service messages are published while it drains: service
-traffic must not wait behind it. Every message, backlog included, must be submitted.
+same number of workers. The workers consume both lanes, or (``lane_workers``) each
+consumes the lanes it is given, as dedicated lane workers would. With ``backlog``, a
+promotional backlog fills its queue before the workers start, and the paced service
+messages are published while it drains: service traffic must not wait behind it. Every
+message, backlog included, must be submitted.
 
 Measurement starts warm: after 200 service messages went through (steady), or once a tenth
 of the backlog (at most 2,000) was submitted; warm-up messages are accounted for but not
@@ -22,7 +24,7 @@ from ics_sms.bench.messages import NO_RECEIPT, PROMOTIONAL, requests
 from ics_sms.bench.procs import Children
 from ics_sms.bench.publishing import publish_all, publish_paced, stopper
 from ics_sms.bench.results import Sample
-from ics_sms.bench.services import start_workers
+from ics_sms.bench.services import start_sandbox, start_workers
 from ics_sms.bench.stages.common import cpu_meter, tag_of, timeout_for
 from ics_sms.bench.waits import wait_consumers, wait_until
 from ics_sms.demo.tracker import percentiles
@@ -63,14 +65,15 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
                         publish_all, settings, ctx.senders,
                         requests(promo_tag, promotional, sender=PROMOTIONAL, to=NO_RECEIPT),
                         max_in_flight=options.max_in_flight, stop=stop)
-            await start_workers(children, settings, options.pipeline_workers)
+            await _start_workers(ctx, settings, children)
             await _attached(ctx, settings, children)
             await _warm_up(ctx, settings, reader, children, warm_tag, warm_up)
             await wait_until(
                 lambda: reader.count("submitted", promo_tag)
                 >= min(promotional // 10, _BACKLOG_WARM_UP),
                 timeout_s=timeout_s, what="the backlog started draining", crashed=children.crashed)
-            meter = cpu_meter(ctx, worker=children.pids("worker"))
+            own_sandbox = {"service_sandbox": pids} if (pids := children.pids("sandbox")) else {}
+            meter = cpu_meter(ctx, worker=children.pids("worker"), **own_sandbox)
             meter.start()
             with stopper() as stop:
                 watcher = asyncio.ensure_future(_stop_when_drained(reader, promo_tag,
@@ -98,7 +101,9 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
         accounted=sum(reader.count("submitted", tag) for tag in (service_tag, promo_tag, warm_tag)),
         elapsed_s=pace.elapsed_s, duplicates=reader.tracker.duplicates, latency_ms=latency,
         extra={
-            "workers": options.pipeline_workers,
+            "workers": sum(count for _lanes, count in options.latency_workers()),
+            "lane_workers": dict(options.latency_workers()),
+            "promotional_nice": options.promotional_nice if options.lane_workers else 0,
             "target_rate_per_s": round(rate, 1),
             "paced_rate_per_s": round(pace.rate_per_s, 1),
             "service_messages": pace.published,
@@ -112,6 +117,20 @@ async def run_latency(ctx: RunContext, *, backlog: bool) -> Sample:
             "worker_peak_rss_mb": children.peak_rss_mb("worker"),
         },
     )
+
+
+async def _start_workers(ctx: RunContext, settings: Settings, children: Children) -> None:
+    """The stage's workers. Dedicated lane workers also get an ICS sandbox per lane: ICS
+    serves its clients side by side, where one sandbox process would make the service
+    lane's requests wait behind the promotional lane's 1,000-record batches."""
+    options = ctx.options
+    for lanes, count in options.latency_workers():
+        nice = options.promotional_nice if lanes == "promotional" else 0
+        ics = settings
+        if lanes == "service":
+            sandbox = await start_sandbox(children, settings)
+            ics = settings.model_copy(update={"ics_url": sandbox.url})
+        await start_workers(children, ics, count, lanes, nice)
 
 
 async def _warm_up(ctx: RunContext, settings: Settings, reader: EventReader,
@@ -137,11 +156,11 @@ def _milliseconds(samples: list[float]) -> dict[str, float]:
 
 
 async def _attached(ctx: RunContext, settings: Settings, children: Children) -> None:
-    """Every worker consumes both lanes before the first paced message goes out."""
+    """Every worker consumes its lanes before the first paced message goes out."""
     for lane in Lane:
         await wait_consumers(ctx.link, settings.topology.send_queue(lane),
-                             ctx.options.pipeline_workers, timeout_s=ctx.options.stage_timeout_s,
-                             crashed=children.crashed)
+                             ctx.options.consumers_of(lane.value),
+                             timeout_s=ctx.options.stage_timeout_s, crashed=children.crashed)
 
 
 async def _stop_when_drained(reader: EventReader, tag: str, backlog: int,
