@@ -41,11 +41,13 @@ async def serving(fake: FakeIcs) -> AsyncIterator[FakeIcs]:
         await runner.cleanup()
 
 
-def timed(times: list[float],
-          responder: Callable[[dict[str, Any]], web.Response]) -> Callable[..., web.Response]:
+def timed(times: list[float], responder: Callable[[dict[str, Any]], web.Response],
+          seen: asyncio.Event | None = None) -> Callable[..., web.Response]:
     """``responder``, noting when each request reached this ICS (monotonic clock)."""
     def answer(body: dict[str, Any]) -> web.Response:
         times.append(time.monotonic())
+        if seen is not None:
+            seen.set()
         return responder(body)
     return answer
 
@@ -60,12 +62,6 @@ async def pipeline(amqp_settings: Settings) -> AsyncIterator[Pipeline]:
     await broker.close()
 
 
-async def until(check: Callable[[], bool], timeout_s: float = 20) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.02)
-
-
 @pytest.mark.parametrize("refusal", ["429", "401"])
 async def test_a_refusal_met_by_one_worker_pauses_the_sender_in_the_other(
         refusal: str, amqp_settings: Settings, pipeline: Pipeline) -> None:
@@ -76,12 +72,14 @@ async def test_a_refusal_met_by_one_worker_pauses_the_sender_in_the_other(
                else status(401))
     times_a: list[float] = []
     times_b: list[float] = []
-    ics_a = FakeIcs(responders=[timed(times_a, refused), timed(times_a, accept_all)])
+    met = asyncio.Event()
+    ics_a = FakeIcs(responders=[timed(times_a, refused, met), timed(times_a, accept_all)])
     ics_b = FakeIcs(responders=[timed(times_b, accept_all)])
     async with serving(ics_a), serving(ics_b), \
             running_worker(settings.model_copy(update={"ics_url": ics_a.url})):
         await pipeline.publish(request(0))
-        await until(lambda: len(times_a) >= 1)  # A met the refusal
+        async with asyncio.timeout(20):
+            await met.wait()  # A met the refusal
         refused_at = times_a[0]
         async with running_worker(settings.model_copy(update={"ics_url": ics_b.url})):
             await pipeline.publish(*(request(i) for i in range(1, 21)))
