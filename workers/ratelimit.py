@@ -1,56 +1,64 @@
-"""Per-sender rate limiting: a token bucket that callers await, and throttling from 429s."""
+"""Per-sender rate limiting for the worker: the one door to the fleet-wide rate store.
+
+``rate_per_s`` is the most records per second ICS gets for a sender from all workers
+together (:mod:`ics_sms.stores.rates` keeps each sender's schedule and pauses, in Redis or
+in this process for ``memory://``). A batch asks once for its number of records and waits
+until its moment; a 429 or refused credentials seen by any worker pause the sender in
+every worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
+from ics_sms.schemas.senders import Sender
+from ics_sms.stores.rates import Grant, RateStore
 from ics_sms.workers.notices import ThrottledLog
 
-__all__ = ["PACED", "TokenBucket"]
+__all__ = ["BATCH_SPAN_S", "PACED", "SenderRates"]
 
 PACED = ThrottledLog("sender paced by its rate_per_s", level="info", amount_field="waited_s")
 """One line per sender at most every few seconds while its ``rate_per_s`` (not ICS, not
 the batch size) is what holds messages back: how many waited, and for how long in all."""
 
+BATCH_SPAN_S = 1.0
+"""A batch costs at most this much of its sender's rate (``rate_per_s * BATCH_SPAN_S``
+records, at least one): ICS never gets more than a second's worth in one request. The
+figure of one second is precise to one batch, so a sender whose per-second figure matters
+wants ``ICS_SMS_BATCH_MAX`` well under its rate (docs/performance.md, fleet rate)."""
 
-class TokenBucket:
-    """``rate_per_s`` tokens a second, bursts up to one second's worth."""
 
-    __slots__ = ("_blocked_until", "_capacity", "_key", "_level", "_stamp", "rate_per_s")
+class SenderRates:
+    """Asks the rate store for a batch's records, waits for the moment it was granted, and
+    records the pauses ICS asks for."""
 
-    def __init__(self, rate_per_s: float, name: str = "") -> None:
-        """``name`` (the sender's) names the bucket in the pacing log line."""
-        self.rate_per_s = rate_per_s
-        self._key = (("sender", name or "-"),)
-        self._capacity = max(rate_per_s, 1.0)
-        self._level = self._capacity
-        self._stamp = time.monotonic()
-        self._blocked_until = 0.0
+    __slots__ = ("store",)
+
+    def __init__(self, store: RateStore) -> None:
+        self.store = store
 
     def __repr__(self) -> str:
-        return f"<TokenBucket rate={self.rate_per_s:g}/s level={self._level:.0f}>"
+        return f"<SenderRates {self.store!r}>"
 
-    def _refill(self, now: float) -> None:
-        self._level = min(self._capacity, self._level + (now - self._stamp) * self.rate_per_s)
-        self._stamp = now
+    @staticmethod
+    def batch_cap(sender: Sender) -> int:
+        """The most records one batch of ``sender`` may hold (``BATCH_SPAN_S`` of its rate)."""
+        return max(1, int(sender.rate_per_s * BATCH_SPAN_S))
 
-    def delay_for(self, count: int) -> float:
-        """Take ``count`` tokens (possibly into debt) and return how long to wait first."""
-        now = time.monotonic()
-        self._refill(now)
-        self._level -= count
-        wait = 0.0 if self._level >= 0 else -self._level / self.rate_per_s
-        blocked = self._blocked_until - now
-        if wait > 0 and wait >= blocked:  # the rate, not a 429's Retry-After, holds them
-            PACED.note(self._key, count, amount=wait, rate_per_s=self.rate_per_s)
-        return max(wait, blocked)
+    async def acquire(self, sender: Sender, count: int) -> Grant:
+        """Reserve ``count`` records of the sender's rate and sleep until they may go.
+        A grant that is not :attr:`~Grant.granted` (credentials refused) returns at once:
+        the caller holds its messages. Raises RateStoreError."""
+        grant = await self.store.acquire(sender.name, count, sender.rate_per_s)
+        if grant.granted and grant.wait_s > 0:
+            if grant.wait_s > grant.throttled_s:  # the rate, not a 429's Retry-After
+                PACED.note((("sender", sender.name),), count, amount=grant.wait_s,
+                           rate_per_s=sender.rate_per_s)
+            await asyncio.sleep(grant.wait_s)
+        return grant
 
-    async def acquire(self, count: int) -> None:
-        delay = self.delay_for(count)
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    def block_for(self, seconds: float) -> None:
-        """ICS said 429: nobody sends for this sender until ``seconds`` have passed."""
-        self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
+    async def pause(self, sender: Sender, *, throttled_s: float = 0.0,
+                    refused_s: float = 0.0) -> None:
+        """ICS throttled the sender (``Retry-After``) or refused its credentials: every
+        worker waits. Raises RateStoreError."""
+        await self.store.pause(sender.name, throttled_s=throttled_s, refused_s=refused_s)

@@ -45,6 +45,7 @@ from ics_sms.stores.messages import (
     TransitionResult,
     open_message_store,
 )
+from ics_sms.stores.rates import Grant, RateStore, RateStoreError, open_rate_store
 from ics_sms.workers.batching import Batcher
 from ics_sms.workers.holding import HoldBound
 from ics_sms.workers.ics import IcsClient
@@ -60,7 +61,7 @@ from ics_sms.workers.metrics import (
 from ics_sms.workers.notices import ThrottledLog
 from ics_sms.workers.outcomes import Outcomes
 from ics_sms.workers.policy import AttemptPolicy
-from ics_sms.workers.ratelimit import TokenBucket
+from ics_sms.workers.ratelimit import SenderRates
 from ics_sms.workers.settle import AckTracker, Settler
 from ics_sms.workers.submit import BatchOutcome, Submitter, Verdicts
 from ics_sms.workers.sweeper import Sweeper, sweep_interval_s
@@ -112,19 +113,18 @@ class Worker:
                  clock: Clock = system_clock,
                  broker_factory: BrokerFactory = _default_broker,
                  link_store: LinkStore | None = None,
-                 message_store: MessageStore | None = None) -> None:
+                 message_store: MessageStore | None = None,
+                 rate_store: RateStore | None = None) -> None:
         if not settings.callback_secret.get_secret_value():
             raise ValueError("ICS_SMS_CALLBACK_SECRET must be set: smsgids carry its MAC")
         self.settings = settings
         self.live = (senders if isinstance(senders, LiveSenders)
                      else LiveSenders.fixed(senders, settings))
-        self.live.subscribe(self._senders_changed)
         self.clock = clock
         self._broker_factory = broker_factory
         previous = settings.callback_secret_previous
         self.signer = SmsgidSigner(settings.callback_secret.get_secret_value(),
                                    [previous.get_secret_value()] if previous else [])
-        self.buckets: dict[str, TokenBucket] = {}
         self.window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
                                      settings.promo_timezone)
         self.policy = AttemptPolicy(settings.max_attempts, settings.backoff_base_s,
@@ -132,6 +132,7 @@ class Worker:
         self.outcomes = Outcomes(settings.topology)
         self.links = link_store or open_link_store(settings)
         self.messages = message_store or open_message_store(settings)
+        self.rates = SenderRates(rate_store or open_rate_store(settings))
         self.stats = WorkerStats()
         self.lanes = consumed_lanes(settings.worker_lanes)
         self.hold = HoldBound(settings.consumer_timeout_s)
@@ -145,13 +146,6 @@ class Worker:
         """The senders in use now (they change while the worker runs)."""
         return self.live.current
 
-    def bucket(self, sender: Sender) -> TokenBucket:
-        """The sender's rate limit (a new one when its rate changed)."""
-        bucket = self.buckets.get(sender.name)
-        if bucket is None or bucket.rate_per_s != sender.rate_per_s:
-            bucket = self.buckets[sender.name] = TokenBucket(sender.rate_per_s, sender.name)
-        return bucket
-
     def credentials_of(self, sender: Sender) -> Sender:
         """The definition whose ICS token a batch of ``sender`` goes out with: the current
         one while it names the same ICS user (a token rotated after the batch's messages
@@ -160,10 +154,6 @@ class Worker:
         current = self.senders.senders.get(sender.name)
         return current if current is not None and current.username == sender.username \
             else sender
-
-    def _senders_changed(self, old: Senders, new: Senders) -> None:
-        for name in set(self.buckets) - set(new.senders):
-            del self.buckets[name]
 
     def __repr__(self) -> str:
         s = self.stats
@@ -176,7 +166,7 @@ class Worker:
         timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http, \
-                self.links, self.messages, self._following_senders(stop):
+                self.links, self.messages, self.rates.store, self._following_senders(stop):
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
             broker = await connect_with_backoff(
@@ -428,7 +418,13 @@ class _Session:
         calling = False
         try:
             token = worker.live.token(worker.credentials_of(sender))
-            paused = self.submitter.state(sender).paused_for()
+            paused = 0.0
+            if token is not None:
+                jobs = self._within_rate(sender, jobs)
+                grant = await self._take_rate(sender, jobs)
+                if grant is None:  # the rate store cannot answer: parked, nothing claimed
+                    return
+                paused = grant.refused_s
             if paused > 0 or token is None:  # no usable credentials: the messages wait
                 reason = ("sender paused: ICS refused its credentials" if token is not None
                           else f"sender cannot send: {worker.live.unusable(sender.name)}")
@@ -437,7 +433,6 @@ class _Session:
                     jobs, paused or worker.settings.sender_pause_s, reason, worker.clock()),
                     sender.name)
                 return
-            await worker.bucket(sender).acquire(len(jobs))
             jobs = claimed = await self._claim(sender, jobs)
             if not jobs:
                 return
@@ -463,11 +458,11 @@ class _Session:
         if not result.ok:
             log.warning("ICS batch not accepted", sender=sender.name, status=result.status,
                         reason=result.reason, messages=len(jobs))
-        if result.retry_after_s is not None:
-            worker.bucket(sender).block_for(result.retry_after_s)
         if result.ok or result.results:
             self.submitter.accepted(sender)
         verdicts = self.submitter.interpret(sender, jobs, result, worker.clock())
+        await self._share_pause(sender, result.retry_after_s or 0.0,
+                                self.submitter.state(sender).take_pause())
         if verdicts.uncertain_count:
             log.warning("ICS may have accepted messages it did not confirm; they are not "
                         "sent again and wait for their receipts", sender=sender.name,
@@ -477,6 +472,42 @@ class _Session:
                         "(the sender opted in: resend_uncertain)", sender=sender.name,
                         messages=verdicts.resends)
         await self._conclude(verdicts, sender.name)
+
+    def _within_rate(self, sender: Sender, jobs: list[Job]) -> list[Job]:
+        """The part of the batch one request may carry (a second of the sender's rate at
+        most); the rest goes back to the batcher, due at once."""
+        cap = SenderRates.batch_cap(sender)
+        if len(jobs) <= cap:
+            return jobs
+        for job in jobs[cap:]:
+            self.batcher.add(job)
+        self.batcher.flush(sender.name)
+        return jobs[:cap]
+
+    async def _take_rate(self, sender: Sender, jobs: list[Job]) -> Grant | None:
+        """Wait for the batch's moment on the sender's fleet-wide rate (one round trip);
+        a grant that is not ``granted`` says how long ICS's refusal of the sender's
+        credentials still pauses it. None: the rate store cannot answer and the messages
+        were parked (nothing goes out past an unknown rate or pause)."""
+        try:
+            grant = await self.worker.rates.acquire(sender, len(jobs))
+        except RateStoreError as exc:
+            log.warning("rate store unavailable; messages wait (nothing is sent past the "
+                        "sender's rate)", error=str(exc), messages=len(jobs))
+            await self._settle(self.submitter.park(jobs, _STORE_WAIT_S, f"rate store: {exc}",
+                                                   self.worker.clock()), sender.name)
+            return None
+        return grant
+
+    async def _share_pause(self, sender: Sender, throttled_s: float, refused_s: float) -> None:
+        """ICS throttled the sender or refused its credentials: every worker pauses it."""
+        if throttled_s <= 0 and refused_s <= 0:
+            return
+        try:
+            await self.worker.rates.pause(sender, throttled_s=throttled_s, refused_s=refused_s)
+        except RateStoreError as exc:
+            log.warning("rate store unavailable; the sender's pause is not shared with the "
+                        "other workers", sender=sender.name, error=str(exc))
 
     async def _claim(self, sender: Sender, jobs: list[Job]) -> list[Job]:
         """Claim the batch in one round trip; settle at once what must not be sent."""

@@ -35,20 +35,25 @@ SENDER_UNAUTHORIZED = "sender_unauthorized"
 
 
 class SenderState:
-    """Per-sender runtime state: paused after a 401/403 until a monotonic instant, and
-    whether an episode of refused credentials is under way (logged once, at its start)."""
+    """Per-process runtime state of a sender: whether an episode of refused credentials is
+    under way (logged once per process, at its start), and a pause this process decided
+    that the fleet has not been told yet. The pause itself lives in the rate store, which
+    every worker reads before each batch (:mod:`ics_sms.stores.rates`)."""
 
-    __slots__ = ("paused_until", "refused")
+    __slots__ = ("refused", "unshared_pause_s")
 
     def __init__(self) -> None:
-        self.paused_until = 0.0
         self.refused = False
+        self.unshared_pause_s = 0.0
 
     def __repr__(self) -> str:
-        return f"<SenderState paused_for={self.paused_for():.1f}s refused={self.refused}>"
+        return (f"<SenderState refused={self.refused} "
+                f"unshared_pause_s={self.unshared_pause_s:g}>")
 
-    def paused_for(self) -> float:
-        return max(self.paused_until - time.monotonic(), 0.0)
+    def take_pause(self) -> float:
+        """The pause to record for the fleet (0: none), once."""
+        pause_s, self.unshared_pause_s = self.unshared_pause_s, 0.0
+        return pause_s
 
 
 class Submitter:
@@ -64,8 +69,8 @@ class Submitter:
         self.states: dict[str, SenderState] = {}
 
     def __repr__(self) -> str:
-        paused = sorted(name for name, state in self.states.items() if state.paused_for())
-        return f"<Submitter {self._policy!r} paused={paused}>"
+        refused = sorted(name for name, state in self.states.items() if state.refused)
+        return f"<Submitter {self._policy!r} refused={refused}>"
 
     def state(self, sender: Sender) -> SenderState:
         return self.states.setdefault(sender.name, SenderState())
@@ -220,8 +225,9 @@ class Submitter:
         return out
 
     def _pause(self, sender: Sender, result: SubmitResult) -> float:
-        """ICS refused the sender's credentials: pause it (logged once per episode: until
-        ICS accepts a request of the sender again)."""
+        """ICS refused the sender's credentials: pause it in every worker (the caller
+        records :meth:`SenderState.take_pause` in the rate store; logged once per episode
+        and process: until ICS accepts a request of the sender again)."""
         state = self.state(sender)
         pause_s = self._settings.sender_pause_s
         if not state.refused:
@@ -230,7 +236,7 @@ class Submitter:
                       "(sender_unauthorized) if still refused after the bound",
                       sender=sender.name, status=result.status, pause_s=pause_s,
                       bound_s=self._settings.sender_unauthorized_after_s)
-        state.paused_until = time.monotonic() + pause_s
+        state.unshared_pause_s = pause_s
         return pause_s
 
     def accepted(self, sender: Sender) -> None:

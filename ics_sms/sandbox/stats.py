@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SandboxStats"]
+__all__ = ["PER_SECOND_KEPT", "SandboxStats"]
+
+PER_SECOND_KEPT = 3600
+"""How many seconds of ``accepted_per_second`` the stats keep (the latest ones)."""
 
 
 @dataclass
 class SandboxStats:
     """Running totals. ``accepted`` counts every acceptance per smsgid: an smsgid accepted
     more than once is a message sent more than once (an SMS paid for and received twice);
-    ``duplicate_smsgids`` counts the acceptances beyond the first."""
+    ``duplicate_smsgids`` counts the acceptances beyond the first. ``per_second`` counts
+    the records accepted in each second of ``clock`` (epoch seconds): the rate ICS saw."""
 
     requests: int = 0
     requests_in_flight: int = 0
@@ -31,6 +37,8 @@ class SandboxStats:
     answer_faults: Counter[str] = field(default_factory=Counter)
     requests_poisoned: int = 0
     accepted: Counter[str] = field(default_factory=Counter, repr=False)
+    per_second: dict[int, int] = field(default_factory=dict, repr=False)
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return (f"<SandboxStats requests={self.requests} accepted={self.records_accepted} "
@@ -42,6 +50,13 @@ class SandboxStats:
         if self.accepted[smsgid]:
             self.duplicate_smsgids += 1
         self.accepted[smsgid] += 1
+        second = int(self.clock())
+        per_second = self.per_second
+        if second not in per_second:
+            per_second[second] = 0
+            if len(per_second) > PER_SECOND_KEPT:
+                del per_second[min(per_second)]
+        per_second[second] += 1
 
     def accepted_more_than_once(self) -> dict[str, int]:
         """``{smsgid: acceptances}`` of every smsgid accepted more than once."""
@@ -71,6 +86,8 @@ class SandboxStats:
             "receipts_unroutable": self.receipts_unroutable,
             "answer_faults": dict(self.answer_faults),
             "requests_poisoned": self.requests_poisoned,
+            "accepted_per_second": {str(second): n
+                                    for second, n in sorted(self.per_second.items())},
         }
         if by_smsgid:
             counters["accepted_by_smsgid"] = dict(self.accepted)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, time
-from time import monotonic
 
 import pytest
 
@@ -14,7 +13,6 @@ from ics_sms.workers.policy import (
     Disposition,
     classify_http_status,
 )
-from ics_sms.workers.ratelimit import TokenBucket
 from ics_sms.workers.submit import SenderState
 from ics_sms.workers.window import PromoWindow
 
@@ -102,21 +100,9 @@ def test_a_window_that_starts_where_it_ends_is_always_open() -> None:
     assert always.is_open(datetime(2026, 1, 1, 20, tzinfo=UTC))
 
 
-def test_token_bucket_spaces_batches_to_the_rate() -> None:
-    bucket = TokenBucket(rate_per_s=100)
-    assert bucket.delay_for(100) == 0  # one second's burst
-    assert bucket.delay_for(50) == pytest.approx(0.5, abs=0.05)
-
-
-def test_throttling_blocks_the_sender() -> None:
-    bucket = TokenBucket(rate_per_s=1000)
-    bucket.block_for(2.0)
-    assert bucket.delay_for(1) == pytest.approx(2.0, abs=0.05)
-
-
-def test_a_sender_state_shows_its_pause() -> None:
+def test_a_sender_state_shows_a_pause_the_fleet_was_not_told_yet() -> None:
     state = SenderState()
-    assert repr(state) == "<SenderState paused_for=0.0s refused=False>"
-    state.paused_until = monotonic() + 60
-    assert repr(state).startswith("<SenderState paused_for=")
-    assert repr(state) != "<SenderState paused_for=0.0s refused=False>"
+    assert repr(state) == "<SenderState refused=False unshared_pause_s=0>"
+    state.unshared_pause_s = 60.0
+    assert repr(state) == "<SenderState refused=False unshared_pause_s=60>"
+    assert (state.take_pause(), state.take_pause()) == (60.0, 0.0)  # told once
