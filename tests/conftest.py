@@ -47,7 +47,7 @@ def rabbitmq_url() -> Iterator[str]:
     elif _docker_available():
         from testcontainers.rabbitmq import RabbitMqContainer
 
-        with RabbitMqContainer("rabbitmq:3.13-alpine") as container:
+        with RabbitMqContainer("rabbitmq:4.2-alpine") as container:
             params = container.get_connection_params()
             yield f"amqp://guest:guest@{params.host}:{params.port}/"
         return
