@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
+from click.testing import CliRunner
 
+from ics_sms.cli.publish_cmd import publish_command
 from ics_sms.schemas.messages import Status
-from ics_sms.schemas.senders import Senders
+from ics_sms.schemas.senders import Senders, save_senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import HEADER_REASON
 from ics_sms.stores.messages import ClaimResult, State, fingerprint, open_message_store
@@ -200,3 +204,31 @@ async def test_a_redelivery_after_expiry_does_not_end_a_sent_message_twice(
     assert first.status is again.status is Status.SUBMITTED
     assert again.event_id == first.event_id
     assert len(fake_ics.records) == 1
+
+
+async def test_a_campaign_file_published_three_times_is_sent_once(
+    pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings, tmp_path: Path
+) -> None:
+    url = worker_settings.broker_url.get_secret_value()
+    if url.startswith("memory://"):
+        pytest.skip("`ics-sms publish` publishes to RabbitMQ (the rabbitmq case runs it)")
+    senders_file = tmp_path / "senders.toml"
+    save_senders(senders_file, Senders(default=SERVICE.name, senders={SERVICE.name: SERVICE}))
+    campaign = tmp_path / "spring.csv"
+    campaign.write_text("to,text\n+447700900123,hello one\n+447700900124,hello two\n")
+    env = {"ICS_SMS_BROKER_URL": url, "ICS_SMS_NAMESPACE": worker_settings.namespace,
+           "ICS_SMS_SENDERS_FILE": str(senders_file)}
+    for _ in range(3):  # the operator runs the same command three times
+        result = await asyncio.to_thread(CliRunner().invoke, publish_command,
+                                         [str(campaign), "--campaign-id", "spring"], env=env)
+        assert result.exit_code == 0, result.output
+    async with running_worker(worker_settings):
+        events = await pipeline.next_events(6)  # 2 submitted + 2 x 2 duplicate refusals
+        await pipeline.next_dead(4)
+    assert sorted(r["smstext"] for r in fake_ics.records) == ["hello one", "hello two"]
+    submitted = [e for e in events if e.status is Status.SUBMITTED]
+    refused = [e for e in events if e.status is Status.REJECTED]
+    assert len({e.message_id for e in submitted}) == 2
+    assert {(e.error_code, e.final) for e in refused} == {("duplicate", False)}
+    assert {e.message_id for e in refused} == {e.message_id for e in submitted}
+    assert len({e.event_id for e in refused}) == 4  # one per extra publish
