@@ -388,11 +388,10 @@ async def _run(settings: Settings, work: Callable[[Broker], Awaitable[None]]) ->
     except BrokerError as exc:
         raise CliError(str(exc)) from None
     try:
-        await broker.declare(settings.topology)
         await work(broker)
-    except BrokerError as exc:
+    except BrokerError as exc:  # e.g. no dead-letter queue yet (``ics-sms topology``)
         raise CliError(f"the broker failed: {exc}; dead letters not yet handled stay in "
-                       f"the queue") from None
+                       f"queue {settings.topology.dead_queue}") from None
     finally:
         await broker.close()
 
