@@ -3,11 +3,12 @@
 Reading never loses a dead letter. The commands consume ``sms.dead`` with manual acks and
 put every dead letter they only looked at back at the end of the queue as an exact copy
 (same body, headers and message id) that the broker confirmed *before* the original is
-acked. Nothing is ever requeued with a nack, so no dead letter's redelivery count grows:
-a broker whose quorum queues have a delivery limit (RabbitMQ 4 sets 20 by default) never
+acked. Nothing is requeued with a nack, so no dead letter's redelivery count grows: a
+broker whose quorum queues have a delivery limit (RabbitMQ 4 sets 20 by default) never
 drops one because an operator listed it often. A pass handles the dead letters the queue
-held when it started, in order, so the queue keeps its order. (A crash between the
-confirmed copy and the ack leaves the dead letter twice: replay treats the copies as one.)
+held when it started, in order, so the queue keeps its order (see :func:`scan`). (A
+crash between the confirmed copies and the acks leaves dead letters twice: replay treats
+the copies as one.)
 
 Replay is idempotent by ``message_id``: it reopens the message's record in the message
 store (:meth:`~ics_sms.stores.messages.MessageStore.reopen`) only if ICS certainly never
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from ics_sms.broker.base import Broker, BrokerError, Delivery, Outgoing
+from ics_sms.broker.base import Broker, BrokerError, Consumer, Delivery, Outgoing
 from ics_sms.broker.codec import send_message
 from ics_sms.broker.connect import open_broker
 from ics_sms.broker.memory import MemoryBroker
@@ -74,7 +75,9 @@ HEADER_REPLAY = "x-ics-replay"
 """The replay number on the replayed send request (for people reading the queues)."""
 
 _CHUNK = 200
-"""Dead letters handled per confirmed publish (and prefetched)."""
+"""Dead letters decided and published (confirmed) at a time."""
+_WINDOW = 5000
+"""Dead letters held unacked at most (the prefetch of one reading consumer)."""
 _IDLE_S = 5.0
 """A pass ends early when the queue delivers nothing for this long (someone else took
 the dead letters it expected)."""
@@ -330,31 +333,42 @@ Decide = Callable[[list[DeadLetter]], Awaitable[list[Action]]]
 
 
 async def scan(broker: Broker, topology: Topology, decide: Decide) -> int:
-    """Read the dead letters the queue holds now, in order, a chunk at a time: ``decide``
-    says per dead letter whether to keep it or what to publish before removing it. Every
-    chunk's messages (copies of those kept included) are confirmed before its dead letters
-    are acked. Returns how many dead letters it read."""
+    """Read the dead letters the queue holds now, in order: ``decide`` says per dead letter
+    whether to keep it or what to publish before removing it. Returns how many it read.
+
+    The queue is read in windows of at most :data:`_WINDOW` dead letters, each by a
+    consumer whose prefetch is exactly the window: the broker hands over the window's dead
+    letters and nothing more (never the copies this pass puts behind them), and none is
+    settled before the whole window was decided and every message it needs (copies of
+    those kept, replays) was confirmed. Then the window is acked: the queue holds the same
+    dead letters in the same order, minus those removed."""
     queue = topology.dead_queue
-    depth = await broker.queue_depth(queue)
-    if depth <= 0:
-        return 0
-    inbox: asyncio.Queue[Delivery] = asyncio.Queue()
-    consumer = await broker.consume(queue, min(depth, _CHUNK), inbox.put_nowait)
-    cancelled = False
+    remaining = await broker.queue_depth(queue)
     seen = 0
+    while remaining > 0:
+        window = min(remaining, _WINDOW)
+        taken = await _window(broker, topology, queue, window, decide)
+        seen += taken
+        remaining -= taken
+        if taken < window:  # someone else took dead letters meanwhile
+            break
+    return seen
+
+
+async def _window(broker: Broker, topology: Topology, queue: str, window: int,
+                  decide: Decide) -> int:
+    inbox: asyncio.Queue[Delivery] = asyncio.Queue()
+    consumer = await broker.consume(queue, window, inbox.put_nowait)
+    taken: list[Delivery] = []
     try:
-        while seen < depth:
+        while len(taken) < window:
             try:
                 async with asyncio.timeout(_IDLE_S):
                     chunk = [await inbox.get()]
             except TimeoutError:
                 break
-            while not inbox.empty() and len(chunk) < _CHUNK and seen + len(chunk) < depth:
+            while not inbox.empty() and len(chunk) < _CHUNK and len(taken) + len(chunk) < window:
                 chunk.append(inbox.get_nowait())
-            seen += len(chunk)
-            if seen >= depth:  # what comes now are our own copies: stop before taking them
-                await consumer.cancel()
-                cancelled = True
             letters = [DeadLetter.read(d) for d in chunk]
             actions = await decide(letters)
             outgoing: list[Outgoing] = []
@@ -362,14 +376,40 @@ async def scan(broker: Broker, topology: Topology, decide: Decide) -> int:
                 outgoing.extend([_copy(broker, topology, letter.delivery)]
                                 if isinstance(action, _Keep) else action)
             await broker.publish(outgoing)
-            for delivery in chunk:
-                broker.ack(delivery)
+            taken.extend(chunk)
+        # All confirmed (copies and replays are in the broker): ack while the consumer
+        # still exists (a quorum queue does not take acks for a cancelled consumer), and
+        # wait until the broker processed them before cancelling.
+        for delivery in taken:
+            broker.ack(delivery)
+        await _acks_processed(consumer, window)
     finally:
-        if not cancelled:
-            await consumer.cancel()
-        while not inbox.empty():  # copies delivered beyond the pass: the broker keeps them
-            broker.nack(inbox.get_nowait(), requeue=True)
-    return seen
+        await consumer.cancel()
+    # Copies the broker offered once the acks freed the window are left unsettled: they
+    # go back to the head of the queue, in order, when the connection closes.
+    return len(taken)
+
+
+async def _acks_processed(consumer: Consumer, prefetch: int) -> None:
+    """Return once the broker processed the acks sent on ``consumer``'s channel.
+
+    A quorum queue requeues what a closing channel holds unacked, and acks the broker has
+    not processed yet when the connection closes are lost to that: the dead letters would
+    come back beside their copies. A synchronous request on the same channel (basic.qos,
+    changing nothing) is answered only after the frames before it, the acks, were handled.
+    The in-process broker settles at once."""
+    channel = getattr(consumer, "_channel", None)
+    if channel is None or not getattr(channel, "is_open", False):
+        return
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def answered(_frame: object) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    channel.basic_qos(prefetch_count=prefetch, callback=answered)
+    async with asyncio.timeout(30):
+        await done
 
 
 def _copy(broker: Broker, topology: Topology, delivery: Delivery) -> Outgoing:

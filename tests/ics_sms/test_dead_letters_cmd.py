@@ -220,3 +220,19 @@ async def test_dead_letters_of_a_refused_sender_are_replayed_once_after_a_new_to
                 if auth == f"Bearer {NEW_TOKEN}" for r in req["smstosend"]]
     assert len(accepted) == 2 and len(set(accepted)) == 2  # each message once
     assert (await listed(settings))["count"] == 1
+
+
+async def test_a_long_queue_is_read_in_chunks_and_keeps_its_order(
+        amqp_settings: Settings, broker: Broker) -> None:
+    settings = amqp_settings
+    count = 450  # more than two chunks
+    for start in range(0, count, 150):
+        await asyncio.gather(*(dead_letter(settings, broker, request(i), "dlt")
+                               for i in range(start, start + 150)))
+    orders = []
+    for _ in range(3):
+        found = await listed(settings, "--limit", str(count))
+        orders.append([d["message_id"] for d in found["dead_letters"]])
+    assert orders[0] == orders[1] == orders[2]  # each pass leaves the queue as it was
+    assert sorted(orders[0]) == sorted(f"m{i}" for i in range(count))
+    assert await broker.queue_depth(settings.topology.dead_queue) == count
