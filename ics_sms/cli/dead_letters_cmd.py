@@ -3,12 +3,13 @@
 Reading never loses a dead letter. The commands consume ``sms.dead`` with manual acks and
 put every dead letter they only looked at back at the end of the queue as an exact copy
 (same body, headers and message id) that the broker confirmed *before* the original is
-acked. Nothing is requeued with a nack, so no dead letter's redelivery count grows: a
-broker whose quorum queues have a delivery limit (RabbitMQ 4 sets 20 by default) never
-drops one because an operator listed it often. A pass handles the dead letters the queue
-held when it started, in order, so the queue keeps its order (see :func:`scan`). (A
-crash between the confirmed copies and the acks leaves dead letters twice: replay treats
-the copies as one.)
+acked. No dead letter is requeued with a nack, so redelivery counts do not add up: a copy
+starts at zero, and at most the copies the broker offers at the end of a pass go back
+once (see :func:`scan`); a broker whose quorum queues have a delivery limit (RabbitMQ 4
+sets 20 by default) never drops one because an operator listed it often. A pass handles
+the dead letters the queue held when it started, in order, so the queue keeps its order.
+(A crash between the confirmed copies and the acks leaves dead letters twice: replay
+treats the copies as one.)
 
 Replay is idempotent by ``message_id``: it reopens the message's record in the message
 store (:meth:`~ics_sms.stores.messages.MessageStore.reopen`) only if ICS certainly never
@@ -338,10 +339,12 @@ async def scan(broker: Broker, topology: Topology, decide: Decide) -> int:
 
     The queue is read in windows of at most :data:`_WINDOW` dead letters, each by a
     consumer whose prefetch is exactly the window: the broker hands over the window's dead
-    letters and nothing more (never the copies this pass puts behind them), and none is
-    settled before the whole window was decided and every message it needs (copies of
-    those kept, replays) was confirmed. Then the window is acked: the queue holds the same
-    dead letters in the same order, minus those removed."""
+    letters and nothing more until they are settled, and none is settled before the whole
+    window was decided and every message it needs (copies of those kept, replays) was
+    confirmed. Then the window is acked: the queue holds the same dead letters in the same
+    order, minus those removed. (Copies the broker offers once the acks free the window
+    are left unsettled and return to the head of the queue, in order, when the connection
+    closes: one redelivery, on a copy the next pass replaces with a fresh one.)"""
     queue = topology.dead_queue
     remaining = await broker.queue_depth(queue)
     seen = 0
