@@ -7,7 +7,8 @@ acked. No dead letter is requeued with a nack, so redelivery counts do not add u
 starts at zero, and at most the copies the broker offers at the end of a pass go back
 once (see :func:`scan`); a broker whose quorum queues have a delivery limit (RabbitMQ 4
 sets 20 by default) never drops one because an operator listed it often. A pass handles
-the dead letters the queue held when it started, in order, so the queue keeps its order.
+the dead letters the queue held when it started, each once (the order of the copies the
+broker offers back at the end of a pass may change).
 (A crash between the confirmed copies and the acks leaves dead letters twice: replay
 treats the copies as one.)
 
@@ -341,10 +342,10 @@ async def scan(broker: Broker, topology: Topology, decide: Decide) -> int:
     consumer whose prefetch is exactly the window: the broker hands over the window's dead
     letters and nothing more until they are settled, and none is settled before the whole
     window was decided and every message it needs (copies of those kept, replays) was
-    confirmed. Then the window is acked: the queue holds the same dead letters in the same
-    order, minus those removed. (Copies the broker offers once the acks free the window
-    are left unsettled and return to the head of the queue, in order, when the connection
-    closes: one redelivery, on a copy the next pass replaces with a fresh one.)"""
+    confirmed. Then the window is acked: the queue holds the same dead letters, minus those
+    removed. (Copies the broker offers once the acks free the window are left unsettled
+    and return to the queue when the connection closes: one redelivery, on a copy the next
+    pass replaces with a fresh one; their order may change.)"""
     queue = topology.dead_queue
     remaining = await broker.queue_depth(queue)
     seen = 0
