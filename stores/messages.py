@@ -49,6 +49,7 @@ from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
     "FINAL_STATES",
+    "REPLAYABLE_CODES",
     "Applied",
     "Claim",
     "ClaimResult",
@@ -58,6 +59,8 @@ __all__ = [
     "MessageStore",
     "MessageStoreError",
     "RedisMessageStore",
+    "Reopen",
+    "ReopenResult",
     "State",
     "Transition",
     "TransitionResult",
@@ -228,6 +231,13 @@ class MessageStore(abc.ABC):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @abc.abstractmethod
+    async def reopen(self, reopens: Sequence[Reopen]) -> list[tuple[ReopenResult,
+                                                                     MessageRecord | None]]:
+        """Give dead-lettered messages that ICS certainly never got another life (an
+        operator's replay, see :class:`Reopen`): for each, what happened and the record as
+        it was found. One round trip, atomic per message. Raises MessageStoreError."""
+
 
 # -- in memory ----------------------------------------------------------------------------
 
@@ -374,6 +384,42 @@ class InMemoryMessageStore(MessageStore):
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def reopen(self, reopens: Sequence[Reopen]) -> list[tuple[ReopenResult,
+                                                                     MessageRecord | None]]:
+        now = self.clock()
+        origins: dict[str, str] = self.__dict__.setdefault("_reopened_for", {})
+        out: list[tuple[ReopenResult, MessageRecord | None]] = []
+        for item in reopens:
+            entry = self._get(item.message_id, now)
+            if entry is None:
+                origins.pop(item.message_id, None)
+                out.append((ReopenResult.MISSING, None))
+                continue
+            record = entry.record()
+            origin = origins.get(item.message_id)
+            if entry.fp and item.origin not in (entry.fp, origin):
+                out.append((ReopenResult.OTHER, record))
+            elif entry.state.final:
+                if not _never_sent(entry.state.value, entry.mid, entry.event_id, entry.final):
+                    out.append((ReopenResult.SENT, record))
+                    continue
+                self._reopen_entry(item, entry, now, origins)
+                out.append((ReopenResult.REOPENED, record))
+            elif entry.state is State.PENDING and origin == item.origin:
+                self._reopen_entry(item, entry, now, origins)
+                out.append((ReopenResult.REOPENED, record))
+            else:
+                out.append((ReopenResult.ACTIVE, record))
+        return out
+
+    def _reopen_entry(self, item: Reopen, entry: _Entry, now: float,
+                      origins: dict[str, str]) -> None:
+        entry.state, entry.fp, entry.attempt = State.PENDING, item.fingerprint, 1
+        entry.event_id, entry.final, entry.swept, entry.token, entry.lease = "", {}, False, "", 0.0
+        entry.expires = now + self.ttl_s
+        self._deadlines.pop(item.message_id, None)
+        origins[item.message_id] = item.origin
 
 
 # -- Redis ----------------------------------------------------------------------------------
@@ -640,6 +686,121 @@ class RedisMessageStore(RedisStore, MessageStore):
             return
         with self.failing_as("clear swept deadlines"):
             await self._swept(keys=[self._deadlines], args=[self._prefix, *message_ids])
+
+
+    async def reopen(self, reopens: Sequence[Reopen]) -> list[tuple[ReopenResult,
+                                                                     MessageRecord | None]]:
+        if not reopens:
+            return []
+        script = self.__dict__.get("_reopen_script")
+        if script is None:
+            script = self.__dict__["_reopen_script"] = self._client.register_script(_REOPEN_LUA)
+        args: list[str | bytes | int | float] = [
+            *self._head(), ",".join(sorted(REPLAYABLE_CODES))]
+        for item in reopens:
+            args += [item.origin, item.fingerprint]
+        keys = [self._deadlines, *(self._prefix + item.message_id for item in reopens)]
+        with self.failing_as("reopen messages"):
+            rows = await script(keys=keys, args=args)
+        return [(ReopenResult(_text(row[0])),
+                 _record(item.message_id, row[1:]) if row[1] else None)
+                for item, row in zip(reopens, rows, strict=True)]
+
+
+# -- reopening (``ics-sms dead-letters replay``) ---------------------------------------------
+#
+# A replay gives a dead-lettered message a new life only when ICS certainly never got it:
+# the record is final, holds no ICS message id, and its final is one the worker decided
+# before any ICS request took the message (REPLAYABLE_CODES; or ``expired`` with no code:
+# its validity passed before it was sent; never the sweeper's ``no_receipt``, never a final
+# a receipt made). The record then goes back to ``pending`` with the replay's fingerprint
+# (so the replayed publish is claimed, and any older publish of it is a duplicate) and
+# remembers in ``ro`` the dead letter it was reopened for: the same dead letter replayed
+# again (a replay that stopped before removing it) re-points a record still ``pending``
+# at the new publish, and is refused once that publish was claimed. Either way ICS gets
+# the message at most once more, and only after it certainly never got it.
+
+REPLAYABLE_CODES = frozenset({"sender_unauthorized", "retries_exhausted", "unknown_sender",
+                              "sender_disabled", "dlt", "ics_refused"})
+"""``error_code`` of the finals a worker records for a message ICS never took: refused
+before any ICS request (unknown or disabled sender, DLT), ICS refused the sender's
+credentials or the message itself, or every attempt failed before ICS took it. (A sender
+with ``resend_uncertain`` opted into resending messages ICS may have, so one of its
+``retries_exhausted`` messages may have reached ICS in an earlier attempt.)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Reopen:
+    """Reopen ``message_id`` for the replay of one of its dead letters."""
+
+    message_id: str
+    origin: str
+    """:func:`fingerprint` of the dead letter (its request and its publish id): the record
+    must be this publication's (a duplicate's dead letter never reopens its message)."""
+    fingerprint: str
+    """:func:`fingerprint` of the replay (the request it publishes and its new publish id)."""
+
+
+class ReopenResult(StrEnum):
+    REOPENED = "reopened"  # now pending for the replay: publish it
+    MISSING = "missing"  # no record (never claimed, or past retention): publish it
+    SENT = "sent"  # final, and ICS has or may have it: never replay
+    ACTIVE = "active"  # not final (on its way, maybe an earlier replay): nothing to do
+    OTHER = "other"  # the record is another publication's: not this dead letter's message
+
+
+def _never_sent(state: str, mid: str | None, event_id: str, final: dict[str, str]) -> bool:
+    """Whether a final record certainly never reached ICS (the in-memory twin of the
+    script's test)."""
+    if mid or event_id == "no_receipt" or not final:
+        return False
+    code = final.get("error_code", "")
+    return code in REPLAYABLE_CODES or (state == State.EXPIRED.value and code == "")
+
+
+_REOPEN_LUA = f"""
+local out = {{}}
+local plen = tonumber(ARGV[4])
+local codes = {{}}
+for code in string.gmatch(ARGV[5], '[^,]+') do codes[code] = true end
+local final = {{delivered = true, failed = true, rejected = true, expired = true}}
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local id = string.sub(key, plen + 1)
+  local origin, fp = ARGV[6 + (i - 2) * 2], ARGV[7 + (i - 2) * 2]
+  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fp', 'fe', 'ro')
+  local s = r[1]
+  local code
+  if not s then
+    code = 'missing'
+  elseif r[6] and r[6] ~= origin and r[8] ~= origin then
+    code = 'other'
+  elseif final[s] then
+    local safe = false
+    if not r[3] and r[7] ~= 'no_receipt' and r[5] and r[5] ~= '' then
+      local ok, f = pcall(cjson.decode, r[5])
+      if ok and type(f) == 'table' then
+        local ec = f['error_code']
+        if type(ec) ~= 'string' then ec = '' end
+        safe = codes[ec] or (s == 'expired' and ec == '')
+      end
+    end
+    if safe then code = 'reopened' else code = 'sent' end
+  elseif s == 'pending' and r[8] == origin then
+    code = 'reopened'
+  else
+    code = 'active'
+  end
+  if code == 'reopened' then
+    redis.call('HSET', key, 's', 'pending', 'fp', fp, 'a', '1', 'ro', origin)
+    redis.call('HDEL', key, 'fe', 'fj', 'x', 'ct', 'le')
+    redis.call('EXPIRE', key, ARGV[1])
+    redis.call('ZREM', KEYS[1], id)
+  end
+  out[#out + 1] = {{code, r[1] or '', r[2] or '1', r[3] or '', r[4] or '', r[5] or ''}}
+end
+return out
+"""
 
 
 def open_message_store(settings: Settings) -> MessageStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,11 @@ from ics_sms.schemas.topology import (
     Topology,
 )
 
-__all__ = ["Outcomes"]
+__all__ = ["HEADER_DEAD_AT", "HEADER_SOURCE_QUEUE", "Outcomes"]
+
+HEADER_DEAD_AT = "x-ics-dead-at"
+"""Epoch seconds when a worker dead-lettered the message (``ics-sms dead-letters`` ages)."""
+HEADER_SOURCE_QUEUE = "x-ics-source-queue"
 
 
 class Outcomes:
@@ -59,7 +64,7 @@ class Outcomes:
     def dead_copy(self, delivery: Delivery, reason: str, error: str) -> Outgoing:
         headers: dict[str, Any] = dict(delivery.headers)
         headers.update({HEADER_REASON: reason, HEADER_ERROR: error[:500],
-                        "x-ics-source-queue": delivery.queue})
+                        HEADER_SOURCE_QUEUE: delivery.queue, HEADER_DEAD_AT: int(time.time())})
         return Outgoing(self.topology.dead_exchange, delivery.routing_key, delivery.body,
                         headers=headers, message_id=delivery.message_id)
 

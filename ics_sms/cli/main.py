@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from ics_sms import __version__
 from ics_sms.cli.bench_cmd import bench_command
 from ics_sms.cli.common import CliError, ErrorHandlingGroup, load_settings
+from ics_sms.cli.dead_letters_cmd import dead_letters_group
 from ics_sms.cli.demo_cmd import demo_command
 from ics_sms.cli.events_cmd import events_command
 from ics_sms.cli.publish_cmd import publish_command
@@ -54,6 +55,7 @@ cli.add_command(worker_command)
 cli.add_command(receiver_command)
 cli.add_command(events_command)
 cli.add_command(bench_command)
+cli.add_command(dead_letters_group)
 
 
 def main() -> None:

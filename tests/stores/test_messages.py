@@ -17,6 +17,8 @@ from ics_sms.stores.messages import (
     InMemoryMessageStore,
     MessageStore,
     RedisMessageStore,
+    Reopen,
+    ReopenResult,
     State,
     Transition,
     TransitionResult,
@@ -264,3 +266,76 @@ def test_open_picks_memory_or_redis() -> None:
     memory = open_message_store(Settings(redis_url="memory://"))
     assert isinstance(memory, InMemoryMessageStore)
     assert isinstance(open_message_store(Settings()), RedisMessageStore)
+
+
+# -- reopen (dead-letter replay) --------------------------------------------------------------
+
+
+def failed(i: int, code: str, status: State = State.FAILED, mid: str | None = None) -> Transition:
+    return Transition(f"m{i}", status, provider_message_id=mid, event_id=f"e{i}",
+                      final={"status": status.value, "error_code": code, "error": "why"})
+
+
+class TestReopen:
+    async def test_a_message_ics_never_got_is_reopened_for_the_replay_only(
+            self, store: MessageStore) -> None:
+        await store.claim([claim(1)])
+        await store.apply([failed(1, "sender_unauthorized")])
+        [(result, record)] = await store.reopen([Reopen("m1", "fp", "fp-replay")])
+        assert result is ReopenResult.REOPENED
+        assert record is not None and record.state is State.FAILED  # as it was found
+        # the dead letter's own publication is now a duplicate; the replay is claimed
+        assert (await store.claim([claim(1)]))[0][0] is ClaimResult.DUPLICATE
+        [(claimed, _)] = await store.claim([claim(1, fp="fp-replay", attempt=1)])
+        assert claimed is ClaimResult.CLAIMED
+        # the old final is gone: the replay's own final wins, and a re-emission has none
+        [applied] = await store.apply([Transition("m1", State.SUBMITTED,
+                                                  provider_message_id="mid-1")], records=True)
+        assert applied.record is not None and applied.record.final == {}
+        [final] = await store.apply([Transition("m1", State.DELIVERED, event_id="d")])
+        assert final.result is TransitionResult.APPLIED
+
+    async def test_replaying_the_same_dead_letter_twice_sends_once(
+            self, store: MessageStore) -> None:
+        await store.claim([claim(1)])
+        await store.apply([failed(1, "retries_exhausted")])
+        first = await store.reopen([Reopen("m1", "fp", "r1")])
+        # the first replay stopped before removing its dead letter: replayed again while
+        # the first replay was not claimed, the record follows the newest replay
+        again = await store.reopen([Reopen("m1", "fp", "r2")])
+        assert [first[0][0], again[0][0]] == [ReopenResult.REOPENED] * 2
+        assert (await store.claim([claim(1, fp="r1")]))[0][0] is ClaimResult.DUPLICATE
+        assert (await store.claim([claim(1, fp="r2")]))[0][0] is ClaimResult.CLAIMED
+        # once claimed, a third replay of the dead letter finds it on its way
+        [(third, record)] = await store.reopen([Reopen("m1", "fp", "r3")])
+        assert third is ReopenResult.ACTIVE
+        assert record is not None and record.state is State.SENDING
+
+    async def test_never_what_ics_has_or_may_have(self, store: MessageStore,
+                                                  clock: Clock) -> None:
+        await store.claim([claim(i) for i in range(1, 7)])
+        await store.apply([
+            Transition("m1", State.SUBMITTED, provider_message_id="mid-1"),
+            Transition("m1", State.DELIVERED, event_id="d1"),
+            failed(2, "sender_unauthorized", mid="mid-2"),   # a mid: ICS took it
+            Transition("m3", State.UNCERTAIN),
+            failed(4, "ics_request"),                        # not a code that proves it
+            Transition("m5", State.FAILED, event_id="r5"),   # a receipt's final
+            failed(6, "", State.EXPIRED),                    # expired before sending
+        ])
+        clock.now += DEADLINE_S + 1
+        await store.sweep()  # m3 ends expired no_receipt: ICS may have it
+        results = await store.reopen([Reopen(f"m{i}", "fp", "r") for i in range(1, 7)])
+        assert [r for r, _ in results] == [
+            ReopenResult.SENT, ReopenResult.SENT, ReopenResult.SENT, ReopenResult.SENT,
+            ReopenResult.SENT, ReopenResult.REOPENED]
+
+    async def test_a_duplicate_never_reopens_its_message(self, store: MessageStore) -> None:
+        await store.claim([claim(1), claim(2)])
+        await store.apply([failed(1, "dlt")])
+        results = await store.reopen([Reopen("m1", "fp-of-the-duplicate", "r"),
+                                      Reopen("m2", "fp", "r"), Reopen("m9", "fp", "r")])
+        assert [r for r, _ in results] == [ReopenResult.OTHER, ReopenResult.ACTIVE,
+                                           ReopenResult.MISSING]
+        assert (await store.claim([claim(1, fp="r")]))[0][0] is ClaimResult.DUPLICATE
+        assert await store.reopen([]) == []
