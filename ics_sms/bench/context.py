@@ -94,13 +94,14 @@ async def _cleanup(settings: Settings) -> None:
 
 
 async def delete_contexts(settings: Settings) -> None:
-    """Delete the namespace's message contexts from Redis (workers write one per message)."""
+    """Delete the namespace's keys from Redis (a record per message, short links, rates,
+    and the contexts older workers wrote)."""
     if settings.redis_url.startswith("memory:"):
         return
     client = Redis.from_url(settings.redis_url)
     try:
         batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"ics-sms:{settings.namespace}ctx:*", count=5000):
+        async for key in client.scan_iter(match=f"ics-sms:{settings.namespace}*", count=5000):
             batch.append(key)
             if len(batch) >= 5000:
                 await client.unlink(*batch)
@@ -108,6 +109,6 @@ async def delete_contexts(settings: Settings) -> None:
         if batch:
             await client.unlink(*batch)
     except (RedisError, OSError) as exc:
-        log.warning("bench contexts not deleted", namespace=settings.namespace, error=str(exc))
+        log.warning("bench keys not deleted", namespace=settings.namespace, error=str(exc))
     finally:
         await client.aclose()

@@ -629,13 +629,14 @@ class Stack:
             connection.close()
 
     def _delete_contexts(self) -> None:
-        """Workers leave one message context per message in Redis (15-day TTL)."""
+        """Workers leave a record per message in Redis (days of TTL), and older ones a
+        context: everything of the stack's namespace goes."""
         if self.redis_url.startswith("memory:"):
             return
         client = Redis.from_url(self.redis_url, socket_timeout=5)
         try:
             batch: list[bytes] = []
-            for key in client.scan_iter(match=f"ics-sms:{self.namespace}ctx:*", count=5000):
+            for key in client.scan_iter(match=f"ics-sms:{self.namespace}*", count=5000):
                 batch.append(key)
                 if len(batch) >= 5000:
                     client.unlink(*batch)

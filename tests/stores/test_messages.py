@@ -60,7 +60,7 @@ async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[M
     yield redis_store
     await redis_store.close()
     client = Redis.from_url(url)
-    keys = list(client.scan_iter(match=prefix + "*"))
+    keys = list(client.scan_iter(match=prefix + "*", count=10_000))
     if keys:
         client.delete(*keys)
     client.close()
