@@ -24,7 +24,7 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.senders import open_sender_source
 from ics_sms.workers.outcomes import Outcomes
-from tests.workers.conftest import SERVICE, FakeIcs, accept_all, request, running_worker
+from tests.workers.conftest import SERVICE, FakeIcs, accept_all, request, running_worker, serving
 
 pytestmark = pytest.mark.usefixtures("isolated_logging")
 
@@ -155,16 +155,8 @@ async def refusing_ics() -> AsyncIterator[FakeIcs]:
         return web.json_response({"error": "invalid credentials"}, status=401)
 
     fake.responders.append(answer)
-    app = web.Application()
-    app.router.add_post("/datasend", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
+    async with serving(fake):
+        yield fake
 
 
 async def test_dead_letters_of_a_refused_sender_are_replayed_once_after_a_new_token(

@@ -81,9 +81,9 @@ def status(code: int, headers: dict[str, str] | None = None) -> Callable[..., we
     return lambda _body: web.json_response({"error": "scripted"}, status=code, headers=headers)
 
 
-@pytest.fixture
-async def fake_ics() -> AsyncIterator[FakeIcs]:
-    fake = FakeIcs()
+@contextlib.asynccontextmanager
+async def serving(fake: FakeIcs) -> AsyncIterator[FakeIcs]:
+    """``fake`` answering /datasend on a free local port (its ``url``) while inside."""
     app = web.Application()
     app.router.add_post("/datasend", fake.handle)
     runner = web.AppRunner(app)
@@ -92,8 +92,16 @@ async def fake_ics() -> AsyncIterator[FakeIcs]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     fake.url = f"http://127.0.0.1:{port}"
-    yield fake
-    await runner.cleanup()
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def fake_ics() -> AsyncIterator[FakeIcs]:
+    async with serving(FakeIcs()) as fake:
+        yield fake
 
 
 @pytest.fixture(params=["rabbitmq", "memory"])

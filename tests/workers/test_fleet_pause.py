@@ -9,7 +9,6 @@ of the pause before its first request: it read the pause in the rate store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -20,25 +19,17 @@ from aiohttp import web
 from ics_sms.broker.connect import open_broker
 from ics_sms.schemas.messages import Status
 from ics_sms.schemas.settings import Settings
-from tests.workers.conftest import FakeIcs, Pipeline, accept_all, request, running_worker, status
+from tests.workers.conftest import (
+    FakeIcs,
+    Pipeline,
+    accept_all,
+    request,
+    running_worker,
+    serving,
+    status,
+)
 
 PAUSE_S = 3.0
-
-
-@contextlib.asynccontextmanager
-async def serving(fake: FakeIcs) -> AsyncIterator[FakeIcs]:
-    app = web.Application()
-    app.router.add_post("/datasend", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.url = f"http://127.0.0.1:{port}"
-    try:
-        yield fake
-    finally:
-        await runner.cleanup()
 
 
 def timed(times: list[float], responder: Callable[[dict[str, Any]], web.Response],
