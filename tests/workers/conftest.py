@@ -160,14 +160,23 @@ class Pipeline:
             return [await self.dead.get() for _ in range(count)]
 
 
+@contextlib.asynccontextmanager
+async def open_pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
+    """A :class:`Pipeline` on the settings' broker, topology declared, events being read."""
+    broker = await open_broker(settings, name="test pipeline")
+    try:
+        await broker.declare(settings.topology)
+        pipe = Pipeline(settings, broker)
+        await pipe.start_reading()
+        yield pipe
+    finally:
+        await broker.close()
+
+
 @pytest.fixture
 async def pipeline(worker_settings: Settings) -> AsyncIterator[Pipeline]:
-    broker = await open_broker(worker_settings, name="test pipeline")
-    await broker.declare(worker_settings.topology)
-    pipe = Pipeline(worker_settings, broker)
-    await pipe.start_reading()
-    yield pipe
-    await broker.close()
+    async with open_pipeline(worker_settings) as pipe:
+        yield pipe
 
 
 @contextlib.asynccontextmanager

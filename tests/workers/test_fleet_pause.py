@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ics_sms.broker.connect import open_broker
 from ics_sms.schemas.messages import Status
 from ics_sms.schemas.settings import Settings
 from tests.workers.conftest import (
     FakeIcs,
     Pipeline,
     accept_all,
+    open_pipeline,
     request,
     running_worker,
     serving,
@@ -45,12 +45,8 @@ def timed(times: list[float], responder: Callable[[dict[str, Any]], web.Response
 
 @pytest.fixture
 async def pipeline(amqp_settings: Settings) -> AsyncIterator[Pipeline]:
-    broker = await open_broker(amqp_settings, name="test pipeline")
-    await broker.declare(amqp_settings.topology)
-    pipe = Pipeline(amqp_settings, broker)
-    await pipe.start_reading()
-    yield pipe
-    await broker.close()
+    async with open_pipeline(amqp_settings) as pipe:
+        yield pipe
 
 
 @pytest.mark.parametrize("refusal", ["429", "401"])
