@@ -214,6 +214,11 @@ class Settings(BaseSettings):
         default=72 * 3600, gt=0,
         description="A submitted message with no final receipt by then ends expired.",
     )
+    retention_s: int = Field(
+        default=30 * 24 * 3600, ge=3600,
+        description="How long per-message records, their timelines, the phone number index "
+                    "and campaign counts are kept (at least the dedupe window).",
+    )
     claim_lease_s: float = Field(
         default=60.0, gt=0, le=3600,
         description="How long a batch's claim on its messages lasts before its ICS request; "

@@ -36,15 +36,24 @@ from __future__ import annotations
 import abc
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import orjson
 
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.context import MEMORY_URL, MessageContext, decode_many
+from ics_sms.stores.history import (
+    COUNTED_STATES,
+    RATE_TAU_S,
+    CampaignCounts,
+    MessageView,
+    TimelineEntry,
+    decayed_rate,
+)
 from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
@@ -118,6 +127,8 @@ class Claim:
     attempt: int
     context: MessageContext
     smsgid: str = ""
+    to: str = ""
+    """The recipient (E.164): indexed for ``ics-sms messages find --to``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +169,16 @@ class Transition:
     token: str = ""
     """The claim token of the batch making it: applies only while that claim holds (and
     allows ``uncertain -> pending``: the batch's own request certainly failed)."""
+    error_code: str = ""
+    """For a final: its error code, counted per campaign and shown in the timeline
+    (defaults to ``final["error_code"]``)."""
+    sent: bool = False
+    """ICS certainly had the message (a receipt): its segments count as sent if no
+    ``submitted`` transition counted them."""
+
+    @property
+    def code(self) -> str:
+        return self.error_code or (self.final or {}).get("error_code", "") or ""
 
 
 class TransitionResult(StrEnum):
@@ -185,15 +206,19 @@ class MessageStore(abc.ABC):
     """Per-message records; every method is one round trip for the whole batch."""
 
     def __init__(self, *, window_s: int, receipt_deadline_s: float,
+                 retention_s: int = 30 * 86400,
                  clock: Callable[[], float] = time.time) -> None:
         self.window_s = window_s
         self.receipt_deadline_s = receipt_deadline_s
+        self.retention_s = retention_s
         self.clock = clock
 
     @property
     def ttl_s(self) -> int:
-        """Records live for the dedupe window, and always past the receipt deadline."""
-        return int(max(self.window_s, self.receipt_deadline_s + 86400))
+        """Records (with their timelines, the phone index and the campaign counts) live
+        for the retention period, at least the dedupe window, always past the receipt
+        deadline."""
+        return int(max(self.window_s, self.receipt_deadline_s + 86400, self.retention_s))
 
     @abc.abstractmethod
     async def claim(self, claims: Sequence[Claim], *, token: str = "",
@@ -224,6 +249,35 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections."""
+
+    # -- what happened (the operator's views; see :mod:`ics_sms.stores.history`) --
+
+    @abc.abstractmethod
+    async def announce(self, campaign_id: str, published: int) -> None:
+        """The publisher confirmed ``published`` more messages of ``campaign_id``."""
+
+    @abc.abstractmethod
+    async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
+        """Count clicks: ``(message_id, url, event_id)`` each. A click event counted before
+        (ICS sends a receipt again) is not counted again; messages without a record are
+        not counted."""
+
+    @abc.abstractmethod
+    async def campaigns(self, limit: int = 20) -> list[CampaignCounts]:
+        """The campaigns with the most recent activity first."""
+
+    @abc.abstractmethod
+    async def campaign(self, campaign_id: str) -> CampaignCounts | None:
+        """One campaign's counts; None when nothing is known of it."""
+
+    @abc.abstractmethod
+    async def message(self, message_id: str) -> MessageView | None:
+        """One message with its timeline; None when it has no record."""
+
+    @abc.abstractmethod
+    async def find(self, to: str, *, since: float | None = None,
+                   limit: int = 50) -> list[MessageView]:
+        """The messages to ``to`` (E.164), newest first, claimed at or after ``since``."""
 
     async def __aenter__(self) -> MessageStore:
         return self
@@ -256,20 +310,82 @@ class _Entry:
     swept: bool = False
     token: str = ""
     lease: float = 0.0
+    campaign: str = ""
+    to: str = ""
+    created: float = 0.0
+    segments: int = 1
+    code: str = ""
+    clicks: int = 0
+    timeline: list[TimelineEntry] = field(default_factory=list)
 
     def record(self) -> MessageRecord:
         return MessageRecord(self.state, self.attempt, self.mid, self.context, dict(self.final),
                              self.lease)
+
+    def view(self, message_id: str) -> MessageView:
+        context = self.context
+        return MessageView(message_id, self.state.value, self.campaign or None,
+                           context.sender if context else None, self.to or None, self.attempt,
+                           self.mid, context.segments if context else None, dict(self.final),
+                           self.clicks, self.created or None, tuple(self.timeline))
+
+
+@dataclass(slots=True)
+class _Campaign:
+    states: dict[str, int] = field(default_factory=dict)
+    reached: int = 0
+    published: int = 0
+    codes: dict[str, int] = field(default_factory=dict)
+    segments: int = 0
+    clicks: int = 0
+    unique: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    rate: float = 0.0
+    rate_at: float = 0.0
+
+    def counts(self, campaign_id: str, now: float) -> CampaignCounts:
+        return CampaignCounts(campaign_id, {k: v for k, v in self.states.items() if v},
+                              self.reached, self.published,
+                              {k: v for k, v in self.codes.items() if v}, self.segments,
+                              self.clicks, self.unique, self.first or None, self.last or None,
+                              decayed_rate(self.rate, self.rate_at, now), now)
 
 
 class InMemoryMessageStore(MessageStore):
     """The same transitions on dicts of one process."""
 
     def __init__(self, *, window_s: int = 7 * 86400, receipt_deadline_s: float = 72 * 3600,
-                 clock: Callable[[], float] = time.time) -> None:
-        super().__init__(window_s=window_s, receipt_deadline_s=receipt_deadline_s, clock=clock)
+                 retention_s: int = 30 * 86400, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(window_s=window_s, receipt_deadline_s=receipt_deadline_s,
+                         retention_s=retention_s, clock=clock)
         self._entries: dict[str, _Entry] = {}
         self._deadlines: dict[str, float] = {}
+        self._campaigns: dict[str, _Campaign] = {}
+        self._phones: dict[str, dict[str, float]] = {}
+
+    def _count(self, entry: _Entry, now: float, old: State | None, new: State | None,
+               *, note: str = "", code: str = "", sent: bool = False) -> None:
+        """The campaign counters and the timeline of one transition (as the scripts do)."""
+        if new is not None:
+            entry.timeline.append(TimelineEntry(now, new.value, entry.attempt, note))
+        if not entry.campaign:
+            return
+        camp = self._campaigns.setdefault(entry.campaign, _Campaign(first=now))
+        camp.last = now
+        if old is None and new is not None:
+            camp.reached += 1
+        if old is not None:
+            camp.states[old.value] = camp.states.get(old.value, 0) - 1
+        if new is not None:
+            camp.states[new.value] = camp.states.get(new.value, 0) + 1
+        if code and new is not None and new.final:
+            camp.codes[code] = camp.codes.get(code, 0) + 1
+            entry.code = code
+        if sent:
+            camp.segments += entry.segments
+            camp.rate = decayed_rate(camp.rate, camp.rate_at, now) + 1 / RATE_TAU_S
+            camp.rate_at = max(now, camp.rate_at)
 
     def __repr__(self) -> str:
         return f"<InMemoryMessageStore records={len(self._entries)} waiting={len(self._deadlines)}>"
@@ -290,14 +406,21 @@ class InMemoryMessageStore(MessageStore):
             if entry is None:
                 entry = self._entries[claim.message_id] = _Entry(
                     State.SENDING, claim.fingerprint, claim.attempt, claim.context,
-                    claim.smsgid, expires=now + self.ttl_s, token=token, lease=now + lease_s)
+                    claim.smsgid, expires=now + self.ttl_s, token=token, lease=now + lease_s,
+                    campaign=claim.context.campaign_id, to=claim.to, created=now,
+                    segments=claim.context.segments or 1)
                 self._deadlines[claim.message_id] = now + self.receipt_deadline_s
+                self._count(entry, now, None, State.SENDING)
+                if claim.to:
+                    self._phones.setdefault(claim.to, {})[claim.message_id] = now
                 out.append((ClaimResult.CLAIMED, None))
             elif entry.fp and entry.fp != claim.fingerprint:
                 out.append((ClaimResult.DUPLICATE, entry.record()))
             elif entry.state is State.PENDING or (
                     entry.state is State.SENDING and 0 < entry.lease < now):
-                entry.state, entry.attempt = State.SENDING, claim.attempt
+                old, entry.state, entry.attempt = entry.state, State.SENDING, claim.attempt
+                self._count(entry, now, old, State.SENDING,
+                            note="" if old is State.PENDING else "lease ran out")
                 entry.token, entry.lease = token, now + lease_s
                 self._deadlines[claim.message_id] = now + self.receipt_deadline_s
                 out.append((ClaimResult.CLAIMED, None))
@@ -321,15 +444,19 @@ class InMemoryMessageStore(MessageStore):
             if entry is None:
                 entry = self._entries[t.message_id] = _Entry(
                     t.to, "", 1, None, mid=t.provider_message_id, event_id=t.event_id,
-                    final=dict(t.final or {}), expires=now + self.ttl_s)
+                    final=dict(t.final or {}), expires=now + self.ttl_s, created=now)
+                self._count(entry, now, None, t.to, note=t.code)
                 return Applied(TransitionResult.APPLIED, entry.record())
             if entry.state.final:
                 same = bool(t.event_id) and t.event_id == entry.event_id
                 return Applied(TransitionResult.REPLAY if same else TransitionResult.LOST,
                                entry.record())
+            old = entry.state
             entry.state, entry.event_id, entry.final = t.to, t.event_id, dict(t.final or {})
             entry.mid = t.provider_message_id or entry.mid
             self._deadlines.pop(t.message_id, None)
+            self._count(entry, now, old, t.to, note=t.code, code=t.code,
+                        sent=t.sent and old in (State.SENDING, State.UNCERTAIN))
             return Applied(TransitionResult.APPLIED, entry.record())
         if entry is None:
             return Applied(TransitionResult.SKIPPED, None)
@@ -342,8 +469,10 @@ class InMemoryMessageStore(MessageStore):
                    (State.SENDING,)}.get(t.to, ())
         if entry.state not in allowed or (t.token and t.token != entry.token):
             return Applied(TransitionResult.SKIPPED, entry.record())
-        entry.state = t.to
+        old, entry.state = entry.state, t.to
         entry.mid = t.provider_message_id or entry.mid
+        self._count(entry, now, old, t.to, note=t.provider_message_id or "",
+                    sent=t.to is State.SUBMITTED)
         if t.to is State.PENDING:
             self._deadlines.pop(t.message_id, None)
         else:
@@ -366,8 +495,10 @@ class InMemoryMessageStore(MessageStore):
         for _deadline, message_id in due:
             entry = self._get(message_id, now)
             if entry is not None and entry.state in _WAITING:
-                entry.state, entry.swept = State.EXPIRED, True
+                old, entry.state, entry.swept = entry.state, State.EXPIRED, True
                 entry.event_id = "no_receipt"
+                self._count(entry, now, old, State.EXPIRED, note="no_receipt",
+                            code="no_receipt")
             if entry is not None and entry.state is State.EXPIRED and entry.swept:
                 self._deadlines[message_id] = now + retry_s
                 out.append(Expired(message_id, entry.record()))
@@ -384,6 +515,55 @@ class InMemoryMessageStore(MessageStore):
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    async def announce(self, campaign_id: str, published: int) -> None:
+        now = self.clock()
+        camp = self._campaigns.setdefault(campaign_id, _Campaign(first=now))
+        camp.published += published
+        camp.last = now
+
+    async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
+        now = self.clock()
+        seen: dict[str, set[str]] = self.__dict__.setdefault("_click_ids", {})
+        for message_id, url, event_id in clicks:
+            entry = self._get(message_id, now)
+            if entry is None or event_id in seen.setdefault(message_id, set()):
+                continue
+            seen[message_id].add(event_id)
+            entry.clicks += 1
+            entry.timeline.append(TimelineEntry(now, "clicked", entry.attempt, _note(url)))
+            camp = self._campaigns.get(entry.campaign)
+            if camp is not None:
+                camp.clicks += 1
+                camp.unique += entry.clicks == 1
+                camp.last = now
+
+    async def campaigns(self, limit: int = 20) -> list[CampaignCounts]:
+        now = self.clock()
+        recent = sorted(self._campaigns.items(), key=lambda kv: kv[1].last, reverse=True)
+        return [camp.counts(cid, now) for cid, camp in recent[:limit]]
+
+    async def campaign(self, campaign_id: str) -> CampaignCounts | None:
+        camp = self._campaigns.get(campaign_id)
+        return camp.counts(campaign_id, self.clock()) if camp is not None else None
+
+    async def message(self, message_id: str) -> MessageView | None:
+        entry = self._get(message_id, self.clock())
+        return entry.view(message_id) if entry is not None else None
+
+    async def find(self, to: str, *, since: float | None = None,
+                   limit: int = 50) -> list[MessageView]:
+        now = self.clock()
+        found = sorted(((at, mid) for mid, at in self._phones.get(to, {}).items()
+                        if since is None or at >= since), reverse=True)
+        views = []
+        for _at, message_id in found:
+            entry = self._get(message_id, now)
+            if entry is not None:
+                views.append(entry.view(message_id))
+            if len(views) >= limit:
+                break
+        return views
 
     async def reopen(self, reopens: Sequence[Reopen]) -> list[tuple[ReopenResult,
                                                                      MessageRecord | None]]:
@@ -415,6 +595,12 @@ class InMemoryMessageStore(MessageStore):
 
     def _reopen_entry(self, item: Reopen, entry: _Entry, now: float,
                       origins: dict[str, str]) -> None:
+        if entry.state.final:
+            camp = self._campaigns.get(entry.campaign)
+            if camp is not None and entry.code:
+                camp.codes[entry.code] = camp.codes.get(entry.code, 0) - 1
+            entry.code = ""
+            self._count(entry, now, entry.state, State.PENDING, note="replay")
         entry.state, entry.fp, entry.attempt = State.PENDING, item.fingerprint, 1
         entry.event_id, entry.final, entry.swept, entry.token, entry.lease = "", {}, False, "", 0.0
         entry.expires = now + self.ttl_s
@@ -435,28 +621,96 @@ class InMemoryMessageStore(MessageStore):
 
 _RECORD_FIELDS = "'s', 'a', 'mid', 'ctx', 'fj'"
 
-_CLAIM_LUA = f"""
+# What happened (stores/history.py): every script that changes a record's state also moves
+# one unit between the state counters of the record's campaign (hash ``{prefix}~c:{id}``,
+# field ``c`` of the record names the campaign), appends the change to the record's
+# timeline (field ``h``: ``time|state|attempt|note`` lines) and touches the campaign in
+# the index ``{prefix}~campaigns`` (score: latest activity). Counter changes are summed
+# per campaign during the script and written once at its end (``flush``), so a batch of
+# one campaign costs a few commands, not a few per message. ``_sub`` (messages ICS took
+# in this call) feeds the decaying submission rate (``rv`` as of ``rt``).
+_COUNT_LUA = f"""
+local cdelta = {{}}
+local function bump(c, f, n)
+  if not c or c == '' then return end
+  local d = cdelta[c]
+  if not d then d = {{}}; cdelta[c] = d end
+  d[f] = (d[f] or 0) + n
+end
+local function moved(c, from, to)
+  if from then bump(c, from, -1) end
+  if to then bump(c, to, 1) end
+end
+local function note(h, now, state, attempt, text)
+  local e = now .. '|' .. state .. '|' .. (attempt or '1') .. '|' .. (text or '')
+  if not h or h == '' then return e end
+  h = h .. '\\n' .. e
+  if #h > 4000 then
+    local cut = string.find(h, '\\n', #h - 4000, true)
+    if cut then h = string.sub(h, cut + 1) end
+  end
+  return h
+end
+local function flush(base, ttl, now)
+  for c, d in pairs(cdelta) do
+    local key = base .. '~c:' .. c
+    local sub = d['_sub']
+    d['_sub'] = nil
+    if sub and sub > 0 then
+      local v = redis.call('HMGET', key, 'rv', 'rt')
+      local rv, rt = tonumber(v[1] or '0') or 0, tonumber(v[2] or '0') or 0
+      if now > rt then rv = rv * math.exp(-(now - rt) / {RATE_TAU_S}); rt = now end
+      redis.call('HSET', key, 'rv', tostring(rv + sub / {RATE_TAU_S}), 'rt', tostring(rt))
+    end
+    for f, n in pairs(d) do
+      if n ~= 0 then redis.call('HINCRBY', key, f, n) end
+    end
+    redis.call('HSETNX', key, 't0', tostring(now))
+    redis.call('HSET', key, 't1', tostring(now))
+    redis.call('EXPIRE', key, ttl)
+    redis.call('ZADD', base .. '~campaigns', now, c)
+  end
+end
+"""
+
+_CLAIM_LUA = _COUNT_LUA + f"""
 local out = {{}}
 local plen = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
+local base = string.sub(KEYS[2], 1, plen)
+local keep = now - tonumber(ARGV[1])
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local b = 6 + (i - 2) * 4
+  local id = string.sub(key, plen + 1)
+  local b = 6 + (i - 2) * 7
   local fp = ARGV[b + 1]
-  local r = redis.call('HMGET', key, 'fp', {_RECORD_FIELDS}, 'le')
+  local r = redis.call('HMGET', key, 'fp', {_RECORD_FIELDS}, 'le', 'c', 'h')
   local le = tonumber(r[7] or '')
   local code
   if not r[2] then
+    local camp, to = ARGV[b + 6], ARGV[b + 5]
     redis.call('HSET', key, 's', 'sending', 'fp', fp, 'a', ARGV[b + 2], 'ctx', ARGV[b + 3],
-               'g', ARGV[b + 4], 'ct', ARGV[5], 'le', ARGV[6])
+               'g', ARGV[b + 4], 'ct', ARGV[5], 'le', ARGV[6], 'c', camp, 'to', to,
+               't0', ARGV[2], 'sg', ARGV[b + 7], 'h', note(nil, ARGV[2], 'sending', ARGV[b + 2]))
     redis.call('EXPIRE', key, ARGV[1])
-    redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    if to ~= '' then
+      local pk = base .. '~to:' .. to
+      redis.call('ZADD', pk, now, id)
+      redis.call('ZREMRANGEBYSCORE', pk, '-inf', '(' .. keep)
+      redis.call('EXPIRE', pk, ARGV[1])
+    end
+    bump(camp, 'n', 1)
+    moved(camp, nil, 'sending')
     code = 'claimed'
   elseif r[1] and r[1] ~= fp then
     code = 'duplicate'
   elseif r[2] == 'pending' or (r[2] == 'sending' and le and le < now) then
-    redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2], 'ct', ARGV[5], 'le', ARGV[6])
-    redis.call('ZADD', KEYS[1], ARGV[3], string.sub(key, plen + 1))
+    local why = ''
+    if r[2] == 'sending' then why = 'lease ran out' else moved(r[8], 'pending', 'sending') end
+    redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2], 'ct', ARGV[5], 'le', ARGV[6],
+               'h', note(r[9], ARGV[2], 'sending', ARGV[b + 2], why))
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
     code = 'claimed'
   elseif r[2] == 'sending' and le then
     code = 'wait'
@@ -471,12 +725,15 @@ for i = 2, #KEYS do
     out[#out + 1] = {{code, r[2], r[3] or '1', r[4] or '', r[5] or '', r[6] or '', r[7] or ''}}
   end
 end
+flush(base, ARGV[1], now)
 return out
 """
 
-_APPLY_LUA = f"""
+_APPLY_LUA = _COUNT_LUA + f"""
 local out = {{}}
 local plen = tonumber(ARGV[4])
+local now = tonumber(ARGV[2])
+local base = string.sub(KEYS[2], 1, plen)
 local final = {{delivered = true, failed = true, rejected = true, expired = true}}
 local from = {{submitted = {{sending = true, uncertain = true}},
                uncertain = {{sending = true}}, pending = {{sending = true}}}}
@@ -485,16 +742,19 @@ local fenced = {{submitted = {{sending = true, uncertain = true}},
 for i = 2, #KEYS do
   local key = KEYS[i]
   local id = string.sub(key, plen + 1)
-  local b = 5 + (i - 2) * 5
+  local b = 5 + (i - 2) * 7
   local to, mid, fe, fj, ct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe', 'ct')
+  local ec, sent = ARGV[b + 6], ARGV[b + 7]
+  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe', 'ct', 'c', 'h', 'sg')
+  local c = r[8]
   local allowed = from
   if ct ~= '' then allowed = fenced end
   local s = r[1]
   local code = 'skipped'
   if final[to] then
     if not s then
-      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'a', '1')
+      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'a', '1', 't0', ARGV[2],
+                 'h', note(nil, ARGV[2], to, '1', ec))
       if mid ~= '' then redis.call('HSET', key, 'mid', mid) end
       redis.call('EXPIRE', key, ARGV[1])
       r = {{to, '1', mid, false, fj, fe}}
@@ -502,7 +762,14 @@ for i = 2, #KEYS do
     elseif final[s] then
       if fe ~= '' and fe == r[6] then code = 'replay' else code = 'lost' end
     else
-      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj)
+      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'ec', ec,
+                 'h', note(r[9], ARGV[2], to, r[2], ec))
+      moved(c, s, to)
+      if ec ~= '' then bump(c, 'e:' .. ec, 1) end
+      if sent == '1' and (s == 'sending' or s == 'uncertain') then
+        bump(c, 'sg', tonumber(r[10] or '1') or 1)
+        bump(c, '_sub', 1)
+      end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
       redis.call('ZREM', KEYS[1], id)
       r[1] = to
@@ -513,7 +780,12 @@ for i = 2, #KEYS do
     if final[s] and to == 'submitted' and mid ~= '' then
       if not r[3] then redis.call('HSET', key, 'mid', mid); r[3] = mid end
     elseif allowed[to] and allowed[to][s] and (ct == '' or ct == r[7]) then
-      redis.call('HSET', key, 's', to)
+      redis.call('HSET', key, 's', to, 'h', note(r[9], ARGV[2], to, r[2], mid))
+      moved(c, s, to)
+      if to == 'submitted' then
+        bump(c, 'sg', tonumber(r[10] or '1') or 1)
+        bump(c, '_sub', 1)
+      end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
       if to == 'pending' then
         redis.call('ZREM', KEYS[1], id)
@@ -530,6 +802,7 @@ for i = 2, #KEYS do
     out[#out + 1] = code
   end
 end
+flush(base, ARGV[1], now)
 return out
 """
 
@@ -543,15 +816,18 @@ return out
 """The receiver's read: state, ICS's message id and context of every key (no final JSON,
 no attempt: a receipt check needs neither)."""
 
-_SWEEP_LUA = """
+_SWEEP_LUA = _COUNT_LUA + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, ARGV[5])
 local out = {}
 local waiting = {sending = true, submitted = true, uncertain = true}
 for _, id in ipairs(ids) do
   local key = ARGV[4] .. id
-  local r = redis.call('HMGET', key, 's', 'a', 'mid', 'ctx', 'fj', 'x')
+  local r = redis.call('HMGET', key, 's', 'a', 'mid', 'ctx', 'fj', 'x', 'c', 'h')
   if waiting[r[1]] then
-    redis.call('HSET', key, 's', 'expired', 'x', '1', 'fe', 'no_receipt')
+    redis.call('HSET', key, 's', 'expired', 'x', '1', 'fe', 'no_receipt', 'ec', 'no_receipt',
+               'h', note(r[8], ARGV[2], 'expired', r[2], 'no_receipt'))
+    moved(r[7], r[1], 'expired')
+    bump(r[7], 'e:no_receipt', 1)
     r[1] = 'expired'
     r[6] = '1'
   end
@@ -562,6 +838,7 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', KEYS[1], id)
   end
 end
+flush(ARGV[4], ARGV[1], tonumber(ARGV[2]))
 return out
 """
 
@@ -572,6 +849,11 @@ for i = 2, #ARGV do
 end
 return #ARGV - 1
 """
+
+
+def _note(text: str) -> str:
+    """A timeline note: one line, no field separator, bounded."""
+    return text.replace("|", "%7C").replace("\n", " ")[:300]
 
 
 _CLAIMED = ClaimResult.CLAIMED
@@ -613,10 +895,10 @@ class RedisMessageStore(RedisStore, MessageStore):
     error = MessageStoreError
 
     def __init__(self, url: str, *, prefix: str = "ics-sms:msg:", window_s: int = 7 * 86400,
-                 receipt_deadline_s: float = 72 * 3600, timeout_s: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 receipt_deadline_s: float = 72 * 3600, retention_s: int = 30 * 86400,
+                 timeout_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
         MessageStore.__init__(self, window_s=window_s, receipt_deadline_s=receipt_deadline_s,
-                              clock=clock)
+                              retention_s=retention_s, clock=clock)
         RedisStore.__init__(self, url, prefix=prefix, ttl_s=self.ttl_s, timeout_s=timeout_s)
         self._deadlines = prefix + "~deadlines"
         self._claim = self._client.register_script(_CLAIM_LUA)
@@ -624,6 +906,8 @@ class RedisMessageStore(RedisStore, MessageStore):
         self._sweep = self._client.register_script(_SWEEP_LUA)
         self._read = self._client.register_script(_READ_LUA)
         self._swept = self._client.register_script(_SWEPT_LUA)
+        self._click = self._client.register_script(_CLICK_LUA)
+        self._campaign_index = prefix + "~campaigns"
 
     def _head(self, now: float | None = None) -> list[str | bytes | int | float]:
         now = self.clock() if now is None else now
@@ -636,7 +920,8 @@ class RedisMessageStore(RedisStore, MessageStore):
         now = self.clock()
         args = [*self._head(now), token, now + lease_s]
         for c in claims:
-            args += [c.fingerprint, c.attempt, c.context.to_value(), c.smsgid]
+            args += [c.fingerprint, c.attempt, c.context.to_value(), c.smsgid, c.to,
+                     c.context.campaign_id, c.context.segments or 1]
         keys = [self._deadlines, *(self._prefix + c.message_id for c in claims)]
         with self.failing_as("claim messages"):
             rows = await self._claim(keys=keys, args=args)
@@ -651,7 +936,8 @@ class RedisMessageStore(RedisStore, MessageStore):
         args = [*self._head(), "1" if records else "0"]
         for t in transitions:
             args += [t.to.value, t.provider_message_id or "", t.event_id,
-                     orjson.dumps(t.final) if t.final else "", t.token]
+                     orjson.dumps(t.final) if t.final else "", t.token, _note(t.code),
+                     "1" if t.sent else ""]
         keys = [self._deadlines, *(self._prefix + t.message_id for t in transitions)]
         with self.failing_as("record message states"):
             rows = await self._apply(keys=keys, args=args)
@@ -678,7 +964,7 @@ class RedisMessageStore(RedisStore, MessageStore):
         now = self.clock()
         with self.failing_as("sweep message deadlines"):
             rows = await self._sweep(keys=[self._deadlines],
-                                     args=[0, now, now + retry_s, self._prefix, limit])
+                                     args=[self.ttl_s, now, now + retry_s, self._prefix, limit])
         return [Expired(_text(row[0]), _record(_text(row[0]), row[1:])) for row in rows]
 
     async def swept(self, message_ids: Sequence[str]) -> None:
@@ -686,6 +972,64 @@ class RedisMessageStore(RedisStore, MessageStore):
             return
         with self.failing_as("clear swept deadlines"):
             await self._swept(keys=[self._deadlines], args=[self._prefix, *message_ids])
+
+    # -- what happened --
+
+    async def announce(self, campaign_id: str, published: int) -> None:
+        key = f"{self._prefix}~c:{campaign_id}"
+        now = self.clock()
+        with self.failing_as("count published messages"):
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hincrby(key, "pub", published)
+                pipe.hsetnx(key, "t0", repr(now))
+                pipe.hset(key, "t1", repr(now))
+                pipe.expire(key, self.ttl_s)
+                pipe.zadd(self._campaign_index, {campaign_id: now})
+                await pipe.execute()
+
+    async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
+        if not clicks:
+            return
+        args: list[str | bytes | int | float] = [self.ttl_s, self.clock(), self._prefix]
+        for _id, url, event_id in clicks:
+            args += [_note(url), _note(event_id)]
+        with self.failing_as("count clicks"):
+            await self._click(keys=[self._prefix + i for i, _url, _e in clicks], args=args)
+
+    async def campaigns(self, limit: int = 20) -> list[CampaignCounts]:
+        now = self.clock()
+        with self.failing_as("list campaigns"):
+            await self._client.zremrangebyscore(self._campaign_index, "-inf",
+                                                f"({now - self.ttl_s}")
+            ids = [_text(i) for i in
+                   await self._client.zrevrange(self._campaign_index, 0, limit - 1)]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for campaign_id in ids:
+                    pipe.hgetall(f"{self._prefix}~c:{campaign_id}")
+                rows = await pipe.execute()
+        return [_campaign(i, row, now) for i, row in zip(ids, rows, strict=True) if row]
+
+    async def campaign(self, campaign_id: str) -> CampaignCounts | None:
+        with self.failing_as("read a campaign"):
+            row = await self._client.hgetall(f"{self._prefix}~c:{campaign_id}")
+        return _campaign(campaign_id, row, self.clock()) if row else None
+
+    async def message(self, message_id: str) -> MessageView | None:
+        with self.failing_as("read a message"):
+            row = await self._client.hgetall(self._prefix + message_id)
+        return _view(message_id, row) if row else None
+
+    async def find(self, to: str, *, since: float | None = None,
+                   limit: int = 50) -> list[MessageView]:
+        low = "-inf" if since is None else since
+        with self.failing_as("find messages"):
+            ids = [_text(i) for i in await self._client.zrevrangebyscore(
+                f"{self._prefix}~to:{to}", "+inf", low, start=0, num=limit)]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for message_id in ids:
+                    pipe.hgetall(self._prefix + message_id)
+                rows = await pipe.execute()
+        return [_view(i, row) for i, row in zip(ids, rows, strict=True) if row]
 
 
     async def reopen(self, reopens: Sequence[Reopen]) -> list[tuple[ReopenResult,
@@ -758,8 +1102,9 @@ def _never_sent(state: str, mid: str | None, event_id: str, final: dict[str, str
     return code in REPLAYABLE_CODES or (state == State.EXPIRED.value and code == "")
 
 
-_REOPEN_LUA = f"""
+_REOPEN_LUA = _COUNT_LUA + f"""
 local out = {{}}
+local base = string.sub(KEYS[2], 1, tonumber(ARGV[4]))
 local plen = tonumber(ARGV[4])
 local codes = {{}}
 for code in string.gmatch(ARGV[5], '[^,]+') do codes[code] = true end
@@ -768,7 +1113,7 @@ for i = 2, #KEYS do
   local key = KEYS[i]
   local id = string.sub(key, plen + 1)
   local origin, fp = ARGV[6 + (i - 2) * 2], ARGV[7 + (i - 2) * 2]
-  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fp', 'fe', 'ro')
+  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fp', 'fe', 'ro', 'c', 'h', 'ec')
   local s = r[1]
   local code
   if not s then
@@ -792,22 +1137,98 @@ for i = 2, #KEYS do
     code = 'active'
   end
   if code == 'reopened' then
+    if final[s] then
+      moved(r[9], s, 'pending')
+      if r[11] and r[11] ~= '' then bump(r[9], 'e:' .. r[11], -1) end
+      redis.call('HSET', key, 'h', note(r[10], ARGV[2], 'pending', '1', 'replay'))
+    end
     redis.call('HSET', key, 's', 'pending', 'fp', fp, 'a', '1', 'ro', origin)
-    redis.call('HDEL', key, 'fe', 'fj', 'x', 'ct', 'le')
+    redis.call('HDEL', key, 'fe', 'fj', 'x', 'ct', 'le', 'ec')
     redis.call('EXPIRE', key, ARGV[1])
     redis.call('ZREM', KEYS[1], id)
   end
   out[#out + 1] = {{code, r[1] or '', r[2] or '1', r[3] or '', r[4] or '', r[5] or ''}}
 end
+flush(base, ARGV[1], tonumber(ARGV[2]))
 return out
 """
+
+
+_CLICK_LUA = _COUNT_LUA + """
+local now = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local url, ev = ARGV[2 + i * 2], ARGV[3 + i * 2]
+  local r = redis.call('HMGET', key, 's', 'a', 'c', 'h', 'ke')
+  local ke = r[5] or ''
+  if r[1] and not string.find(ke, '|' .. ev .. '|', 1, true) then
+    if #ke > 2000 then ke = '|' .. string.sub(ke, -1000) end
+    local k = redis.call('HINCRBY', key, 'k', 1)
+    redis.call('HSET', key, 'h', note(r[4], ARGV[2], 'clicked', r[2], url),
+               'ke', ke .. '|' .. ev .. '|')
+    bump(r[3], 'k', 1)
+    if k == 1 then bump(r[3], 'ku', 1) end
+  end
+end
+flush(ARGV[3], ARGV[1], now)
+return 0
+"""
+
+
+def _field_map(row: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in row.items()}
+
+
+def _number(value: str | None, default: float = 0.0) -> float:
+    try:
+        return float(value) if value else default
+    except ValueError:
+        return default
+
+
+def _campaign(campaign_id: str, row: Mapping[Any, Any],
+              now: float) -> CampaignCounts:
+    f = _field_map(row)
+    states = {s: int(f[s]) for s in COUNTED_STATES if f.get(s, "0") not in ("", "0")}
+    codes = {k[2:]: int(v) for k, v in f.items() if k.startswith("e:") and v != "0"}
+    first, last = _number(f.get("t0")), _number(f.get("t1"))
+    return CampaignCounts(campaign_id, states, int(f.get("n", 0)), int(f.get("pub", 0)), codes,
+                          int(f.get("sg", 0)), int(f.get("k", 0)), int(f.get("ku", 0)),
+                          first or None, last or None,
+                          decayed_rate(_number(f.get("rv")), _number(f.get("rt")), now), now)
+
+
+def _view(message_id: str, row: Mapping[Any, Any]) -> MessageView:
+    f = _field_map(row)
+    context = None
+    if f.get("ctx"):
+        try:
+            context = MessageContext.from_value(message_id, f["ctx"])
+        except ValueError:
+            context = None
+    timeline = []
+    for line in f.get("h", "").split("\n"):
+        parts = line.split("|", 3)
+        if len(parts) == 4:
+            at, state, attempt, note = parts
+            timeline.append(TimelineEntry(_number(at), state,
+                                          int(attempt) if attempt.isdigit() else 1, note))
+    final = orjson.loads(f["fj"]) if f.get("fj") else {}
+    return MessageView(message_id, f.get("s", ""),
+                       f.get("c") or (context.campaign_id if context else None),
+                       context.sender if context else None, f.get("to") or None,
+                       int(f["a"]) if f.get("a", "").isdigit() else 1, f.get("mid") or None,
+                       context.segments if context else None,
+                       final if isinstance(final, dict) else {}, int(f.get("k", 0) or 0),
+                       _number(f.get("t0")) or None, tuple(timeline))
 
 
 def open_message_store(settings: Settings) -> MessageStore:
     """The store the settings name: Redis at ``redis_url``, in-process for ``memory://``."""
     if settings.redis_url.startswith(MEMORY_URL):
         return InMemoryMessageStore(window_s=settings.dedupe_window_s,
-                                    receipt_deadline_s=settings.receipt_deadline_s)
+                                    receipt_deadline_s=settings.receipt_deadline_s,
+                                    retention_s=settings.retention_s)
     return RedisMessageStore(settings.redis_url, prefix=f"ics-sms:{settings.namespace}msg:",
                              window_s=settings.dedupe_window_s,
-                             receipt_deadline_s=settings.receipt_deadline_s)
+                             receipt_deadline_s=settings.receipt_deadline_s,
+                             retention_s=settings.retention_s)

@@ -70,7 +70,7 @@ class Job:
                                                   segments=self.info.segments,
                                                   encoding=self.info.encoding)
         return Claim(self.request.message_id, self.fingerprint, self.attempt, self.context,
-                     self.smsgid)
+                     self.smsgid, self.request.to)
 
 
 @dataclass(slots=True)
@@ -110,7 +110,8 @@ class Refusal:
             context = MessageContext.model_construct(
                 message_id=self.message_id, campaign_id=self.campaign_id or "", sender="",
                 metadata={}, segments=None, encoding=None, urls=())
-        return Claim(self.message_id, fp, self.attempt, context)
+        return Claim(self.message_id, fp, self.attempt, context,
+                     to=self.request.to if self.request is not None else "")
 
 
 Decision = Job | Settle | Refusal
