@@ -259,6 +259,25 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="How long services retry an unreachable broker."
     )
 
+    console_host: str = Field(
+        default="127.0.0.1", min_length=1,
+        description="Address `ics-sms console` binds to (never the receiver's public one).",
+    )
+    console_port: int = Field(default=8090, ge=1, le=65535,
+                              description="Port of `ics-sms console`.")
+    console_secure_cookie: bool = Field(
+        default=False,
+        description="Mark the console's session cookie Secure: set it when the console is "
+                    "served behind TLS.",
+    )
+    console_session_s: float = Field(default=8 * 3600.0, ge=60, le=7 * 24 * 3600,
+                                     description="How long a console login lasts.")
+    rabbitmq_management_url: SecretStr | None = Field(
+        default=None,
+        description="http://user:password@host:15672 of the RabbitMQ management API: the "
+                    "console's health page then shows unacked messages per queue too.",
+    )
+
     @field_validator("broker_url")
     @classmethod
     def _known_scheme(cls, value: SecretStr) -> SecretStr:

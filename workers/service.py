@@ -47,6 +47,7 @@ from ics_sms.stores.messages import (
 )
 from ics_sms.stores.rates import Grant, RateStore, RateStoreError, open_rate_store
 from ics_sms.workers.batching import Batcher
+from ics_sms.workers.heartbeat import beating
 from ics_sms.workers.holding import HoldBound
 from ics_sms.workers.ics import IcsClient
 from ics_sms.workers.jobs import Job, JobFactory, Refusal, Settle
@@ -166,7 +167,8 @@ class Worker:
         timeout = aiohttp.ClientTimeout(total=self.settings.ics_timeout_s)
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http, \
-                self.links, self.messages, self.rates.store, self._following_senders(stop):
+                self.links, self.messages, self.rates.store, self._following_senders(stop), \
+                beating(self.settings, self.lanes, self.ready):
             ics = IcsClient(http, str(self.settings.ics_url), self.settings.ics_timeout_s)
             self._submitter = Submitter(self.settings, ics, self.outcomes, self.policy)
             broker = await connect_with_backoff(

@@ -1,0 +1,1 @@
+"""The operator console: a web screen for senders, campaigns, messages, dead letters, health."""
