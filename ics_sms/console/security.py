@@ -23,10 +23,10 @@ from ics_sms.console.users import Role
 __all__ = [
     "COOKIE",
     "CSP",
+    "SESSIONS",
     "LoginLimiter",
     "Session",
     "Sessions",
-    "SESSIONS",
     "redirect",
     "require_admin",
     "security_middleware",
