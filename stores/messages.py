@@ -253,8 +253,11 @@ class MessageStore(abc.ABC):
     # -- what happened (the operator's views; see :mod:`ics_sms.stores.history`) --
 
     @abc.abstractmethod
-    async def announce(self, campaign_id: str, published: int) -> None:
-        """The publisher confirmed ``published`` more messages of ``campaign_id``."""
+    async def announce(self, campaign_id: str, published: int, *, source: str = "") -> None:
+        """The publisher confirmed ``published`` messages of ``campaign_id`` from ``source``
+        (e.g. a campaign file's digest): the same source announced again (the file
+        published again, its messages refused as duplicates) keeps the larger count, other
+        sources add up."""
 
     @abc.abstractmethod
     async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
@@ -343,6 +346,7 @@ class _Campaign:
     last: float = 0.0
     rate: float = 0.0
     rate_at: float = 0.0
+    sources: dict[str, int] = field(default_factory=dict)
 
     def counts(self, campaign_id: str, now: float) -> CampaignCounts:
         return CampaignCounts(campaign_id, {k: v for k, v in self.states.items() if v},
@@ -516,10 +520,11 @@ class InMemoryMessageStore(MessageStore):
     async def close(self) -> None:
         """Nothing to release."""
 
-    async def announce(self, campaign_id: str, published: int) -> None:
+    async def announce(self, campaign_id: str, published: int, *, source: str = "") -> None:
         now = self.clock()
         camp = self._campaigns.setdefault(campaign_id, _Campaign(first=now))
-        camp.published += published
+        camp.sources[source] = max(camp.sources.get(source, 0), published)
+        camp.published = sum(camp.sources.values())
         camp.last = now
 
     async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
@@ -975,17 +980,15 @@ class RedisMessageStore(RedisStore, MessageStore):
 
     # -- what happened --
 
-    async def announce(self, campaign_id: str, published: int) -> None:
-        key = f"{self._prefix}~c:{campaign_id}"
-        now = self.clock()
+    async def announce(self, campaign_id: str, published: int, *, source: str = "") -> None:
+        script = self.__dict__.get("_announce_script")
+        if script is None:
+            script = self.__dict__["_announce_script"] = self._client.register_script(
+                _ANNOUNCE_LUA)
         with self.failing_as("count published messages"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hincrby(key, "pub", published)
-                pipe.hsetnx(key, "t0", repr(now))
-                pipe.hset(key, "t1", repr(now))
-                pipe.expire(key, self.ttl_s)
-                pipe.zadd(self._campaign_index, {campaign_id: now})
-                await pipe.execute()
+            await script(keys=[f"{self._prefix}~c:{campaign_id}", self._campaign_index],
+                         args=[self.ttl_s, self.clock(), campaign_id, "p:" + _note(source),
+                               published])
 
     async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
         if not clicks:
@@ -1174,6 +1177,18 @@ return 0
 """
 
 
+_ANNOUNCE_LUA = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0') or 0
+local n = tonumber(ARGV[5])
+if n > old then redis.call('HSET', KEYS[1], ARGV[4], n) end
+redis.call('HSETNX', KEYS[1], 't0', ARGV[2])
+redis.call('HSET', KEYS[1], 't1', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 0
+"""
+
+
 def _field_map(row: Mapping[Any, Any]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in row.items()}
 
@@ -1190,8 +1205,9 @@ def _campaign(campaign_id: str, row: Mapping[Any, Any],
     f = _field_map(row)
     states = {s: int(f[s]) for s in COUNTED_STATES if f.get(s, "0") not in ("", "0")}
     codes = {k[2:]: int(v) for k, v in f.items() if k.startswith("e:") and v != "0"}
+    published = sum(int(v) for k, v in f.items() if k.startswith("p:"))
     first, last = _number(f.get("t0")), _number(f.get("t1"))
-    return CampaignCounts(campaign_id, states, int(f.get("n", 0)), int(f.get("pub", 0)), codes,
+    return CampaignCounts(campaign_id, states, int(f.get("n", 0)), published, codes,
                           int(f.get("sg", 0)), int(f.get("k", 0)), int(f.get("ku", 0)),
                           first or None, last or None,
                           decayed_rate(_number(f.get("rv")), _number(f.get("rt")), now), now)
