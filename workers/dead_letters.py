@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -117,6 +118,8 @@ _DROPPED_HEADERS = frozenset({HEADER_ATTEMPT, HEADER_PARKED, HEADER_REFUSED_SINC
                               HEADER_DEAD_AT, HEADER_PUBLISH_ID, HEADER_REPLAY,
                               "x-delivery-count"})
 _T = TypeVar("_T")
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary())
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -592,10 +595,25 @@ def _why(result: ReopenResult, record: MessageRecord | None) -> str:
 
 
 # -- the operations -------------------------------------------------------------------------------
+def _passes() -> asyncio.Lock:
+    """One pass at a time per event loop: a pass holds the dead letters it reads, so a
+    pass beside it (two console requests) would find the queue empty."""
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.get(loop)
+    if lock is None:
+        lock = _LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
 async def _pass(settings: Settings, decide: Decide) -> None:
     """One :func:`scan` of the dead queue on a broker connection of its own; returns once
     the copies it held unsettled are back in the queue (the next pass, maybe a moment
     later from the console, must find every dead letter)."""
+    async with _passes():
+        await _pass_alone(settings, decide)
+
+
+async def _pass_alone(settings: Settings, decide: Decide) -> None:
     queue = settings.topology.dead_queue
 
     async def read(broker: Broker) -> int:

@@ -78,6 +78,15 @@ async def test_collect_chooses_and_keeps_every_dead_letter(settings: Settings,
     assert await broker.queue_depth(settings.topology.dead_queue) == 3
 
 
+async def test_passes_side_by_side_each_find_every_dead_letter(settings: Settings,
+                                                               broker: Broker) -> None:
+    await asyncio.gather(*(dead_letter(settings, broker, request(i), "dlt")
+                           for i in range(300)))
+    found = await asyncio.gather(*(collect(settings, Selection()) for _ in range(3)))
+    for letters in found:  # three console requests at once
+        assert sorted(d.message_id for d in letters) == sorted(f"m{i}" for i in range(300))
+
+
 async def test_replay_and_purge_handle_only_what_is_chosen(settings: Settings,
                                                            broker: Broker) -> None:
     await dead_letter(settings, broker, request(1), "sender_unauthorized")
