@@ -647,7 +647,8 @@ local function moved(c, from, to)
   if to then bump(c, to, 1) end
 end
 local function note(h, now, state, attempt, text)
-  local e = now .. '|' .. state .. '|' .. (attempt or '1') .. '|' .. (text or '')
+  local e = string.format('%.3f', tonumber(now)) .. '|' .. state .. '|' .. (attempt or '1')
+    .. '|' .. (text or '')
   if not h or h == '' then return e end
   h = h .. '\\n' .. e
   if #h > 4000 then
@@ -758,8 +759,9 @@ for i = 2, #KEYS do
   local code = 'skipped'
   if final[to] then
     if not s then
-      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'a', '1', 't0', ARGV[2],
+      redis.call('HSET', key, 's', to, 'fe', fe, 'a', '1', 't0', ARGV[2],
                  'h', note(nil, ARGV[2], to, '1', ec))
+      if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid) end
       redis.call('EXPIRE', key, ARGV[1])
       r = {{to, '1', mid, false, fj, fe}}
@@ -767,8 +769,9 @@ for i = 2, #KEYS do
     elseif final[s] then
       if fe ~= '' and fe == r[6] then code = 'replay' else code = 'lost' end
     else
-      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'ec', ec,
-                 'h', note(r[9], ARGV[2], to, r[2], ec))
+      redis.call('HSET', key, 's', to, 'fe', fe, 'h', note(r[9], ARGV[2], to, r[2], ec))
+      if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
+      if ec ~= '' then redis.call('HSET', key, 'ec', ec) end
       moved(c, s, to)
       if ec ~= '' then bump(c, 'e:' .. ec, 1) end
       if sent == '1' and (s == 'sending' or s == 'uncertain') then

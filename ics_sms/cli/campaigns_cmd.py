@@ -21,8 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ics_sms.cli.common import CliError, load_settings
-from ics_sms.cli.dead_letters_cmd import parse_age
+from ics_sms.cli.common import CliError, age_option, load_settings
 from ics_sms.schemas.phone import InvalidNumber, normalize_e164
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.history import (
@@ -284,7 +283,7 @@ def find_messages(to: str, since: str | None, limit: int, as_json: bool) -> None
         phone = normalize_e164(to)
     except InvalidNumber as exc:
         raise CliError(f"--to: {exc}") from None
-    age = parse_age("--since", since)
+    age = age_option("--since", since)
     since_at = time.time() - age if age is not None else None
     found = _read(settings, lambda store: store.find(phone, since=since_at, limit=limit))
     if as_json:

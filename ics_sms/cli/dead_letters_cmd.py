@@ -17,7 +17,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from ics_sms.cli.common import CliError, load_settings
+from ics_sms.cli.common import CliError, age_option, load_settings
 from ics_sms.workers.dead_letters import (
     HEADER_REPLAY,
     REPLAY_KEY,
@@ -26,7 +26,6 @@ from ics_sms.workers.dead_letters import (
     age_text,
     collect,
     counts_by_reason,
-    parse_age,
     purge,
     replay,
 )
@@ -66,21 +65,12 @@ def _filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _age(option: str, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_age(value)
-    except ValueError as exc:
-        raise CliError(f"{option}: {exc}") from None
-
-
 def _selection(ids: Sequence[str], reasons: Sequence[str], senders: Sequence[str],
                campaigns: Sequence[str], older_than: str | None,
                newer_than: str | None) -> Selection:
     return Selection(frozenset(ids), frozenset(reasons), frozenset(senders),
-                     frozenset(campaigns), _age("--older-than", older_than),
-                     _age("--newer-than", newer_than))
+                     frozenset(campaigns), age_option("--older-than", older_than),
+                     age_option("--newer-than", newer_than))
 
 
 def _run(work: Coroutine[Any, Any, _T]) -> _T:

@@ -156,7 +156,8 @@ def test_campaign_counts_and_timelines_follow_every_message(profile: str,
     assert failed["timeline"][-1]["state"] == "failed" and failed["timeline"][-1]["note"] == "901"
     expired = _cli(stack, "messages", "show", f"{campaign_id}-3", "--json")
     assert expired["state"] == "expired" and expired["timeline"][-1]["note"] == "no_receipt"
-    found = _cli(stack, "messages", "find", "--to", "+919000000400", "--json")
+    found = _cli(stack, "messages", "find", "--to", "+919000000400", "--limit", "1000",
+                 "--json")
     assert {m["message_id"] for m in found} == {
         m for m, (state, _c) in expected.items() if state == "rejected"}
     text = _cli(stack, "messages", "show", f"{campaign_id}-1")
