@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.settings import Settings
@@ -54,9 +55,13 @@ from ics_sms.stores.history import (
     TimelineEntry,
     decayed_rate,
 )
+from ics_sms.stores.history import (
+    KNOWN_CODES as _KNOWN_CODES,
+)
 from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
+    "FINALS",
     "FINAL_STATES",
     "REPLAYABLE_CODES",
     "Applied",
@@ -73,6 +78,7 @@ __all__ = [
     "State",
     "Transition",
     "TransitionResult",
+    "count_finals",
     "fingerprint",
     "open_message_store",
 ]
@@ -98,6 +104,18 @@ class State(StrEnum):
 
 
 FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.REJECTED, State.EXPIRED})
+
+FINALS = Counter("ics_sms_message_finals", "Messages that reached their final state (the "
+                 "first final wins), by state and error code; the sum over campaigns of "
+                 "`ics-sms campaigns`.", ["state", "code"])
+
+
+def count_finals(states: Sequence[tuple[State, str]]) -> None:
+    """Count finals in :data:`FINALS` (codes outside the known tables count as ``other``:
+    the label stays bounded whatever ICS sends)."""
+    for state, code in states:
+        FINALS.labels(state.value, code if code in _KNOWN_CODES or not code else "other").inc()
+
 _WAITING = frozenset({State.SENDING, State.SUBMITTED, State.UNCERTAIN})
 """States with a receipt deadline: the sweeper ends them."""
 
@@ -200,6 +218,11 @@ class Expired:
 
     message_id: str
     record: MessageRecord
+
+
+def _count_applied(transitions: Sequence[Transition], applied: Sequence[Applied]) -> None:
+    count_finals([(t.to, t.code) for t, a in zip(transitions, applied, strict=True)
+                  if a.result is TransitionResult.APPLIED and t.to.final])
 
 
 class MessageStore(abc.ABC):
@@ -440,6 +463,7 @@ class InMemoryMessageStore(MessageStore):
                     records: bool = False) -> list[Applied]:
         now = self.clock()
         applied = [self._apply(t, now) for t in transitions]
+        _count_applied(transitions, applied)
         return applied if records else [Applied(a.result, None) for a in applied]
 
     def _apply(self, t: Transition, now: float) -> Applied:
@@ -950,10 +974,13 @@ class RedisMessageStore(RedisStore, MessageStore):
         with self.failing_as("record message states"):
             rows = await self._apply(keys=keys, args=args)
         if not records:
-            return [Applied(TransitionResult(_text(row)), None) for row in rows]
-        return [Applied(TransitionResult(_text(row[0])),
-                        _record(t.message_id, row[1:]) if row[1] else None)
-                for t, row in zip(transitions, rows, strict=True)]
+            applied = [Applied(TransitionResult(_text(row)), None) for row in rows]
+        else:
+            applied = [Applied(TransitionResult(_text(row[0])),
+                               _record(t.message_id, row[1:]) if row[1] else None)
+                       for t, row in zip(transitions, rows, strict=True)]
+        _count_applied(transitions, applied)
+        return applied
 
     async def read(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
         ids = list(dict.fromkeys(message_ids))
