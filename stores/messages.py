@@ -225,6 +225,10 @@ def _count_applied(transitions: Sequence[Transition], applied: Sequence[Applied]
                   if a.result is TransitionResult.APPLIED and t.to.final])
 
 
+_RELEASED = "released: ICS did not take it"
+"""The timeline's note on a message given back to be claimed again."""
+
+
 class MessageStore(abc.ABC):
     """Per-message records; every method is one round trip for the whole batch."""
 
@@ -499,7 +503,8 @@ class InMemoryMessageStore(MessageStore):
             return Applied(TransitionResult.SKIPPED, entry.record())
         old, entry.state = entry.state, t.to
         entry.mid = t.provider_message_id or entry.mid
-        self._count(entry, now, old, t.to, note=t.provider_message_id or "",
+        self._count(entry, now, old, t.to, note=(_RELEASED if t.to is State.PENDING
+                                                  else t.provider_message_id or ""),
                     sent=t.to is State.SUBMITTED)
         if t.to is State.PENDING:
             self._deadlines.pop(t.message_id, None)
@@ -812,7 +817,9 @@ for i = 2, #KEYS do
     if final[s] and to == 'submitted' and mid ~= '' then
       if not r[3] then redis.call('HSET', key, 'mid', mid); r[3] = mid end
     elseif allowed[to] and allowed[to][s] and (ct == '' or ct == r[7]) then
-      redis.call('HSET', key, 's', to, 'h', note(r[9], ARGV[2], to, r[2], mid))
+      local why = mid
+      if to == 'pending' then why = {_RELEASED!r} end
+      redis.call('HSET', key, 's', to, 'h', note(r[9], ARGV[2], to, r[2], why))
       moved(c, s, to)
       if to == 'submitted' then
         bump(c, 'sg', tonumber(r[10] or '1') or 1)

@@ -186,6 +186,17 @@ async def test_dead_letters_of_a_refused_sender_are_replayed_once_after_a_new_to
         assert {(e.message_id, e.status) for e in submitted} == {
             ("m1", Status.SUBMITTED), ("m2", Status.SUBMITTED)}
         assert all(e.metadata[REPLAY_KEY] == 1 and e.attempt == 1 for e in submitted)
+        # what the operator sees: the campaign counts the replayed messages as submitted,
+        # no longer failed, and the timeline tells the whole story
+        campaign = orjson.loads(await ok(settings, "campaigns", "show", "c1", "--json"))
+        assert {s: n for s, n in campaign["states"].items() if n} == {"submitted": 2}
+        assert campaign["failure_codes"] == [] and campaign["reached"] == 2
+        timeline = orjson.loads(await ok(settings, "messages", "show", "m1", "--json"))
+        changes = [(e["state"], e["note"]) for e in timeline["timeline"]]
+        replayed_at = changes.index(("pending", "replay"))
+        assert changes[replayed_at - 1] == ("failed", "sender_unauthorized")
+        assert changes[-1] == ("submitted", timeline["provider_message_id"])
+        assert ("submitted", timeline["provider_message_id"]) not in changes[:replayed_at]
         # a replay that stopped before removing its dead letter leaves it in the queue:
         # replaying it again sends nothing (the message store knows ICS has it)
         await broker.publish([Outgoing(settings.topology.dead_exchange, "service",
