@@ -33,6 +33,7 @@ from ics_sms.schemas.messages import ReceiptEvent, Status, make_event_id
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.links import LinkStore, LinkStoreError, ShortLink
+from ics_sms.stores.messages import MessageStore, MessageStoreError
 from ics_sms.workers.links import link_code
 
 __all__ = ["ClickRecorder", "LinkViews", "click_event", "is_bound", "link_secrets"]
@@ -124,11 +125,12 @@ class ClickRecorder:
 
 class LinkViews:
     def __init__(self, store: LinkStore, recorder: ClickRecorder, topology: Topology,
-                 secrets: Sequence[bytes]) -> None:
+                 secrets: Sequence[bytes], messages: MessageStore | None = None) -> None:
         self._store = store
         self._recorder = recorder
         self._topology = topology
         self._secrets = list(secrets)
+        self._messages = messages
 
     async def follow(self, request: web.Request) -> web.StreamResponse:
         """``GET /l/{code}``: 302 to the original URL, or a small 404 page."""
@@ -150,4 +152,16 @@ class LinkViews:
                               request.headers.get("User-Agent"), datetime.now(UTC))
         await self._recorder.record(message)
         CLICKS.labels(link.sender).inc()
+        await self._count(link, make_event_id(link.message_id, Status.CLICKED, link.code, count))
         raise web.HTTPFound(link.url)
+
+    async def _count(self, link: ShortLink, event_id: str) -> None:
+        """The click in its message's record and campaign (best effort, bounded: the
+        redirect never waits long for it)."""
+        if self._messages is None:
+            return
+        try:
+            await asyncio.wait_for(
+                self._messages.clicked([(link.message_id, link.url, event_id)]), 0.2)
+        except (MessageStoreError, TimeoutError) as exc:
+            log.warning("click not counted", reason=str(exc) or "timeout")

@@ -38,7 +38,7 @@ from ics_sms.callbacks.receipts import (
     bind_found,
     event_fields,
 )
-from ics_sms.schemas.messages import TERMINAL_STATUSES
+from ics_sms.schemas.messages import TERMINAL_STATUSES, Status
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.context import ContextStore, ContextStoreError, MessageContext
 from ics_sms.stores.messages import (
@@ -101,6 +101,21 @@ class ReceiptService:
         messages = await self._messages_of(sender, receipts)
         await self._publisher.publish(messages)
         self.published += len(messages)
+        await self._count_clicks(receipts)
+
+    async def _count_clicks(self, receipts: Sequence[Receipt]) -> None:
+        """Clicks count in their message's record and campaign once their events are
+        confirmed (a click ICS reports again is counted once: same event id). Counting is
+        best effort: the event is what matters."""
+        clicks = [(r.message_id, r.url or "", r.event_id) for r in receipts
+                  if r.status is Status.CLICKED]
+        if not clicks or self._messages is None:
+            return
+        try:
+            await self._messages.clicked(clicks)
+        except MessageStoreError as exc:
+            log.warning("message store unavailable; clicks not counted", reason=str(exc),
+                        clicks=len(clicks))
 
     async def _bind_late(self, sender: str, receipts: Sequence[Receipt]) -> list[Receipt]:
         parsed = ParsedReceipts(receipts=[r for r in receipts if r.found is None])
@@ -146,7 +161,8 @@ class ReceiptService:
         if not indexes:
             return {}
         transitions = [Transition(receipts[i].message_id, _FINAL_STATE[receipts[i].status],
-                                  event_id=event_ids[i]) for i in indexes]
+                                  event_id=event_ids[i], error_code=receipts[i].error_code or "",
+                                  sent=True) for i in indexes]
         try:
             applied = await self._messages.apply(transitions)
         except MessageStoreError as exc:

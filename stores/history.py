@@ -31,6 +31,7 @@ from ics_sms.schemas.ics import FAILURE_CODES
 
 __all__ = [
     "COUNTED_STATES",
+    "KNOWN_CODES",
     "RATE_TAU_S",
     "CampaignCounts",
     "MessageView",
@@ -59,6 +60,10 @@ _OUR_CODES = {
     "invalid": "the send request is invalid",
     "expired": "the message's validity passed before it was sent",
 }
+
+
+KNOWN_CODES = frozenset(FAILURE_CODES) | frozenset(_OUR_CODES)
+"""Every error code with a known meaning."""
 
 
 def failure_meaning(code: str) -> str:

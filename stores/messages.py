@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.settings import Settings
@@ -54,9 +55,13 @@ from ics_sms.stores.history import (
     TimelineEntry,
     decayed_rate,
 )
+from ics_sms.stores.history import (
+    KNOWN_CODES as _KNOWN_CODES,
+)
 from ics_sms.stores.redis import RedisStore, StoreError
 
 __all__ = [
+    "FINALS",
     "FINAL_STATES",
     "REPLAYABLE_CODES",
     "Applied",
@@ -73,6 +78,7 @@ __all__ = [
     "State",
     "Transition",
     "TransitionResult",
+    "count_finals",
     "fingerprint",
     "open_message_store",
 ]
@@ -98,6 +104,18 @@ class State(StrEnum):
 
 
 FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.REJECTED, State.EXPIRED})
+
+FINALS = Counter("ics_sms_message_finals", "Messages that reached their final state (the "
+                 "first final wins), by state and error code; the sum over campaigns of "
+                 "`ics-sms campaigns`.", ["state", "code"])
+
+
+def count_finals(states: Sequence[tuple[State, str]]) -> None:
+    """Count finals in :data:`FINALS` (codes outside the known tables count as ``other``:
+    the label stays bounded whatever ICS sends)."""
+    for state, code in states:
+        FINALS.labels(state.value, code if code in _KNOWN_CODES or not code else "other").inc()
+
 _WAITING = frozenset({State.SENDING, State.SUBMITTED, State.UNCERTAIN})
 """States with a receipt deadline: the sweeper ends them."""
 
@@ -202,6 +220,15 @@ class Expired:
     record: MessageRecord
 
 
+def _count_applied(transitions: Sequence[Transition], applied: Sequence[Applied]) -> None:
+    count_finals([(t.to, t.code) for t, a in zip(transitions, applied, strict=True)
+                  if a.result is TransitionResult.APPLIED and t.to.final])
+
+
+_RELEASED = "released: ICS did not take it"
+"""The timeline's note on a message given back to be claimed again."""
+
+
 class MessageStore(abc.ABC):
     """Per-message records; every method is one round trip for the whole batch."""
 
@@ -253,8 +280,11 @@ class MessageStore(abc.ABC):
     # -- what happened (the operator's views; see :mod:`ics_sms.stores.history`) --
 
     @abc.abstractmethod
-    async def announce(self, campaign_id: str, published: int) -> None:
-        """The publisher confirmed ``published`` more messages of ``campaign_id``."""
+    async def announce(self, campaign_id: str, published: int, *, source: str = "") -> None:
+        """The publisher confirmed ``published`` messages of ``campaign_id`` from ``source``
+        (e.g. a campaign file's digest): the same source announced again (the file
+        published again, its messages refused as duplicates) keeps the larger count, other
+        sources add up."""
 
     @abc.abstractmethod
     async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
@@ -343,6 +373,7 @@ class _Campaign:
     last: float = 0.0
     rate: float = 0.0
     rate_at: float = 0.0
+    sources: dict[str, int] = field(default_factory=dict)
 
     def counts(self, campaign_id: str, now: float) -> CampaignCounts:
         return CampaignCounts(campaign_id, {k: v for k, v in self.states.items() if v},
@@ -436,6 +467,7 @@ class InMemoryMessageStore(MessageStore):
                     records: bool = False) -> list[Applied]:
         now = self.clock()
         applied = [self._apply(t, now) for t in transitions]
+        _count_applied(transitions, applied)
         return applied if records else [Applied(a.result, None) for a in applied]
 
     def _apply(self, t: Transition, now: float) -> Applied:
@@ -471,7 +503,8 @@ class InMemoryMessageStore(MessageStore):
             return Applied(TransitionResult.SKIPPED, entry.record())
         old, entry.state = entry.state, t.to
         entry.mid = t.provider_message_id or entry.mid
-        self._count(entry, now, old, t.to, note=t.provider_message_id or "",
+        self._count(entry, now, old, t.to, note=(_RELEASED if t.to is State.PENDING
+                                                  else t.provider_message_id or ""),
                     sent=t.to is State.SUBMITTED)
         if t.to is State.PENDING:
             self._deadlines.pop(t.message_id, None)
@@ -516,10 +549,11 @@ class InMemoryMessageStore(MessageStore):
     async def close(self) -> None:
         """Nothing to release."""
 
-    async def announce(self, campaign_id: str, published: int) -> None:
+    async def announce(self, campaign_id: str, published: int, *, source: str = "") -> None:
         now = self.clock()
         camp = self._campaigns.setdefault(campaign_id, _Campaign(first=now))
-        camp.published += published
+        camp.sources[source] = max(camp.sources.get(source, 0), published)
+        camp.published = sum(camp.sources.values())
         camp.last = now
 
     async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
@@ -642,7 +676,8 @@ local function moved(c, from, to)
   if to then bump(c, to, 1) end
 end
 local function note(h, now, state, attempt, text)
-  local e = now .. '|' .. state .. '|' .. (attempt or '1') .. '|' .. (text or '')
+  local e = string.format('%.3f', tonumber(now)) .. '|' .. state .. '|' .. (attempt or '1')
+    .. '|' .. (text or '')
   if not h or h == '' then return e end
   h = h .. '\\n' .. e
   if #h > 4000 then
@@ -753,8 +788,9 @@ for i = 2, #KEYS do
   local code = 'skipped'
   if final[to] then
     if not s then
-      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'a', '1', 't0', ARGV[2],
+      redis.call('HSET', key, 's', to, 'fe', fe, 'a', '1', 't0', ARGV[2],
                  'h', note(nil, ARGV[2], to, '1', ec))
+      if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid) end
       redis.call('EXPIRE', key, ARGV[1])
       r = {{to, '1', mid, false, fj, fe}}
@@ -762,8 +798,9 @@ for i = 2, #KEYS do
     elseif final[s] then
       if fe ~= '' and fe == r[6] then code = 'replay' else code = 'lost' end
     else
-      redis.call('HSET', key, 's', to, 'fe', fe, 'fj', fj, 'ec', ec,
-                 'h', note(r[9], ARGV[2], to, r[2], ec))
+      redis.call('HSET', key, 's', to, 'fe', fe, 'h', note(r[9], ARGV[2], to, r[2], ec))
+      if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
+      if ec ~= '' then redis.call('HSET', key, 'ec', ec) end
       moved(c, s, to)
       if ec ~= '' then bump(c, 'e:' .. ec, 1) end
       if sent == '1' and (s == 'sending' or s == 'uncertain') then
@@ -780,7 +817,9 @@ for i = 2, #KEYS do
     if final[s] and to == 'submitted' and mid ~= '' then
       if not r[3] then redis.call('HSET', key, 'mid', mid); r[3] = mid end
     elseif allowed[to] and allowed[to][s] and (ct == '' or ct == r[7]) then
-      redis.call('HSET', key, 's', to, 'h', note(r[9], ARGV[2], to, r[2], mid))
+      local why = mid
+      if to == 'pending' then why = {_RELEASED!r} end
+      redis.call('HSET', key, 's', to, 'h', note(r[9], ARGV[2], to, r[2], why))
       moved(c, s, to)
       if to == 'submitted' then
         bump(c, 'sg', tonumber(r[10] or '1') or 1)
@@ -942,10 +981,13 @@ class RedisMessageStore(RedisStore, MessageStore):
         with self.failing_as("record message states"):
             rows = await self._apply(keys=keys, args=args)
         if not records:
-            return [Applied(TransitionResult(_text(row)), None) for row in rows]
-        return [Applied(TransitionResult(_text(row[0])),
-                        _record(t.message_id, row[1:]) if row[1] else None)
-                for t, row in zip(transitions, rows, strict=True)]
+            applied = [Applied(TransitionResult(_text(row)), None) for row in rows]
+        else:
+            applied = [Applied(TransitionResult(_text(row[0])),
+                               _record(t.message_id, row[1:]) if row[1] else None)
+                       for t, row in zip(transitions, rows, strict=True)]
+        _count_applied(transitions, applied)
+        return applied
 
     async def read(self, message_ids: Sequence[str]) -> dict[str, MessageRecord]:
         ids = list(dict.fromkeys(message_ids))
@@ -975,17 +1017,15 @@ class RedisMessageStore(RedisStore, MessageStore):
 
     # -- what happened --
 
-    async def announce(self, campaign_id: str, published: int) -> None:
-        key = f"{self._prefix}~c:{campaign_id}"
-        now = self.clock()
+    async def announce(self, campaign_id: str, published: int, *, source: str = "") -> None:
+        script = self.__dict__.get("_announce_script")
+        if script is None:
+            script = self.__dict__["_announce_script"] = self._client.register_script(
+                _ANNOUNCE_LUA)
         with self.failing_as("count published messages"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hincrby(key, "pub", published)
-                pipe.hsetnx(key, "t0", repr(now))
-                pipe.hset(key, "t1", repr(now))
-                pipe.expire(key, self.ttl_s)
-                pipe.zadd(self._campaign_index, {campaign_id: now})
-                await pipe.execute()
+            await script(keys=[f"{self._prefix}~c:{campaign_id}", self._campaign_index],
+                         args=[self.ttl_s, self.clock(), campaign_id, "p:" + _note(source),
+                               published])
 
     async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
         if not clicks:
@@ -1174,6 +1214,18 @@ return 0
 """
 
 
+_ANNOUNCE_LUA = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[4]) or '0') or 0
+local n = tonumber(ARGV[5])
+if n > old then redis.call('HSET', KEYS[1], ARGV[4], n) end
+redis.call('HSETNX', KEYS[1], 't0', ARGV[2])
+redis.call('HSET', KEYS[1], 't1', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 0
+"""
+
+
 def _field_map(row: Mapping[Any, Any]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in row.items()}
 
@@ -1190,8 +1242,9 @@ def _campaign(campaign_id: str, row: Mapping[Any, Any],
     f = _field_map(row)
     states = {s: int(f[s]) for s in COUNTED_STATES if f.get(s, "0") not in ("", "0")}
     codes = {k[2:]: int(v) for k, v in f.items() if k.startswith("e:") and v != "0"}
+    published = sum(int(v) for k, v in f.items() if k.startswith("p:"))
     first, last = _number(f.get("t0")), _number(f.get("t1"))
-    return CampaignCounts(campaign_id, states, int(f.get("n", 0)), int(f.get("pub", 0)), codes,
+    return CampaignCounts(campaign_id, states, int(f.get("n", 0)), published, codes,
                           int(f.get("sg", 0)), int(f.get("k", 0)), int(f.get("ku", 0)),
                           first or None, last or None,
                           decayed_rate(_number(f.get("rv")), _number(f.get("rt")), now), now)

@@ -18,7 +18,13 @@ from ics_sms.broker.base import Broker, BrokerError, ConnectionLost, Outgoing
 from ics_sms.broker.codec import event_message_from_fields
 from ics_sms.schemas.messages import Status, make_event_id
 from ics_sms.schemas.topology import Topology
-from ics_sms.stores.messages import Expired, MessageStore, MessageStoreError
+from ics_sms.stores.messages import (
+    Expired,
+    MessageStore,
+    MessageStoreError,
+    State,
+    count_finals,
+)
 
 __all__ = ["NO_RECEIPT", "Sweeper", "sweep_interval_s"]
 
@@ -71,6 +77,7 @@ class Sweeper:
         now = datetime.now(UTC)
         await self._broker.publish([self._event(item, now) for item in due])
         await self._store.swept([item.message_id for item in due])
+        count_finals([(State.EXPIRED, NO_RECEIPT)] * len(due))
         self.expired += len(due)
         log.warning("messages expired without a final receipt", messages=len(due),
                     error_code=NO_RECEIPT)

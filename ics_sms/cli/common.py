@@ -15,8 +15,10 @@ from ics_sms.schemas.redact import SECRETS, known_secrets
 from ics_sms.schemas.senders import SenderError, Senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.senders import SenderSource, Snapshot, open_sender_source
+from ics_sms.workers.dead_letters import parse_age
 
-__all__ = ["SERVICES", "CliError", "ErrorHandlingGroup", "field_errors", "load_settings",
+__all__ = ["SERVICES", "CliError", "ErrorHandlingGroup", "age_option", "field_errors",
+           "load_settings",
            "open_senders", "read_senders"]
 
 
@@ -54,6 +56,17 @@ class ErrorHandlingGroup(click.Group):
             raise CliError(str(exc)) from None
         except ValidationError as exc:
             raise CliError("; ".join(describe(exc))) from None
+
+
+def age_option(option: str, value: str | None) -> float | None:
+    """An age option (``90s``, ``30m``, ``2h``, ``7d``) in seconds; a one-line error naming
+    the option when it is not one."""
+    if value is None:
+        return None
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise CliError(f"{option}: {exc}") from None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from ics_sms import __version__
 from ics_sms.cli.bench_cmd import bench_command
+from ics_sms.cli.campaigns_cmd import campaigns_group, messages_group
 from ics_sms.cli.common import CliError, ErrorHandlingGroup, load_settings
 from ics_sms.cli.console_cmd import console_group
 from ics_sms.cli.dead_letters_cmd import dead_letters_group
@@ -57,6 +58,8 @@ cli.add_command(receiver_command)
 cli.add_command(events_command)
 cli.add_command(bench_command)
 cli.add_command(dead_letters_group)
+cli.add_command(campaigns_group)
+cli.add_command(messages_group)
 cli.add_command(console_group)
 
 

@@ -9,6 +9,8 @@ same ids and the workers send each message once.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import sys
 import time
 from collections import Counter
@@ -47,6 +49,7 @@ from ics_sms.producers.publisher import OnProgress, Producer
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.senders import Lane, Senders, request_problems
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.messages import MessageStoreError, open_message_store
 from ics_sms.workers.window import PromoWindow
 
 __all__ = ["publish_command"]
@@ -169,11 +172,20 @@ def _publish(settings: Settings, senders: Senders, path: Path, fmt: CampaignForm
         confirmed = count
         report(count)
 
-    requests = valid_requests(read_campaign(path, fmt, defaults, rules))
+    campaigns: Counter[str] = Counter()
+
+    def counted(requests: Iterator[SendRequest]) -> Iterator[SendRequest]:
+        for request in requests:
+            campaigns[request.campaign_id] += 1
+            yield request
+
+    requests = counted(valid_requests(read_campaign(path, fmt, defaults, rules)))
     try:
         producer = Producer.from_settings(settings, senders, connection_name="ics-sms publish")
         with producer, _progress(total, console) as report:
-            return producer.publish_many(requests, on_progress=progress)
+            published = producer.publish_many(requests, on_progress=progress)
+        _announce(settings, campaigns, _source(path, defaults))
+        return published
     except PublishError as exc:
         raise CliError(
             f"publishing stopped after {exc.confirmed} of {total} messages: {exc.reason}; "
@@ -186,6 +198,36 @@ def _publish(settings: Settings, senders: Senders, path: Path, fmt: CampaignForm
         click.echo(f"interrupted: {confirmed} of {total} messages published; publishing the "
                    "file again is safe (message ids are stable)", err=True)
         raise click.exceptions.Exit(130) from None
+
+
+def _source(path: Path, defaults: CampaignDefaults) -> str:
+    """What makes a publish of this file the same publish again: its bytes and the
+    defaults applied to it (the same file published again announces the same messages)."""
+    digest = hashlib.blake2b(digest_size=10)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(repr(sorted(defaults.items())).encode())
+    return digest.hexdigest()
+
+
+def _announce(settings: Settings, campaigns: Counter[str], source: str) -> None:
+    """Tell the message store how many messages each campaign got (``ics-sms campaigns``
+    shows them as published before the workers reach them). Best effort: publishing has
+    succeeded; a store that cannot answer only leaves ``published`` unknown."""
+    if settings.redis_url.startswith("memory://"):
+        return
+
+    async def announce() -> None:
+        async with open_message_store(settings) as store:
+            for campaign_id, count in campaigns.items():
+                await store.announce(campaign_id, count, source=source)
+
+    try:
+        asyncio.run(announce())
+    except MessageStoreError as exc:
+        click.echo(f"warning: campaign counts not announced to the message store: {exc}",
+                   err=True)
 
 
 @click.command("publish")

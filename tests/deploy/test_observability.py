@@ -34,6 +34,8 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "ics_sms_receiver_requests_total": ("counter", frozenset({"route", "code"})),
     "ics_sms_receiver_publish_duration_seconds": ("histogram", frozenset()),
     "ics_sms_clicks_total": ("counter", frozenset({"sender"})),
+    # message store (workers, receiver, sweeper)
+    "ics_sms_message_finals_total": ("counter", frozenset({"state", "code"})),
     # RabbitMQ's prometheus plugin (prometheus.return_per_object_metrics = true)
     "rabbitmq_queue_messages_ready": ("gauge", frozenset({"queue", "vhost"})),
     "rabbitmq_queue_messages_unacked": ("gauge", frozenset({"queue", "vhost"})),

@@ -15,16 +15,15 @@ from pydantic import SecretStr
 
 from ics_sms.broker.base import Broker, Delivery, Outgoing
 from ics_sms.broker.codec import send_message
-from ics_sms.broker.connect import open_broker
-from ics_sms.cli.dead_letters_cmd import REPLAY_KEY, Selection, parse_age
+from ics_sms.cli.dead_letters_cmd import REPLAY_KEY
 from ics_sms.cli.main import cli
-from ics_sms.schemas.messages import ReceiptEvent, SendRequest, Status
+from ics_sms.schemas.messages import ReceiptEvent, Status
 from ics_sms.schemas.senders import Lane, Senders, save_senders
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.live import LiveSenders
 from ics_sms.stores.senders import open_sender_source
-from ics_sms.workers.outcomes import Outcomes
 from tests.workers.conftest import SERVICE, FakeIcs, accept_all, request, running_worker, serving
+from tests.workers.dead_letters_helpers import dead_letter, declared_broker
 
 pytestmark = pytest.mark.usefixtures("isolated_logging")
 
@@ -65,26 +64,13 @@ async def listed(settings: Settings, *filters: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def broker(amqp_settings: Settings) -> AsyncIterator[Broker]:
-    opened = await open_broker(amqp_settings, name="test dead letters")
-    await opened.declare(amqp_settings.topology)
-    yield opened
-    await opened.close()
+    async with declared_broker(amqp_settings) as opened:
+        yield opened
 
 
-async def dead_letter(settings: Settings, broker: Broker, req: SendRequest, reason: str,
-                      publish_id: str = "p-original") -> None:
-    """A dead letter as a worker writes it (the same builder)."""
-    sent = send_message(settings.topology, req, Lane.SERVICE, publish_id=publish_id)
-    delivery = Delivery(sent.body, sent.exchange, sent.routing_key, 1, False, 0,
-                        settings.topology.send_queue(Lane.SERVICE), dict(sent.headers or {}),
-                        req.message_id)
-    await broker.publish([Outcomes(settings.topology).dead_copy(delivery, reason, "why")])
-
-
-def test_ages_and_selection() -> None:
-    assert [parse_age("--x", v) for v in ("90", "90s", "30m", "2h", "1d", None)] == [
-        90, 90, 1800, 7200, 86400, None]
-    assert Selection().everything and not Selection(reasons=frozenset({"dlt"})).everything
+async def test_a_bad_age_names_its_option(amqp_settings: Settings) -> None:
+    assert await fails(amqp_settings, "dead-letters", "list", "--older-than", "2x") == (
+        "--older-than: '2x' is not an age (e.g. 90s, 30m, 2h, 7d)")
 
 
 async def test_list_and_show_leave_every_dead_letter_in_place(
@@ -200,6 +186,17 @@ async def test_dead_letters_of_a_refused_sender_are_replayed_once_after_a_new_to
         assert {(e.message_id, e.status) for e in submitted} == {
             ("m1", Status.SUBMITTED), ("m2", Status.SUBMITTED)}
         assert all(e.metadata[REPLAY_KEY] == 1 and e.attempt == 1 for e in submitted)
+        # what the operator sees: the campaign counts the replayed messages as submitted,
+        # no longer failed, and the timeline tells the whole story
+        campaign = orjson.loads(await ok(settings, "campaigns", "show", "c1", "--json"))
+        assert {s: n for s, n in campaign["states"].items() if n} == {"submitted": 2}
+        assert campaign["failure_codes"] == [] and campaign["reached"] == 2
+        timeline = orjson.loads(await ok(settings, "messages", "show", "m1", "--json"))
+        changes = [(e["state"], e["note"]) for e in timeline["timeline"]]
+        replayed_at = changes.index(("pending", "replay"))
+        assert changes[replayed_at - 1] == ("failed", "sender_unauthorized")
+        assert changes[-1] == ("submitted", timeline["provider_message_id"])
+        assert ("submitted", timeline["provider_message_id"]) not in changes[:replayed_at]
         # a replay that stopped before removing its dead letter leaves it in the queue:
         # replaying it again sends nothing (the message store knows ICS has it)
         await broker.publish([Outgoing(settings.topology.dead_exchange, "service",
@@ -212,18 +209,3 @@ async def test_dead_letters_of_a_refused_sender_are_replayed_once_after_a_new_to
                 if auth == f"Bearer {NEW_TOKEN}" for r in req["smstosend"]]
     assert len(accepted) == 2 and len(set(accepted)) == 2  # each message once
     assert (await listed(settings))["count"] == 1
-
-
-async def test_a_long_queue_is_read_in_chunks_and_keeps_every_dead_letter_once(
-        amqp_settings: Settings, broker: Broker) -> None:
-    settings = amqp_settings
-    count = 450  # more than two chunks
-    for start in range(0, count, 150):
-        await asyncio.gather(*(dead_letter(settings, broker, request(i), "dlt")
-                               for i in range(start, start + 150)))
-    orders = []
-    for _ in range(3):
-        found = await listed(settings, "--limit", str(count))
-        orders.append([d["message_id"] for d in found["dead_letters"]])
-    for order in orders:  # each pass leaves every dead letter, once
-        assert sorted(order) == sorted(f"m{i}" for i in range(count))

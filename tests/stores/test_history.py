@@ -76,7 +76,9 @@ async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[M
 
 async def test_a_campaign_counts_every_state_and_never_more_finals_than_messages(
         store: MessageStore, clock: Clock) -> None:
-    await store.announce("camp", 6)
+    await store.announce("camp", 4, source="file-a")
+    await store.announce("camp", 6, source="file-a")  # published again: not 10
+    await store.announce("camp", 0, source="file-a")
     await store.claim([claim(i) for i in range(6)], token="t1")
     counts = await store.campaign("camp")
     assert counts is not None
@@ -165,6 +167,14 @@ async def test_a_phone_number_finds_its_recent_messages_newest_first(
     assert [v.message_id for v in await store.find("+919811111111", since=clock.now)] == ["m2"]
     assert await store.find("+919899999999") == []
     assert await store.message("nope") is None and await store.campaign("nope") is None
+
+
+async def test_published_counts_add_up_over_sources(store: MessageStore) -> None:
+    await store.announce("camp", 3, source="file-a")
+    await store.announce("camp", 2, source="file-b")
+    counts = await store.campaign("camp")
+    assert counts is not None and counts.published == 5 and counts.waiting == 5
+    assert counts.eta_s is None  # nothing sent yet: no rate, no ETA
 
 
 async def test_campaigns_are_listed_by_latest_activity(store: MessageStore,
