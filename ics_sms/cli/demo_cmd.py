@@ -26,14 +26,18 @@ __all__ = ["demo_command"]
 @click.option("--timeout", "timeout_s", type=float, default=120.0, show_default=True,
               help="Seconds to wait for every message to reach a final status.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--console", "console_port", type=click.IntRange(1, 65535), is_flag=False,
+              flag_value=8090, default=None, metavar="[PORT]",
+              help="Also serve the operator console (default port 8090) on the demo's data, "
+                   "with a generated login, until Ctrl-C.")
 def demo_command(messages: int, broker_url: str | None, workers: int, timeout_s: float,
-                 as_json: bool) -> None:
+                 as_json: bool, console_port: int | None) -> None:
     """Run sandbox, receiver, workers and a campaign; account for every message.
 
     Exits non-zero when any message ends without a final status.
     """
     options = DemoOptions(messages=messages, broker_url=broker_url, workers=workers,
-                          timeout_s=timeout_s)
+                          timeout_s=timeout_s, console_port=console_port)
     configure_logging("warning")  # the demo's own output is the progress and the summary
     display = choose_display(quiet=as_json)
     try:

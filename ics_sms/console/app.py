@@ -97,7 +97,7 @@ async def _unavailable(request: web.Request, handler: Any) -> web.StreamResponse
 def create_console_app(settings: Settings, *, senders: SenderSource, messages: MessageStore,
                        users: UserStore, close_stores: bool = True) -> web.Application:
     """The console on these stores; with ``close_stores`` it closes them on shutdown."""
-    from ics_sms.console import pages, senders_pages
+    from ics_sms.console import dead_letters_pages, pages, senders_pages
 
     sessions = Sessions(settings.console_session_s, secure=settings.console_secure_cookie)
     app = web.Application(middlewares=[security_middleware(sessions), _unavailable],
@@ -112,6 +112,7 @@ def create_console_app(settings: Settings, *, senders: SenderSource, messages: M
     app.router.add_static("/static/", ASSETS / "static", name="static")
     pages.add_routes(app)
     senders_pages.add_routes(app)
+    dead_letters_pages.add_routes(app)
 
     async def stores(_app: web.Application) -> AsyncIterator[None]:
         yield

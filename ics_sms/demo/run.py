@@ -30,6 +30,7 @@ from ics_sms.broker.base import Broker, Delivery
 from ics_sms.broker.connect import open_broker
 from ics_sms.callbacks.app import create_app
 from ics_sms.callbacks.serve import bind_socket
+from ics_sms.console.demo import demo_console, until_interrupted
 from ics_sms.demo.campaign import sample_campaign
 from ics_sms.demo.display import Display
 from ics_sms.demo.tracker import DemoTracker
@@ -57,6 +58,8 @@ class DemoOptions:
     workers: int = 1
     timeout_s: float = 120.0
     redis_url: str = "redis://127.0.0.1:6379/0"
+    console_port: int | None = None
+    """Serve the operator console on this port too, until Ctrl-C (``demo --console``)."""
 
     @property
     def embedded(self) -> bool:
@@ -153,6 +156,16 @@ async def _receiver(settings: Settings, senders: Senders, store: Any, links: Any
         await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def _maybe_console(settings: Settings, messages: Any,
+                         options: DemoOptions) -> AsyncIterator[None]:
+    if options.console_port is None:
+        yield
+        return
+    async with demo_console(settings, messages, options.console_port):
+        yield
+
+
 async def _consume_events(settings: Settings, tracker: DemoTracker) -> Broker:
     broker = await open_broker(settings, name="ics-sms demo events")
     await broker.declare(settings.topology)
@@ -214,7 +227,8 @@ async def run_demo(options: DemoOptions, display: Display) -> dict[str, Any]:
             pipeline = _Pipeline()
             events: Broker | None = None
             try:
-                async with _receiver(settings, senders, store, links, messages, sock):
+                async with _receiver(settings, senders, store, links, messages, sock), \
+                        _maybe_console(settings, messages, options):
                     events = await _consume_events(settings, tracker)
                     await pipeline.start_workers(settings, senders, options, store, links,
                                                  messages)
@@ -227,6 +241,8 @@ async def run_demo(options: DemoOptions, display: Display) -> dict[str, Any]:
                         tracker.finished = time.monotonic()
                         display.update(tracker)
                         display.stop()
+                    if options.console_port is not None:
+                        await until_interrupted()
                     await pipeline.close()
             finally:
                 await pipeline.close()
