@@ -215,17 +215,22 @@ class Page:
             element.send_keys(value)
 
     def submit(self, button_css: str) -> None:
-        """Click and wait until the next page replaced this one."""
-        from selenium.webdriver.support import expected_conditions
+        """Click and wait until the next page replaced this one (a mark left on this
+        document's window is gone, and the new document is loaded)."""
         from selenium.webdriver.support.ui import WebDriverWait
 
-        before = self.find("html")
+        self.driver.execute_script("window.icsOldPage = true;")
         self.find(button_css).click()
-        WebDriverWait(self.driver, WAIT_S).until(expected_conditions.staleness_of(before))
+        WebDriverWait(self.driver, WAIT_S).until(lambda d: d.execute_script(
+            "return window.icsOldPage === undefined && document.readyState === 'complete';"))
 
     def text(self) -> str:
-        text: str = self.find("main").text
+        text: str = self.find("body").text
         return text
+
+    def shows(self, css: str, text: str) -> bool:
+        """Whether an element ``css`` is on the page and holds ``text``."""
+        return any(text in e.text for e in self.driver.find_elements(self.by.CSS_SELECTOR, css))
 
     def until(self, check: Callable[[], bool], what: str, reload: bool = False) -> None:
         """Wait (up to WAIT_S) until ``check`` holds, reloading the page between looks."""
@@ -242,11 +247,14 @@ class Page:
         if self.shots is None:
             return
         for width_name, (width, height) in WIDTHS.items():
-            self.driver.set_window_size(width, height)
+            metrics = {"width": width, "height": height, "deviceScaleFactor": 1,
+                       "mobile": width < 600}
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
             full = self.driver.execute_script("return document.documentElement.scrollHeight")
-            self.driver.set_window_size(width, max(int(full) + 20, height))
+            self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                        {**metrics, "height": max(int(full), height)})
             self.driver.save_screenshot(str(self.shots / f"{name}-{width_name}.png"))
-        self.driver.set_window_size(*WIDTHS["desktop"])
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def _publish(stack: Stack, requests: list[SendRequest]) -> None:
@@ -330,7 +338,7 @@ def test_an_operator_configures_sends_watches_and_replays_in_the_browser(
     # reaches 100 % on its page.
     _publish(stack, _campaign("spring", "acme-otp", CAMPAIGN_SIZE))
     page.open("/campaigns/spring?refresh=0")
-    page.until(lambda: "100 %" in page.find(".percent").text, "the campaign at 100 %",
+    page.until(lambda: page.shows(".percent", "100 %"), "the campaign at 100 %",
                reload=True)
     assert f"{CAMPAIGN_SIZE}" in page.find("#states").text
     page.shoot("campaign")
@@ -342,7 +350,7 @@ def test_an_operator_configures_sends_watches_and_replays_in_the_browser(
     page.open("/messages")
     page.fill({"q": "spring-7"})
     page.submit("main form button[type=submit]")
-    page.until(lambda: page.find("#message-state").text == "delivered",
+    page.until(lambda: page.shows("#message-state", "delivered"),
                "message spring-7 delivered", reload=True)
     assert "submitted" in page.find("#timeline").text
     page.shoot("message")
@@ -371,7 +379,7 @@ def test_an_operator_configures_sends_watches_and_replays_in_the_browser(
     page.submit("#reasons form.inline button")
     assert "replayed 2, kept 0" in page.text()
     page.open("/campaigns/outage?refresh=0")
-    page.until(lambda: page.find("#states").text.count("delivered 2") == 1,
+    page.until(lambda: page.shows("#states", "delivered 2"),
                "the replayed messages delivered", reload=True)
 
     # Every change is audited and shown; the health page sees the worker and the receiver.
@@ -381,7 +389,7 @@ def test_an_operator_configures_sends_watches_and_replays_in_the_browser(
     assert "ada@console senders set alerts: token" in history
     page.shoot("senders")
     page.open("/health?refresh=0")
-    page.until(lambda: "consuming" in page.find("#workers").text, "the worker's heartbeat",
+    page.until(lambda: page.shows("#workers", "consuming"), "the worker's heartbeat",
                reload=True)
     assert "alive" in page.find("#receiver").text
     assert "Open around the clock" in page.find("#window").text
