@@ -8,6 +8,7 @@ which tell ready messages and consumers but not unacked ones (shown as unknown).
 from __future__ import annotations
 
 import asyncio
+import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -99,8 +100,8 @@ def _passive(url: str, names: list[str]) -> list[QueueState]:
 async def _managed(settings: Settings, management_url: str,
                    names: list[str]) -> list[QueueState]:
     parts = urlsplit(management_url)
-    auth = aiohttp.BasicAuth(unquote(parts.username or "guest"),
-                             unquote(parts.password or "guest"))
+    user_password = f"{unquote(parts.username or 'guest')}:{unquote(parts.password or 'guest')}"
+    auth = {"Authorization": "Basic " + base64.b64encode(user_password.encode()).decode()}
     netloc = parts.hostname or "127.0.0.1"
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
@@ -108,7 +109,7 @@ async def _managed(settings: Settings, management_url: str,
     vhost = unquote(urlsplit(settings.broker_urls[0]).path[1:]) or "/"
     states = []
     timeout = aiohttp.ClientTimeout(total=_TIMEOUT_S)
-    async with aiohttp.ClientSession(auth=auth, timeout=timeout) as http:
+    async with aiohttp.ClientSession(headers=auth, timeout=timeout) as http:
         for name in names:
             url = f"{base}/api/queues/{quote(vhost, safe='')}/{quote(name, safe='')}"
             async with http.get(url) as response:
