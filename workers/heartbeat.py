@@ -90,7 +90,9 @@ async def beating(settings: Settings, lanes: Iterable[str],
     client: Redis = Redis.from_url(settings.redis_url, socket_timeout=2,
                                    socket_connect_timeout=2)
     key = f"{_prefix(settings)}{socket.gethostname()}:{os.getpid()}"
-    task = asyncio.create_task(_beat(client, key, ",".join(lanes), consuming))
+    beat = _Beat(client, key, ",".join(lanes), consuming)
+    await beat.write()  # alive from the start
+    task = asyncio.create_task(beat.forever())
     try:
         yield
     finally:
@@ -102,25 +104,40 @@ async def beating(settings: Settings, lanes: Iterable[str],
         await client.aclose()
 
 
-async def _beat(client: Redis, key: str, lanes: str, consuming: asyncio.Event) -> None:
-    window = _Window()
-    failing = False
-    while True:
-        requests, failed = window.add(time.monotonic(), ics_request_totals())
+class _Beat:
+    """Writes one worker's heartbeat; logs a failing Redis once until it works again."""
+
+    def __init__(self, client: Redis, key: str, lanes: str, consuming: asyncio.Event) -> None:
+        self.client = client
+        self.key = key
+        self.lanes = lanes
+        self.consuming = consuming
+        self.window = _Window()
+        self.failing = False
+
+    def __repr__(self) -> str:
+        return f"<_Beat {self.key} failing={self.failing}>"
+
+    async def write(self) -> None:
+        requests, failed = self.window.add(time.monotonic(), ics_request_totals())
         fields: list[str | int | float] = [
-            "lanes", lanes, "consuming", int(consuming.is_set()), "at", time.time(),
+            "lanes", self.lanes, "consuming", int(self.consuming.is_set()), "at", time.time(),
             "ics_requests", requests, "ics_failed", failed]
         try:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, items=fields)
-                pipe.expire(key, TTL_S)
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hset(self.key, items=fields)
+                pipe.expire(self.key, TTL_S)
                 await pipe.execute()
-            failing = False
+            self.failing = False
         except (RedisError, OSError) as exc:
-            if not failing:
+            if not self.failing:
                 log.warning("cannot write the worker heartbeat", error=str(exc))
-            failing = True
-        await asyncio.sleep(BEAT_S)
+            self.failing = True
+
+    async def forever(self) -> None:
+        while True:
+            await asyncio.sleep(BEAT_S)
+            await self.write()
 
 
 async def read_heartbeats(settings: Settings) -> list[Heartbeat]:
