@@ -246,7 +246,10 @@ async def update(request: web.Request) -> web.Response:
 
     def change(senders: Senders) -> tuple[Senders, str]:
         current = senders.named(name)
-        changes = {k: v for k, v in values.items() if k != "name"} | _tokens(form)
+        tokens = _tokens(form)
+        if tokens == {"token_env": current.token_env}:
+            tokens = {}  # the variable shown in the form, unchanged
+        changes = {k: v for k, v in values.items() if k != "name"} | tokens
         updated = current.changed(**changes)
         changed = sorted({"token" if k in _TOKEN_FIELDS else k for k, v in changes.items()
                           if k in _TOKEN_FIELDS or getattr(current, k) != getattr(updated, k)})

@@ -165,3 +165,16 @@ async def test_health_on_the_embedded_broker_says_what_it_cannot_know(
     page = await (await console.client.get("/health")).text()
     assert "has no depths to read" in page
     assert "Promotional window" in page
+
+
+async def test_an_unchanged_token_variable_is_not_a_token_change(console: Console) -> None:
+    csrf = await console.login()
+    await console.client.post("/senders/new", data={
+        **GOOD, "token": "", "token_env": "ACME_ICS_TOKEN", "csrf": csrf})
+    assert console.source.load().senders.named("acme-otp").token_env == "ACME_ICS_TOKEN"
+    edit = await (await console.client.get("/senders/acme-otp/edit")).text()
+    assert 'value="ACME_ICS_TOKEN"' in edit
+    page = await (await console.client.post("/senders/acme-otp/edit", data={
+        **GOOD, "token": "", "token_env": "ACME_ICS_TOKEN", "rate_per_s": "50",
+        "csrf": csrf})).text()
+    assert "updated sender acme-otp: rate_per_s" in page
