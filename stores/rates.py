@@ -22,6 +22,11 @@ The same call reads the sender's fleet-wide pauses (no extra round trip):
 A batch already granted its moment before a pause was recorded goes at that moment (ICS
 answers it 429 or 401 as well, and its messages wait like the others).
 
+The same call also tells how many workers send for the sender now (those that asked
+within :data:`ACTIVE_S`, each naming itself): the fleet shares the sender's rate, so a
+worker holds only its share of what the sender can send before the broker's consumer
+timeout (:mod:`ics_sms.workers.holding`).
+
 Clock: the Redis implementation takes ``now`` from Redis ``TIME`` inside the script, so
 every worker shares one clock and a worker's own clock does not matter. Two
 implementations with the same semantics: :class:`RedisRateStore` (one Lua script call per
@@ -53,6 +58,9 @@ __all__ = [
 IDLE_TTL_S = 60
 """A sender's key lives this long past the end of its schedule and of its pauses."""
 
+ACTIVE_S = 30.0
+"""A worker that asked for a sender's rate within this long counts as sending for it."""
+
 
 class RateStoreError(StoreError):
     """The rate store could not be reached or refused the operation."""
@@ -69,6 +77,8 @@ class Grant:
     refused_s: float = 0.0
     """More than 0: ICS refused the sender's credentials; nothing was granted, the
     messages wait this long (the fleet-wide pause left)."""
+    workers: int = 1
+    """Workers sending for the sender now (this one included): they share its rate."""
 
     @property
     def granted(self) -> bool:
@@ -79,9 +89,11 @@ class RateStore(abc.ABC):
     """Fleet-wide rate schedules and pauses, one per sender name."""
 
     @abc.abstractmethod
-    async def acquire(self, sender: str, cost: int, rate_per_s: float) -> Grant:
+    async def acquire(self, sender: str, cost: int, rate_per_s: float, *,
+                      worker: str = "") -> Grant:
         """Reserve ``cost`` records of ``sender``'s schedule at ``rate_per_s`` (unless the
-        sender's credentials are refused) and say when they may go. One round trip.
+        sender's credentials are refused) and say when they may go, and how many workers
+        (``worker`` names the caller) send for it now. One round trip.
         Raises RateStoreError."""
 
     @abc.abstractmethod
@@ -125,20 +137,30 @@ class InMemoryRateStore(RateStore):
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._schedules: dict[str, _Schedule] = {}
+        self._active: dict[str, dict[str, float]] = {}
 
     def __repr__(self) -> str:
         return f"<InMemoryRateStore senders={len(self._schedules)}>"
 
-    async def acquire(self, sender: str, cost: int, rate_per_s: float) -> Grant:
+    async def acquire(self, sender: str, cost: int, rate_per_s: float, *,
+                      worker: str = "") -> Grant:
         _check(cost, rate_per_s)
         now = self.clock()
         self._forget_idle(now)
+        active = self._active.setdefault(sender, {})
+        if worker:
+            active[worker] = now
+        for name, seen in list(active.items()):
+            if seen < now - ACTIVE_S:
+                del active[name]
+        workers = max(len(active), 1)
         schedule = self._schedules.setdefault(sender, _Schedule())
         if schedule.refused > now:
-            return Grant(refused_s=schedule.refused - now)
+            return Grant(refused_s=schedule.refused - now, workers=workers)
         start = max(schedule.tat, now, schedule.throttled)
         schedule.tat = start + cost / rate_per_s
-        return Grant(wait_s=start - now, throttled_s=max(schedule.throttled - now, 0.0))
+        return Grant(wait_s=start - now, throttled_s=max(schedule.throttled - now, 0.0),
+                     workers=workers)
 
     async def pause(self, sender: str, *, throttled_s: float = 0.0,
                     refused_s: float = 0.0) -> None:
@@ -173,25 +195,38 @@ local last = math.max(tat, throttled, refused)
 redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(last - now, 0) + ARGV[#ARGV]) * 1000))
 """
 
-_ACQUIRE_LUA = _NOW_LUA + """
+_ACQUIRE_LUA = _NOW_LUA + f"""
 local cost = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], string.format('%.3f', now)) end
+local seen = redis.call('HGETALL', KEYS[2])
+local workers = 0
+for i = 1, #seen, 2 do
+  if tonumber(seen[i + 1]) < now - {ACTIVE_S} then
+    redis.call('HDEL', KEYS[2], seen[i])
+  else
+    workers = workers + 1
+  end
+end
+redis.call('PEXPIRE', KEYS[2], {int(ACTIVE_S * 2000)})
+workers = tostring(math.max(workers, 1))
 local v = redis.call('HMGET', KEYS[1], 'tat', 'throttled', 'refused')
 local tat = tonumber(v[1]) or 0
 local throttled = tonumber(v[2]) or 0
 local refused = tonumber(v[3]) or 0
 if refused > now then
-  return {'refused', string.format('%.6f', refused - now)}
+  return {{'refused', string.format('%.6f', refused - now), workers}}
 end
 local start = math.max(tat, now, throttled)
 tat = start + cost / rate
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat))
 """ + _KEEP_LUA + """
 return {'granted', string.format('%.6f', start - now),
-        string.format('%.6f', math.max(throttled - now, 0))}
+        string.format('%.6f', math.max(throttled - now, 0)), workers}
 """
-"""KEYS: the sender's key. ARGV: cost, rate_per_s, idle TTL. Returns ``granted, wait_s,
-throttled_s`` or ``refused, refused_s`` (numbers as strings: Lua numbers become integers)."""
+"""KEYS: the sender's key, its workers' key (worker -> when it last asked). ARGV: cost,
+rate_per_s, the worker's name, idle TTL. Returns ``granted, wait_s, throttled_s, workers``
+or ``refused, refused_s, workers`` (numbers as strings: Lua numbers become integers)."""
 
 _PAUSE_LUA = _NOW_LUA + """
 local v = redis.call('HMGET', KEYS[1], 'tat', 'throttled', 'refused')
@@ -230,14 +265,18 @@ class RedisRateStore(RedisStore, RateStore):
         self._acquire = self._client.register_script(_ACQUIRE_LUA)
         self._pause = self._client.register_script(_PAUSE_LUA)
 
-    async def acquire(self, sender: str, cost: int, rate_per_s: float) -> Grant:
+    async def acquire(self, sender: str, cost: int, rate_per_s: float, *,
+                      worker: str = "") -> Grant:
         _check(cost, rate_per_s)
+        key = self._prefix + sender
         with self.failing_as("reserve the sender's rate"):
             row: Sequence[object] = await self._acquire(
-                keys=[self._prefix + sender], args=[cost, repr(float(rate_per_s)), self._ttl_s])
+                keys=[key, key + "~workers"],
+                args=[cost, repr(float(rate_per_s)), worker, self._ttl_s])
         if _text(row[0]) == "refused":
-            return Grant(refused_s=_float(row[1]))
-        return Grant(wait_s=_float(row[1]), throttled_s=_float(row[2]))
+            return Grant(refused_s=_float(row[1]), workers=int(_float(row[2])))
+        return Grant(wait_s=_float(row[1]), throttled_s=_float(row[2]),
+                     workers=int(_float(row[3])))
 
     async def pause(self, sender: str, *, throttled_s: float = 0.0,
                     refused_s: float = 0.0) -> None:

@@ -15,7 +15,11 @@ the ICS request and the acks):
   back through a delay queue (no attempt spent) and comes back when the sender has caught
   up (:meth:`HoldBound.park_s`). A fast sender sharing the queue goes on meanwhile.
 
-The rate is the sender's own ``rate_per_s``, the most this worker can send of it.
+``rate_per_s`` is the most the whole fleet sends of a sender (:mod:`ics_sms.stores.rates`),
+so with N workers sending for it (as the rate store counts them) each holds 1/N of that:
+the fleet together never holds more of a sender than it sends in the safe share. (The
+lane prefetch keeps the whole lane's bound: what one worker is handed beyond its share
+of a sender is parked at once, not held.)
 """
 
 from __future__ import annotations
@@ -44,9 +48,10 @@ class HoldBound:
         """How long sending what a sender holds may take."""
         return self.consumer_timeout_s * SAFE_SHARE
 
-    def per_sender(self, sender: Sender) -> int:
-        """Most messages of ``sender`` held at once (at least one: a slow sender still sends)."""
-        return max(1, math.floor(sender.rate_per_s * self.safe_s))
+    def per_sender(self, sender: Sender, workers: int = 1) -> int:
+        """Most messages of ``sender`` one of ``workers`` workers sharing its rate holds at
+        once (at least one: a slow sender still sends)."""
+        return max(1, math.floor(sender.rate_per_s * self.safe_s / max(workers, 1)))
 
     def lane_prefetch(self, lane: Lane, senders: Iterable[Sender], configured: int) -> int:
         """``configured`` capped by what the lane's senders send within :attr:`safe_s`.
@@ -59,8 +64,9 @@ class HoldBound:
             return configured
         return max(1, min(configured, math.floor(rate * self.safe_s)))
 
-    def park_s(self, sender: Sender, held: int) -> float:
-        """How long a parked delivery stays away: until what is held now is about sent,
-        at most the longest delay tier, at least the shortest."""
-        drain_s = held / sender.rate_per_s
+    def park_s(self, sender: Sender, held: int, workers: int = 1) -> float:
+        """How long a parked delivery stays away: until what is held now is about sent (at
+        this worker's share of the rate), at most the longest delay tier, at least the
+        shortest."""
+        drain_s = held * max(workers, 1) / sender.rate_per_s
         return float(min(max(drain_s, DELAY_TIERS_S[0]), DELAY_TIERS_S[-1]))

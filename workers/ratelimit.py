@@ -10,6 +10,7 @@ every worker.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from ics_sms.schemas.senders import Sender
 from ics_sms.stores.rates import Grant, RateStore
@@ -32,10 +33,14 @@ class SenderRates:
     """Asks the rate store for a batch's records, waits for the moment it was granted, and
     records the pauses ICS asks for."""
 
-    __slots__ = ("store",)
+    __slots__ = ("fleet", "name", "store")
 
-    def __init__(self, store: RateStore) -> None:
+    def __init__(self, store: RateStore, name: str = "") -> None:
         self.store = store
+        self.name = name or f"worker-{uuid.uuid4().hex[:12]}"
+        """How this worker names itself to the rate store (one name per process)."""
+        self.fleet: dict[str, int] = {}
+        """Workers sending for each sender, as the rate store last said."""
 
     def __repr__(self) -> str:
         return f"<SenderRates {self.store!r}>"
@@ -49,13 +54,19 @@ class SenderRates:
         """Reserve ``count`` records of the sender's rate and sleep until they may go.
         A grant that is not :attr:`~Grant.granted` (credentials refused) returns at once:
         the caller holds its messages. Raises RateStoreError."""
-        grant = await self.store.acquire(sender.name, count, sender.rate_per_s)
+        grant = await self.store.acquire(sender.name, count, sender.rate_per_s,
+                                         worker=self.name)
+        self.fleet[sender.name] = grant.workers
         if grant.granted and grant.wait_s > 0:
             if grant.wait_s > grant.throttled_s:  # the rate, not a 429's Retry-After
                 PACED.note((("sender", sender.name),), count, amount=grant.wait_s,
                            rate_per_s=sender.rate_per_s)
             await asyncio.sleep(grant.wait_s)
         return grant
+
+    def workers(self, sender: Sender) -> int:
+        """How many workers share ``sender``'s rate now (1 until this worker asked once)."""
+        return self.fleet.get(sender.name, 1)
 
     async def pause(self, sender: Sender, *, throttled_s: float = 0.0,
                     refused_s: float = 0.0) -> None:

@@ -341,7 +341,8 @@ class _Session:
             self._settle_soon(Settle(delivery, [], requeue=True))
             return
         held = self.batcher.held(decision.sender.name)
-        if held >= self.worker.hold.per_sender(decision.sender):
+        if held >= self.worker.hold.per_sender(decision.sender,
+                                               self.worker.rates.workers(decision.sender)):
             self._park_behind(decision, held)
             return
         self.batcher.add(decision)
@@ -351,7 +352,7 @@ class _Session:
         this delivery goes back through a delay queue (no attempt, no park spent) instead of
         being held past the broker's consumer timeout."""
         sender = job.sender
-        delay_s = self.worker.hold.park_s(sender, held)
+        delay_s = self.worker.hold.park_s(sender, held, self.worker.rates.workers(sender))
         PARKED_BEHIND.note((("sender", sender.name),), held=held,
                            rate_per_s=sender.rate_per_s)
         self._settle_soon(Settle(job.delivery, [self.worker.outcomes.retry_copy(

@@ -17,6 +17,7 @@ from redis import Redis
 
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.rates import (
+    ACTIVE_S,
     IDLE_TTL_S,
     Grant,
     InMemoryRateStore,
@@ -155,6 +156,20 @@ async def test_pauses_end_on_the_clock() -> None:
     assert (await store.acquire("otp", 1, 10.0)).wait_s == pytest.approx(1.0)
 
 
+async def test_workers_count_while_they_ask() -> None:
+    clock = Clock()
+    store = InMemoryRateStore(clock=clock)
+    assert (await store.acquire("otp", 1, 100.0)).workers == 1  # nameless: at least one
+    assert (await store.acquire("otp", 1, 100.0, worker="w1")).workers == 1
+    assert (await store.acquire("otp", 1, 100.0, worker="w2")).workers == 2
+    assert (await store.acquire("otp", 1, 100.0, worker="w1")).workers == 2
+    assert (await store.acquire("offers", 1, 100.0, worker="w1")).workers == 1
+    clock.now += ACTIVE_S / 2
+    assert (await store.acquire("otp", 1, 100.0, worker="w2")).workers == 2
+    clock.now += ACTIVE_S / 2 + 1  # w1 stopped asking: no longer shares the rate
+    assert (await store.acquire("otp", 1, 100.0, worker="w2")).workers == 1
+
+
 async def test_idle_schedules_are_forgotten() -> None:
     clock = Clock()
     store = InMemoryRateStore(clock=clock)
@@ -176,6 +191,20 @@ async def test_every_worker_of_the_fleet_shares_the_schedule(
     assert waits == [0.0, pytest.approx(1.0, abs=ABS), pytest.approx(2.0, abs=ABS)]
     await workers[0].pause("otp", refused_s=10.0)
     assert not (await workers[2].acquire("otp", 1, 100.0)).granted
+
+
+async def test_the_fleet_counts_the_workers_sending_for_a_sender(
+        redis_url: str, prefix: str, redis_stores: list[RedisRateStore]) -> None:
+    workers = [RedisRateStore(redis_url, prefix=prefix) for _ in range(3)]
+    redis_stores.extend(workers)
+    counts = [(await w.acquire("otp", 1, 100.0, worker=f"w{i}")).workers
+              for i, w in enumerate(workers)]
+    assert counts == [1, 2, 3]
+    assert (await workers[0].acquire("otp", 1, 100.0, worker="w0")).workers == 3
+    assert (await workers[0].acquire("offers", 1, 100.0, worker="w0")).workers == 1
+    await workers[1].pause("otp", refused_s=10.0)
+    refused = await workers[2].acquire("otp", 1, 100.0, worker="w2")
+    assert not refused.granted and refused.workers == 3
 
 
 async def test_concurrent_requests_lose_no_reservation(
