@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp_jinja2
 import jinja2
@@ -109,6 +110,7 @@ def create_console_app(settings: Settings, *, senders: SenderSource, messages: M
         autoescape=jinja2.select_autoescape(default=True), undefined=jinja2.StrictUndefined)
     env.filters["when"] = _when
     env.filters["duration"] = _duration
+    env.filters["seg"] = lambda text: quote(str(text), safe="")  # one URL path segment
     app.router.add_static("/static/", ASSETS / "static", name="static")
     pages.add_routes(app)
     senders_pages.add_routes(app)

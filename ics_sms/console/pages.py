@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from aiohttp import web
 
 from ics_sms.console.app import CONSOLE, render
@@ -96,7 +98,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
             phone = None
         view = await store.message(query)
         if view is not None:
-            raise web.HTTPSeeOther(f"/messages/{view.message_id}")
+            raise web.HTTPSeeOther(f"/messages/{quote(view.message_id, safe='')}")
         if phone is not None:
             found = await store.find(phone, limit=_LOOKUP_LIMIT)
         if not found:
@@ -124,7 +126,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/campaigns", campaigns)
-    app.router.add_get("/campaigns/{campaign_id}", campaign)
+    app.router.add_get("/campaigns/{campaign_id:.+}", campaign)
     app.router.add_get("/messages", messages)
-    app.router.add_get("/messages/{message_id}", message)
+    app.router.add_get("/messages/{message_id:.+}", message)
     app.router.add_get("/health", health)

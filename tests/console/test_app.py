@@ -178,3 +178,14 @@ async def test_an_unchanged_token_variable_is_not_a_token_change(console: Consol
         **GOOD, "token": "", "token_env": "ACME_ICS_TOKEN", "rate_per_s": "50",
         "csrf": csrf})).text()
     assert "updated sender acme-otp: rate_per_s" in page
+
+
+async def test_ids_with_odd_characters_are_escaped_and_linked(console: Console) -> None:
+    await console.login()
+    page = await (await console.client.get("/messages", params={
+        "q": "<script>alert(1)</script>"})).text()
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    missing = await console.client.get("/campaigns/a/b%20c")
+    assert missing.status == 404
+    assert "no campaign 'a/b c' is known" in await missing.text()
