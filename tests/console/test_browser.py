@@ -4,7 +4,8 @@ against real RabbitMQ, Redis, PostgreSQL, an ``ics-sms worker``, ``ics-sms recei
 
 The browser is required under CI=true (a missing chromium fails, never skips). With
 ``ICS_SMS_CONSOLE_SCREENSHOTS=DIR`` the test saves every page at 1280 px and 390 px there
-(the README's and docs/console's pictures come from that).
+(the README's and docs/console's pictures come from that). With ``RABBITMQ_MANAGEMENT_URL``
+(``.ci/run`` sets it when the plugin answers) the health page reads unacked counts too.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def stack(rabbitmq_url: str, redis_url: str, postgres_url: str,
         console_port=ports["console"], metrics_port=ports["metrics"],
         receiver_metrics_port=ports["receiver_metrics"], linger_ms=5,
         sender_pause_s=0.2, sender_unauthorized_after_s=1.0, connect_retry_s=10,
-        promo_window_start="00:00", promo_window_end="00:00", log_format="json")
+        promo_window_start="00:00", promo_window_end="00:00", log_format="json",
+        rabbitmq_management_url=os.environ.get("RABBITMQ_MANAGEMENT_URL") or None)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ICS_SMS_")}
     env.update(settings.to_environment())
     declare_topology(rabbitmq_url, settings.topology)
@@ -392,6 +394,11 @@ def test_an_operator_configures_sends_watches_and_replays_in_the_browser(
     page.until(lambda: page.shows("#workers", "consuming"), "the worker's heartbeat",
                reload=True)
     assert "alive" in page.find("#receiver").text
+    queues = page.find("#queues").text
+    if stack.settings.rabbitmq_management_url is None:
+        assert "unknown" in queues  # passive declares cannot count unacked messages
+    else:
+        assert "unknown" not in queues and "RabbitMQ management API" in page.text()
     assert "Open around the clock" in page.find("#window").text
     page.shoot("health")
 
