@@ -189,3 +189,17 @@ async def test_ids_with_odd_characters_are_escaped_and_linked(console: Console) 
     missing = await console.client.get("/campaigns/a/b%20c")
     assert missing.status == 404
     assert "no campaign 'a/b c' is known" in await missing.text()
+
+
+async def test_a_test_sms_is_checked_like_ics_sms_senders_test(console: Console) -> None:
+    csrf = await console.login()
+    await console.client.post("/senders/new", data={**GOOD, "csrf": csrf})
+    bad_number = await console.client.post("/senders/acme-otp/test", data={
+        "csrf": csrf, "to": "12345", "text": "hi", "dlt_template_id": ""})
+    assert bad_number.status == 422
+    assert '<p class="field-error" id="test-to-error">must be E.164' in await bad_number.text()
+    no_template = await console.client.post("/senders/acme-otp/test", data={
+        "csrf": csrf, "to": "+919812345678", "text": "hi", "dlt_template_id": ""})
+    assert no_template.status == 422
+    assert ('<p class="field-error" id="test-dlt_template_id-error">required for +91 numbers'
+            in await no_template.text())
