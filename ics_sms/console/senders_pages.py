@@ -188,14 +188,15 @@ async def new_form(request: web.Request) -> web.Response:
 
 
 async def _guarded_save(request: web.Request, values: Mapping[str, Any], editing: str | None,
-                        change: Callable[[Senders], tuple[Senders, str]]) -> web.Response:
+                        change: Callable[[Senders], tuple[Senders, str, str]]) -> web.Response:
     """Apply ``change`` to the current senders and save; the form again, with the reasons
     next to the fields, when the validation or the save refuses."""
     console = request.app[CONSOLE]
     snapshot = await _snapshot(console)
     try:
-        updated, action = change(snapshot.senders)
+        updated, action, note = change(snapshot.senders)
         await _save(request, snapshot, updated, action)
+        _flash(request, note)
     except ValidationError as exc:
         return _form_page(request, values, _errors_of(exc), editing=editing, status=422)
     except SenderConflict as exc:
@@ -214,13 +215,13 @@ async def create(request: web.Request) -> web.Response:
     form = await request.post()
     values = _form_fields(form)
 
-    def change(senders: Senders) -> tuple[Senders, str]:
+    def change(senders: Senders) -> tuple[Senders, str, str]:
         sender = Sender.model_validate({**values, **_tokens(form)})
         updated = senders.add(sender)
         default = " (the default sender)" if updated.default == sender.name else ""
-        _flash(request, f"added sender {sender.name}{default}: paste its delivery tracking "
-                        "URL into the ICS portal")
-        return updated, f"senders add {sender.name}"
+        return (updated, f"senders add {sender.name}",
+                f"added sender {sender.name}{default}: paste its delivery tracking URL into "
+                "the ICS portal")
 
     return await _guarded_save(request, _shown(values, form), None, change)
 
@@ -244,7 +245,7 @@ async def update(request: web.Request) -> web.Response:
     form = await request.post()
     values = {**_form_fields(form), "name": name}
 
-    def change(senders: Senders) -> tuple[Senders, str]:
+    def change(senders: Senders) -> tuple[Senders, str, str]:
         current = senders.named(name)
         tokens = _tokens(form)
         if tokens == {"token_env": current.token_env}:
@@ -253,8 +254,8 @@ async def update(request: web.Request) -> web.Response:
         updated = current.changed(**changes)
         changed = sorted({"token" if k in _TOKEN_FIELDS else k for k, v in changes.items()
                           if k in _TOKEN_FIELDS or getattr(current, k) != getattr(updated, k)})
-        _flash(request, f"updated sender {name}: {', '.join(changed) or 'nothing changed'}")
-        return senders.replace(updated), f"senders set {name}: " + ", ".join(changed)
+        return (senders.replace(updated), f"senders set {name}: " + ", ".join(changed),
+                f"updated sender {name}: {', '.join(changed) or 'nothing changed'}")
 
     return await _guarded_save(request, _shown(values, form), name, change)
 
