@@ -11,7 +11,6 @@ import click
 from aiohttp import web
 
 from ics_sms.cli.common import CliError, load_settings, open_senders
-from ics_sms.console.app import create_console_app
 from ics_sms.console.users import (
     MIN_PASSWORD_LENGTH,
     Role,
@@ -64,6 +63,8 @@ def serve_command(host: str | None, port: int | None) -> None:
 async def serve_console(settings: Settings, stop: asyncio.Event, *,
                         started: asyncio.Event | None = None) -> None:
     """Serve the console on the settings' stores until ``stop`` is set."""
+    from ics_sms.console.app import create_console_app  # jinja2 only when serving
+
     source, _ = open_senders(settings)
     app = create_console_app(settings, senders=source, messages=open_message_store(settings),
                              users=open_user_store(settings))

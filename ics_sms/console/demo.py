@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 import click
 from aiohttp import web
 
-from ics_sms.console.app import create_console_app
 from ics_sms.console.users import FileUserStore, Role, User, hash_password
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.messages import MessageStore
@@ -28,6 +27,8 @@ async def demo_console(settings: Settings, messages: MessageStore,
                        port: int) -> AsyncIterator[str]:
     """Serve the console on 127.0.0.1:``port`` over the demo's stores; yields its URL
     (the login is printed on standard error, once)."""
+    from ics_sms.console.app import create_console_app  # jinja2 only with --console
+
     folder = settings.senders_file.parent
     users = FileUserStore(folder / "console-users.json")
     password = secrets.token_urlsafe(12)

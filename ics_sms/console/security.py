@@ -183,6 +183,8 @@ def security_middleware(sessions: Sessions) -> Any:
         finally:
             sessions.current.pop(id(request), None)
         _decorate(request, response)
+        if sessions.secure:  # served behind TLS: browsers keep to https
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     return middleware

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from markupsafe import escape
 from pydantic import ValidationError
 
+from ics_sms.console.app import create_console_app
+from ics_sms.console.users import FileUserStore
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.senders import Sender
+from ics_sms.schemas.settings import Settings
+from ics_sms.stores.messages import InMemoryMessageStore
+from ics_sms.stores.senders import MemorySenderSource
 from tests.console.conftest import PASSWORD, Console, csrf_of
 
 GOOD = {"name": "acme-otp", "type": "service_implicit", "sender_id": "acmein",
@@ -203,3 +211,15 @@ async def test_a_test_sms_is_checked_like_ics_sms_senders_test(console: Console)
     assert no_template.status == 422
     assert ('<p class="field-error" id="test-dlt_template_id-error">required for +91 numbers'
             in await no_template.text())
+
+
+async def test_behind_tls_the_cookie_is_secure_and_browsers_keep_to_https(
+        console_settings: Settings, tmp_path: Path) -> None:
+    settings = console_settings.model_copy(update={"console_secure_cookie": True})
+    app = create_console_app(settings, senders=MemorySenderSource(),
+                             messages=InMemoryMessageStore(),
+                             users=FileUserStore(tmp_path / "console-users.json"))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/login")
+        assert "Secure" in response.headers["Set-Cookie"]
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
