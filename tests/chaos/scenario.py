@@ -2,17 +2,70 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ics_sms.stores.history import CampaignCounts
+from ics_sms.stores.messages import RedisMessageStore
 from tests.chaos.harness import Stack
 from tests.chaos.ledger import Ledger, account
 from tests.chaos.results import Row, record
 
-__all__ = ["Once", "finish", "once_figures", "sms_per_message"]
+__all__ = ["Once", "campaign_counts", "finish", "once_figures", "sms_per_message"]
+
+_FINALS = ("delivered", "failed", "rejected", "expired")
+
+
+def campaign_counts(stack: Stack, ledger: Ledger, ids: Collection[str]
+                    ) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """What ``ics-sms campaigns`` shows for the scenario's campaigns (those of the records
+    of ``ids``), checked against the events: each campaign's states add up to the
+    messages the workers reached, its final counts equal the final events' statuses (when
+    every message has one final event), and it never shows more finals than messages.
+    Returns the counts and the problems found."""
+    store = RedisMessageStore(stack.redis_url, prefix=f"ics-sms:{stack.namespace}msg:")
+    by_campaign: dict[str, list[str]] = {}
+
+    async def read() -> dict[str, CampaignCounts | None]:
+        try:
+            wanted = sorted(set(ids))
+            for start in range(0, len(wanted), 1000):
+                records = await store.read(wanted[start:start + 1000])
+                for message_id, found in records.items():
+                    if found.context is not None and found.context.campaign_id:
+                        by_campaign.setdefault(found.context.campaign_id, []).append(message_id)
+            return {c: await store.campaign(c) for c in by_campaign}
+        finally:
+            await store.close()
+
+    counts = asyncio.run(read())
+    problems: list[str] = []
+    shown: dict[str, dict[str, int]] = {}
+    for campaign_id, members in sorted(by_campaign.items()):
+        found = counts[campaign_id]
+        if found is None:
+            problems.append(f"campaign {campaign_id}: no counts in the message store")
+            continue
+        shown[campaign_id] = {**found.states, "reached": found.reached}
+        if sum(found.states.values()) != found.reached or min(found.states.values(),
+                                                               default=0) < 0:
+            problems.append(f"campaign {campaign_id}: states {dict(found.states)} do not add "
+                            f"up to the {found.reached} messages reached")
+        if found.finals > len(members):
+            problems.append(f"campaign {campaign_id}: {found.finals} finals for "
+                            f"{len(members)} messages")
+        events = Counter(next(iter(t.values())) for m in members
+                         if len(t := ledger.terminal_of(m)) == 1)
+        several = sum(1 for m in members if len(ledger.terminal_of(m)) > 1)
+        for state in _FINALS:
+            if several == 0 and found.count(state) != events[state]:
+                problems.append(f"campaign {campaign_id}: {found.count(state)} {state} "
+                                f"counted, {events[state]} by the final events")
+    return shown, problems
 
 
 def sms_per_message(accepted: Mapping[str, int], ids: Collection[str]
@@ -132,6 +185,8 @@ def finish(stack: Stack, *, scenario: str, profile: str,
         found.append(f"{duplicate_sends} duplicate submissions, more than the bound "
                      f"{duplicate_bound}")
     found += stack.unclean_stops()
+    counted, campaign_problems = campaign_counts(stack, stack.ledger, confirmed)
+    found += campaign_problems
     all_figures = {**verdict.figures(), **(figures or {}),
                    "terminal_after_s": settled["terminal_after_s"],
                    "events": stack.ledger.snapshot(),
@@ -141,7 +196,8 @@ def finish(stack: Stack, *, scenario: str, profile: str,
                        "answer_faults", "requests_poisoned")},
                    "once": {k: v for k, v in vars(once).items() if k != "examples"},
                    "expired_no_receipt": len(stack.ledger.no_receipt),
-                   "uncertain_never_accepted_expired": len(killed_mid_request)}
+                   "uncertain_never_accepted_expired": len(killed_mid_request),
+                   "campaign_counts": counted}
     return record(Row(
         scenario=scenario, profile=profile, messages=len(set(confirmed)),
         lost=len(verdict.lost), duplicate_sends=duplicate_sends,
