@@ -13,48 +13,42 @@ import getpass
 import os
 import socket
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
 import click
 from pydantic import SecretStr, ValidationError
 
-from ics_sms.cli.common import CliError, field_errors, load_settings, open_senders
+from ics_sms.cli.common import CliError, load_settings, open_senders
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.messages import SendRequest, Status
 from ics_sms.schemas.senders import (
     ClickTracking,
-    Lane,
     Sender,
     Senders,
     SenderType,
-    dlt_problem,
     dump_senders,
     load_senders,
     save_senders,
 )
 from ics_sms.schemas.settings import Settings
-from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import Topology
-from ics_sms.stores.context import ContextStoreError, MessageContext, open_context_store
 from ics_sms.stores.senders import SenderSource, Snapshot
-from ics_sms.workers.encoding import TextInfo, analyse
-from ics_sms.workers.ics import IcsClient, SubmitResult
+from ics_sms.workers.encoding import TextInfo
+from ics_sms.workers.ics import SubmitResult
 from ics_sms.workers.outcomes import Outcomes
-from ics_sms.workers.window import PromoWindow
+from ics_sms.workers.trial import (
+    MAX_TEST_SEGMENTS,
+    TrialRefused,
+    prepare,
+    send,
+)
 
-__all__ = ["MAX_TEST_SEGMENTS", "TEST_CAMPAIGN_ID", "senders_group"]
+__all__ = ["senders_group"]
 
-MAX_TEST_SEGMENTS = 3
-"""``senders test`` sends a longer text (billed per segment) only with --yes."""
-TEST_CAMPAIGN_ID = "senders-test"
-"""Campaign id of the messages ``senders test`` sends (in their events)."""
-_CONTEXT_TIMEOUT_S = 5.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -446,63 +440,6 @@ def senders_history(limit: int) -> None:
 
 
 # -- test -----------------------------------------------------------------------------------
-def _test_request(name: str, to: str, text: str, dlt_template_id: str | None) -> SendRequest:
-    """The request a campaign would publish, validated the same way."""
-    fields = {"message_id": f"test-{uuid.uuid4().hex[:16]}", "campaign_id": TEST_CAMPAIGN_ID,
-              "to": to, "text": text, "sender": name, "dlt_template_id": dlt_template_id}
-    try:
-        return SendRequest.model_validate(fields)
-    except ValidationError as exc:
-        raise CliError(field_errors(exc, lambda f: "--" + f.replace("_", "-"))) from None
-
-
-def _check_window(settings: Settings, sender: Sender, now: datetime,
-                  outside_window: bool) -> None:
-    if sender.lane is not Lane.PROMOTIONAL:
-        return
-    window = PromoWindow.of(settings.promo_window_start, settings.promo_window_end,
-                            settings.promo_timezone)
-    if window.is_open(now):
-        return
-    hours = (f"{window.start:%H:%M}-{window.end:%H:%M} {settings.promo_timezone}")
-    opens = now + timedelta(seconds=window.seconds_until_change(now))
-    if not outside_window:
-        raise CliError(f"sender {sender.name!r} is promotional and the promotional window "
-                       f"({hours}) is closed until {_when(opens)}: the workers would hold "
-                       "this message; pass --outside-window to send it now anyway")
-    click.echo(f"warning: outside the promotional window ({hours}), sent because of "
-               "--outside-window", err=True)
-
-
-async def _remember(settings: Settings, context: MessageContext) -> str | None:
-    """Leave the message context for the receiver, like a worker; the reason if not."""
-    store = open_context_store(settings)
-    try:
-        await asyncio.wait_for(store.put_many([context]), _CONTEXT_TIMEOUT_S)
-    except (ContextStoreError, TimeoutError) as exc:
-        return str(exc) or "timed out"
-    finally:
-        await store.close()
-    return None
-
-
-async def _send_one(settings: Settings, sender: Sender, token: SecretStr,
-                    request: SendRequest, info: TextInfo) -> tuple[SubmitResult, str | None]:
-    context = MessageContext.for_request(request, sender=sender.name, segments=info.segments,
-                                         encoding=info.encoding)
-    unremembered = await _remember(settings, context)
-    signer = SmsgidSigner(settings.callback_secret.get_secret_value() or "senders-test")
-    smsgid = signer.sign(request.message_id, sender.name)
-    record = IcsClient.record(request.to, sender.sender_id, request.text, smsgid,
-                              sender.dlt_entity_id, request.dlt_template_id)
-    batch = IcsClient.build(sender.username, [record],
-                            dlrurl=settings.tracking_url(sender.tracking_path()),
-                            urlshortening=sender.click_tracking is ClickTracking.ICS)
-    async with aiohttp.ClientSession() as http:
-        client = IcsClient(http, str(settings.ics_url), settings.ics_timeout_s)
-        return await client.submit(batch, token), unremembered
-
-
 @senders_group.command("test")
 @click.argument("name")
 @click.option("--to", required=True, help="Recipient in E.164, e.g. +919812345678.")
@@ -525,28 +462,37 @@ def test_sender(name: str, to: str, text: str, dlt_template_id: str | None, yes:
     settings = load_settings()
     with _source(settings) as (_, snapshot):
         sender = snapshot.senders.named(name)
-    request = _test_request(name, to, text, dlt_template_id)
-    problem = dlt_problem(request, sender)
-    if problem is not None:
-        option = "--dlt-template-id" if problem.field == "dlt_template_id" else "sender"
-        raise CliError(f"{option}: {problem.reason}")
-    now = _now()
-    _check_window(settings, sender, now, outside_window)
-    info = analyse(request.text)
+    try:
+        trial = prepare(settings, sender, to=to, text=text, dlt_template_id=dlt_template_id,
+                        now=_now(), outside_window=outside_window, many_segments=True)
+    except TrialRefused as exc:
+        raise CliError(_option_error(exc)) from None
+    request, info = trial.request, trial.info
+    if trial.warning:
+        click.echo(f"warning: {trial.warning} because of --outside-window", err=True)
     click.echo(f"text: {len(request.text)} characters, {info.encoding.value}, "
                f"{info.segments} segment(s)", err=as_json)
     if info.segments > MAX_TEST_SEGMENTS and not yes:
         raise CliError(f"--text is {info.segments} segments (each billed as one SMS), more "
                        f"than {MAX_TEST_SEGMENTS}: pass --yes to send it")
-    token = sender.resolve_token()
     if sender.disabled is not None:
         click.echo(f"note: sender {name} is disabled ({sender.disabled}); the test is sent "
                    "anyway", err=True)
-    result, unremembered = asyncio.run(_send_one(settings, sender, token, request, info))
-    if unremembered is not None:
-        click.echo(f"warning: the message context was not stored ({unremembered}): its "
+    sent = asyncio.run(send(settings, trial))
+    result = sent.result
+    if sent.unremembered is not None:
+        click.echo(f"warning: the message context was not stored ({sent.unremembered}): its "
                    "receipt events will lack campaign_id, segments and encoding", err=True)
     _report(settings, request, sender, info, result, as_json)
+
+
+def _option_error(exc: TrialRefused) -> str:
+    """A refused test message as the CLI names its options."""
+    if exc.field == "window":
+        return f"{exc.reason}; pass --outside-window to send it now anyway"
+    if exc.field in ("to", "text", "dlt_template_id"):
+        return f"--{exc.field.replace('_', '-')}: {exc.reason}"
+    return str(exc)
 
 
 def _report(settings: Settings, request: SendRequest, sender: Sender, info: TextInfo,

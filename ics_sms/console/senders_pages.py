@@ -15,8 +15,6 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
-from ics_sms.cli.common import CliError
-from ics_sms.cli.senders_cmd import _check_window, _send_one, _test_request
 from ics_sms.console.app import CONSOLE, Console, render
 from ics_sms.console.security import require_admin, session_of
 from ics_sms.schemas.errors import describe
@@ -27,10 +25,9 @@ from ics_sms.schemas.senders import (
     SenderError,
     Senders,
     SenderType,
-    dlt_problem,
 )
 from ics_sms.stores.senders import SenderConflict, Snapshot
-from ics_sms.workers.encoding import analyse
+from ics_sms.workers.trial import TrialRefused, prepare, send
 
 __all__ = ["add_routes"]
 
@@ -336,13 +333,11 @@ async def send_test(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"no sender named {name!r}")
     try:
         answer = await _test(console, sender, values, form.get("outside_window") == "yes")
-    except CliError as exc:
-        field, sep, reason = exc.message.partition(": ")
-        key = field.removeprefix("--").replace("-", "_")
-        if sep and key in values:
-            errors.setdefault(key, []).append(reason)
+    except TrialRefused as exc:
+        if exc.field in values:
+            errors.setdefault(exc.field, []).append(exc.reason)
         else:
-            errors.setdefault("", []).append(exc.message)
+            errors.setdefault("", []).append(str(exc))
     except SenderError as exc:
         errors.setdefault("", []).append(str(exc))
     return await show_sender(request, {**values, "errors": errors, "answer": answer},
@@ -351,29 +346,15 @@ async def send_test(request: web.Request) -> web.Response:
 
 async def _test(console: Console, sender: Sender, values: Mapping[str, str],
                 outside_window: bool) -> dict[str, Any]:
-    request = _test_request(sender.name, values["to"], values["text"],
-                            values["dlt_template_id"] or None)
-    problem = dlt_problem(request, sender)
-    if problem is not None:
-        field = "--dlt-template-id" if problem.field == "dlt_template_id" else "sender"
-        raise CliError(f"{field}: {problem.reason}")
-    _check_window(console.settings, sender, datetime.now(UTC), outside_window)
-    info = analyse(request.text)
-    token = sender.resolve_token()
-    result, unremembered = await _send_one(console.settings, sender, token, request, info)
-    shown: dict[str, Any] = {
-        "message_id": request.message_id, "segments": info.segments,
-        "encoding": info.encoding.value, "latency_ms": round(result.latency_s * 1000),
-        "unremembered": unremembered or ""}
-    if not result.ok:
-        return {**shown, "ok": False, "said": f"ICS did not accept the request: {result.reason}"}
-    record = next(iter(result.results.values()), None)
-    if record is None:
-        return {**shown, "ok": False, "said": "ICS answered without a result for the message: "
-                                               "it may or may not be sent"}
-    if not record.accepted:
-        return {**shown, "ok": False, "said": f"ICS refused the message: {record.error}"}
-    return {**shown, "ok": True, "said": f"accepted by ICS: mid={record.mid}"}
+    trial = prepare(console.settings, sender, to=values["to"], text=values["text"],
+                    dlt_template_id=values["dlt_template_id"] or None, now=datetime.now(UTC),
+                    outside_window=outside_window)
+    sent = await send(console.settings, trial)
+    return {"message_id": trial.request.message_id, "segments": trial.info.segments,
+            "encoding": trial.info.encoding.value,
+            "latency_ms": round(sent.result.latency_s * 1000),
+            "unremembered": sent.unremembered or "", "warning": trial.warning or "",
+            "ok": sent.accepted, "said": sent.said()}
 
 
 def add_routes(app: web.Application) -> None:

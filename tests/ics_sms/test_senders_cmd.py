@@ -19,7 +19,6 @@ from click.testing import CliRunner, Result
 
 from ics_sms.cli import senders_cmd
 from ics_sms.cli.main import cli
-from ics_sms.cli.senders_cmd import TEST_CAMPAIGN_ID
 from ics_sms.sandbox import RunningSandbox, SandboxConfig, start_sandbox
 from ics_sms.schemas.messages import Encoding, ReceiptEvent, SendRequest, Status
 from ics_sms.schemas.senders import TokenSource, load_senders
@@ -27,6 +26,7 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.context import open_context_store
 from ics_sms.workers.outcomes import Outcomes
+from ics_sms.workers.trial import TEST_CAMPAIGN_ID
 
 TOKEN = "ics-bearer-TOKEN-do-not-print-4f2a9c"
 PEID = "1201159100000000000"
