@@ -110,7 +110,8 @@ class Batcher(Generic[J]):
             self.flush(name)
 
     def clear(self) -> None:
-        """Drop everything gathered (the connection is gone: the broker requeued it)."""
+        """Drop everything gathered (the connection is gone: the broker requeued it).
+        Batches already due stay counted in their lane until their tasks end."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
