@@ -3,16 +3,26 @@ with a limited number of batches in flight per lane.
 
 A batch that is due first waits for a slot of its sender's lane, then takes everything
 gathered meanwhile (up to ``batch_max``): a busy lane sends full batches instead of
-queueing small ones. The :class:`Batcher` knows nothing of brokers or ICS: it calls
-``send(sender, jobs)`` while holding the slot, and hands its tasks to ``spawn`` so that
-the owner (the worker's session) can wait for them or cancel them. It counts what each
-sender holds (gathered or being sent), which the session bounds (:mod:`.holding`).
+queueing small ones.
+
+An *eager* lane (the service lane: latency first) does not linger while it is idle: with
+no batch of the lane due or being sent, a batch is due with its first job; what arrives
+while one is out goes as one batch when the lane is idle again (or has lingered). It
+batches only under load, when batching pays: idle, a message waits for nothing; busy, the
+batches grow with the load. (Due at once while a *slot* is free would not do: one sender's
+steady stream then goes out in tiny batches, an ICS request and a confirm window per few
+messages: the broker's CPU per message quadrupled in ``ics-sms bench --stage worker``.)
+
+The :class:`Batcher` knows nothing of brokers or ICS: it calls ``send(sender, jobs)`` while
+holding the slot, and hands its tasks to ``spawn`` so that the owner (the worker's session)
+can wait for them or cancel them. It counts what each sender holds (gathered or being
+sent), which the session bounds (:mod:`.holding`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Generic, Protocol, TypeVar
 
 from ics_sms.schemas.senders import Lane, Sender
@@ -33,12 +43,12 @@ J = TypeVar("J", bound=Batchable)
 class Batcher(Generic[J]):
     """Batches per sender name; ``slots`` bounds the batches in flight of each lane."""
 
-    __slots__ = ("_batch_max", "_due", "_held", "_linger_s", "_pending", "_send", "_slots",
-                 "_spawn", "_timers")
+    __slots__ = ("_batch_max", "_busy", "_due", "_eager", "_held", "_linger_s", "_pending",
+                 "_send", "_slots", "_spawn", "_timers")
 
     def __init__(self, send: Callable[[Sender, list[J]], Awaitable[None]],
                  spawn: Callable[[Awaitable[None]], None], *, batch_max: int, linger_s: float,
-                 slots: Mapping[Lane, int]) -> None:
+                 slots: Mapping[Lane, int], eager: Collection[Lane] = ()) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
         self._send = send
@@ -46,6 +56,8 @@ class Batcher(Generic[J]):
         self._batch_max = batch_max
         self._linger_s = linger_s
         self._slots = {lane: asyncio.Semaphore(count) for lane, count in slots.items()}
+        self._eager = frozenset(eager)
+        self._busy = dict.fromkeys(slots, 0)  # lane -> batches due or in ``send``
         self._pending: dict[str, list[J]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._due: set[str] = set()  # senders whose batch waits for a slot
@@ -65,7 +77,8 @@ class Batcher(Generic[J]):
         return self._held.get(name, 0)
 
     def add(self, job: J) -> None:
-        """Gather ``job``; its batch is due when full, or ``linger_s`` after its first job."""
+        """Gather ``job``; its batch is due when full, or ``linger_s`` after its first job
+        (in an eager lane: at once while the lane is idle)."""
         name = job.sender.name
         self._held[name] = self._held.get(name, 0) + 1
         batch = self._pending.setdefault(name, [])
@@ -73,8 +86,12 @@ class Batcher(Generic[J]):
         if len(batch) >= self._batch_max:
             self.flush(name)
         elif len(batch) == 1:
-            self._timers[name] = asyncio.get_running_loop().call_later(
-                self._linger_s, self.flush, name)
+            lane = job.sender.lane
+            if lane in self._eager and not self._busy[lane]:
+                self.flush(name)
+            else:
+                self._timers[name] = asyncio.get_running_loop().call_later(
+                    self._linger_s, self.flush, name)
 
     def flush(self, name: str) -> None:
         """The sender's batch is due: send it as soon as a slot of its lane is free."""
@@ -83,7 +100,9 @@ class Batcher(Generic[J]):
             timer.cancel()
         if name in self._pending and name not in self._due:
             self._due.add(name)
-            self._spawn(self._send_when_free(self._pending[name][0].sender))
+            sender = self._pending[name][0].sender
+            self._busy[sender.lane] += 1
+            self._spawn(self._send_when_free(sender))
 
     def flush_all(self) -> None:
         """Every batch is due now (a graceful stop)."""
@@ -91,7 +110,8 @@ class Batcher(Generic[J]):
             self.flush(name)
 
     def clear(self) -> None:
-        """Drop everything gathered (the connection is gone: the broker requeued it)."""
+        """Drop everything gathered (the connection is gone: the broker requeued it).
+        Batches already due stay counted in their lane until their tasks end."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -100,7 +120,19 @@ class Batcher(Generic[J]):
         self._held.clear()
 
     async def _send_when_free(self, sender: Sender) -> None:
-        """Take the slot first, then everything gathered meanwhile (up to ``batch_max``)."""
+        """Take the slot first, then everything gathered meanwhile (up to ``batch_max``).
+        An eager lane left idle sends at once what gathered while it was busy."""
+        lane = sender.lane
+        try:
+            await self._send_in_slot(sender)
+        finally:
+            self._busy[lane] -= 1
+            if lane in self._eager and not self._busy[lane]:
+                for name, jobs in list(self._pending.items()):
+                    if jobs[0].sender.lane is lane:
+                        self.flush(name)
+
+    async def _send_in_slot(self, sender: Sender) -> None:
         async with self._slots[sender.lane]:
             name = sender.name
             self._due.discard(name)

@@ -233,11 +233,12 @@ class _Session:
         self.tasks: set[asyncio.Task[None]] = set()
         # In a process that also serves the service lane, a promotional backlog gets a
         # smaller share (prefetch and batches in flight), so service messages are not stuck
-        # behind it in the event loop; a promotional-only worker gives it everything.
+        # behind it in the event loop; a promotional-only worker gives it everything. The
+        # service lane is eager: no linger while it has a free slot (latency first).
         shared = Lane.SERVICE in worker.lanes
         self.batcher: Batcher[Job] = Batcher(
             self._send_batch, self._spawn, batch_max=settings.batch_max,
-            linger_s=settings.linger_ms / 1000,
+            linger_s=settings.linger_ms / 1000, eager=(Lane.SERVICE,),
             slots={Lane.SERVICE: settings.batches_in_flight,
                    Lane.PROMOTIONAL: (max(1, settings.batches_in_flight // 2) if shared
                                       else settings.batches_in_flight)})

@@ -171,3 +171,46 @@ async def test_held_is_released_when_send_fails_and_dropped_by_clear() -> None:
     kept.add(Item(SERVICE, 1))
     kept.clear()
     assert kept.held(SERVICE.name) == 0
+
+
+def eager_batcher(sent: Sent, *, service_slots: int = 2) -> Batcher[Item]:
+    return Batcher(sent.send, sent.spawn, batch_max=10, linger_s=HOUR_S,
+                   slots={Lane.SERVICE: service_slots, Lane.PROMOTIONAL: 1},
+                   eager=(Lane.SERVICE,))
+
+
+async def test_an_idle_eager_lane_sends_at_once_without_lingering() -> None:
+    sent = Sent()
+    b = eager_batcher(sent)
+    b.add(Item(SERVICE, 1))  # the linger is an hour: only eagerness sends it
+    assert await sent.until(1) == [("otp", [1])]
+    await sent.finish()
+
+
+async def test_a_busy_eager_lane_gathers_and_sends_one_batch_when_idle_again() -> None:
+    sent = Sent()
+    sent.gate.clear()
+    b = eager_batcher(sent, service_slots=4)
+    b.add(Item(SERVICE, 1))
+    await sent.until(1)  # out, holding one of four slots
+    for n in range(2, 5):
+        b.add(Item(SERVICE, n))  # free slots, yet the lane is busy: they gather
+    b.add(Item(OTHER, 9))
+    await asyncio.sleep(0)
+    assert b.pending == 4
+    assert "waiting_for_slot=0" in repr(b)
+    sent.gate.set()  # the batch returns, the lane is idle: what gathered goes, no linger
+    assert sorted(await sent.until(3)) == [("otp", [1]), ("otp", [2, 3, 4]), ("otp2", [9])]
+    await sent.finish()
+
+
+async def test_lanes_not_eager_still_linger() -> None:
+    sent = Sent()
+    b = eager_batcher(sent)
+    b.add(Item(PROMO, 1))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert (sent.batches, b.pending) == ([], 1)
+    b.flush_all()
+    await sent.finish()
+    assert sent.batches == [("promo", [1])]

@@ -18,6 +18,8 @@ from tests.workers.conftest import PROMO, SERVICE, FakeIcs, Pipeline, fixed_cloc
 NOON_IST = datetime(2026, 11, 27, 6, 30, tzinfo=UTC)
 SLOW = SERVICE.model_copy(update={"name": "slow", "sender_id": "SLOWIN", "rate_per_s": 3.0,
                                   "tracking_token": new_tracking_token()})
+SLOW_PROMO = PROMO.model_copy(update={"name": "slowpromo", "sender_id": "512399",
+                                      "rate_per_s": 3.0, "tracking_token": new_tracking_token()})
 
 
 class Recorded:
@@ -118,12 +120,15 @@ async def test_the_prefetch_of_a_lane_of_slow_senders_fits_the_consumer_timeout(
 async def test_a_slow_sender_parks_what_it_cannot_send_before_the_consumer_timeout(
     pipeline: Pipeline, fake_ics: FakeIcs, worker_settings: Settings
 ) -> None:
-    # SLOW sends 3/s: with a 2 s consumer timeout it may hold 3 messages; a fast sender in
-    # its lane keeps the lane's prefetch large, so all 5 arrive within one (long) linger.
+    # SLOW_PROMO sends 3/s: with a 2 s consumer timeout it may hold 3 messages; a fast
+    # sender in its lane keeps the lane's prefetch large, so all 5 arrive within one (long)
+    # linger (of the promotional lane: the service lane does not linger while idle).
     settings = worker_settings.model_copy(update={"consumer_timeout_s": 2.0,
                                                   "linger_ms": 1000.0})
-    senders = Senders(default=SERVICE.name, senders={SERVICE.name: SERVICE, SLOW.name: SLOW})
-    await pipeline.publish(*[request(i, sender=SLOW.name) for i in range(5)])
+    senders = Senders(default=SERVICE.name, senders={SERVICE.name: SERVICE, PROMO.name: PROMO,
+                                                     SLOW_PROMO.name: SLOW_PROMO})
+    await pipeline.publish(*[request(i, sender=SLOW_PROMO.name) for i in range(5)],
+                           lane=Lane.PROMOTIONAL)
     async with worker_on(settings, senders, Recorded()):
         events = await pipeline.next_events(5)
     assert {e.message_id for e in events} == {f"m{i}" for i in range(5)}

@@ -56,7 +56,9 @@ async def test_batches_never_exceed_ics_limit(
         events = await pipeline.next_events(2500)
     assert len({e.message_id for e in events}) == 2500
     sizes = [len(r["smstosend"]) for r in fake_ics.requests]
-    assert max(sizes) <= 1000 and sum(sizes) == 2500 and len(sizes) <= 5
+    # batched, not one by one: the idle service lane sends what the first socket reads
+    # brought at once (e.g. 347, 408, 1000, 245, 500), then batches grow to the limit
+    assert max(sizes) <= 1000 and sum(sizes) == 2500 and len(sizes) <= 8
 
 
 async def test_unknown_sender_is_rejected_and_dead_lettered(
