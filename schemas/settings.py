@@ -278,6 +278,15 @@ class Settings(BaseSettings):
                     "console's health page then shows unacked messages per queue too.",
     )
 
+    @field_validator("senders_url", "senders_key", "rabbitmq_management_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``ICS_SMS_SENDERS_URL=`` (empty, as templates and compose files leave it) means
+        unset, never "connect with libpq's defaults"."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("broker_url")
     @classmethod
     def _known_scheme(cls, value: SecretStr) -> SecretStr:

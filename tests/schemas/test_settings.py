@@ -261,3 +261,12 @@ def test_metrics_listen_on_loopback_by_default() -> None:
     settings = Settings()
     assert (settings.metrics_host, settings.metrics_port) == ("127.0.0.1", 9100)
     assert settings.receiver_metrics_port == 9101
+
+
+def test_an_empty_registry_url_means_no_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICS_SMS_SENDERS_URL", "")
+    monkeypatch.setenv("ICS_SMS_SENDERS_KEY", "  ")
+    monkeypatch.setenv("ICS_SMS_RABBITMQ_MANAGEMENT_URL", "")
+    settings = Settings()
+    assert settings.senders_url is None and settings.senders_key is None
+    assert settings.rabbitmq_management_url is None
