@@ -36,6 +36,8 @@ __all__ = [
     "CampaignCounts",
     "MessageView",
     "TimelineEntry",
+    "decayed_rate",
+    "duration_text",
     "failure_meaning",
 ]
 
@@ -130,6 +132,20 @@ class CampaignCounts:
         if self.rate_per_s <= 0.01:
             return None
         return left / self.rate_per_s
+
+
+def duration_text(seconds: float | None, unknown: str = "-") -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 10 min`` (an ETA or an age); ``unknown`` for None."""
+    if seconds is None:
+        return unknown
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 def decayed_rate(value: float, since: float, now: float) -> float:

@@ -28,6 +28,7 @@ from ics_sms.stores.history import (
     COUNTED_STATES,
     CampaignCounts,
     MessageView,
+    duration_text,
     failure_meaning,
 )
 from ics_sms.stores.messages import MessageStore, MessageStoreError, open_message_store
@@ -61,17 +62,6 @@ def _when(epoch: float | None) -> str:
 
 def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat() if epoch else None
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def campaign_json(c: CampaignCounts) -> dict[str, Any]:
@@ -117,7 +107,7 @@ def _campaigns_table(campaigns: list[CampaignCounts]) -> Table:
                       str(c.count("submitted")), str(c.count("uncertain")),
                       str(c.count("delivered")), str(c.count("failed")),
                       str(c.count("rejected")), str(c.count("expired")),
-                      str(c.unique_clicks), f"{c.rate_per_s:.1f}", _duration(c.eta_s),
+                      str(c.unique_clicks), f"{c.rate_per_s:.1f}", duration_text(c.eta_s),
                       _when(c.last_at))
     return table
 
@@ -130,7 +120,7 @@ def _campaign_panel(c: CampaignCounts) -> Group:
                 f"{c.reached}, waiting {c.waiting} (queues, promotional window, rate)\n")
     head.append(f"segments sent (billed by ICS): {c.segments}   clicks: {c.clicks} "
                 f"({c.unique_clicks} messages)\n")
-    head.append(f"rate now: {c.rate_per_s:.1f}/s   ETA: {_duration(c.eta_s)}   first: "
+    head.append(f"rate now: {c.rate_per_s:.1f}/s   ETA: {duration_text(c.eta_s)}   first: "
                 f"{_when(c.first_at)}   last: {_when(c.last_at)} UTC")
     states = Table(title="Messages by state")
     states.add_column("state")

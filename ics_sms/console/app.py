@@ -23,6 +23,7 @@ from ics_sms.console.security import (
 )
 from ics_sms.console.users import UserError, UserStore
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.history import duration_text
 from ics_sms.stores.messages import MessageStore
 from ics_sms.stores.redis import StoreError
 from ics_sms.stores.senders import SenderSource, SenderSourceError
@@ -63,16 +64,7 @@ def _when(epoch: float | datetime | None) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown (nothing being sent)"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    return duration_text(seconds, unknown="unknown (nothing being sent)")
 
 
 def render(request: web.Request, template: str, context: dict[str, Any],

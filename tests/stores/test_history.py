@@ -3,35 +3,19 @@ themselves, the same on Redis and in memory."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
-from redis import Redis
-
 from ics_sms.stores.context import MessageContext
-from ics_sms.stores.history import CampaignCounts, failure_meaning
+from ics_sms.stores.history import CampaignCounts, duration_text, failure_meaning
 from ics_sms.stores.messages import (
     Claim,
-    InMemoryMessageStore,
     MessageStore,
-    RedisMessageStore,
     Reopen,
     ReopenResult,
     State,
     Transition,
 )
+from tests.stores.conftest import DEADLINE_S, Clock
 
-DEADLINE_S = 100.0
 FINALS = ("delivered", "failed", "rejected", "expired")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 2_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def claim(i: int, campaign: str = "camp", to: str = "+919800000001",
@@ -49,29 +33,6 @@ def final(i: int, state: State, code: str = "", *, sent: bool = False) -> Transi
 
 def total(counts: CampaignCounts) -> int:
     return sum(counts.states.values())
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[MessageStore]:
-    if request.param == "memory":
-        yield InMemoryMessageStore(receipt_deadline_s=DEADLINE_S, clock=clock)
-        return
-    url: str = request.getfixturevalue("redis_url")
-    prefix = f"test:{uuid.uuid4().hex[:8]}:msg:"
-    redis_store = RedisMessageStore(url, prefix=prefix, receipt_deadline_s=DEADLINE_S,
-                                    clock=clock)
-    yield redis_store
-    await redis_store.close()
-    client = Redis.from_url(url)
-    keys = list(client.scan_iter(match=prefix + "*", count=10_000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 async def test_a_campaign_counts_every_state_and_never_more_finals_than_messages(
@@ -205,3 +166,9 @@ async def test_a_replay_moves_the_message_back_out_of_its_final_count(
     counts = await store.campaign("camp")
     assert counts is not None and dict(counts.states) == {"sending": 1}
     assert counts.reached == 1
+
+
+def test_durations_read_as_an_operator_says_them() -> None:
+    assert [duration_text(s) for s in (None, 0.4, 42, 185, 7_800)] == [
+        "-", "0 s", "42 s", "3 min 5 s", "2 h 10 min"]
+    assert duration_text(None, unknown="unknown") == "unknown"

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
-from redis import Redis
 
 from ics_sms.schemas.messages import SendRequest
 from ics_sms.schemas.settings import Settings
@@ -25,45 +21,15 @@ from ics_sms.stores.messages import (
     fingerprint,
     open_message_store,
 )
+from tests.stores.conftest import DEADLINE_S, Clock
 
-DEADLINE_S = 100.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+__all__ = ["DEADLINE_S", "Clock", "claim"]
 
 
 def claim(i: int, fp: str = "fp", attempt: int = 1) -> Claim:
     return Claim(f"m{i}", fp, attempt,
                  MessageContext(message_id=f"m{i}", campaign_id="c1", sender="otp",
                                 metadata={"k": i}), smsgid=f"s{i}")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[MessageStore]:
-    if request.param == "memory":
-        yield InMemoryMessageStore(receipt_deadline_s=DEADLINE_S, clock=clock)
-        return
-    url: str = request.getfixturevalue("redis_url")
-    prefix = f"test:{uuid.uuid4().hex[:8]}:msg:"
-    redis_store = RedisMessageStore(url, prefix=prefix, receipt_deadline_s=DEADLINE_S,
-                                    clock=clock)
-    yield redis_store
-    await redis_store.close()
-    client = Redis.from_url(url)
-    keys = list(client.scan_iter(match=prefix + "*", count=10_000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 class TestClaim:
