@@ -87,8 +87,8 @@ def create_app(
     service = ReceiptService(settings.topology, store, publisher, messages)
     views = ReceiptViews(view, signer, service, connection, grace_s=settings.senders_grace_s)
     links = link_store if link_store is not None else open_link_store(settings)
-    recorder = ClickRecorder(publisher)
-    link_views = LinkViews(links, recorder, settings.topology, link_secrets(settings), messages)
+    recorder = ClickRecorder(publisher, messages=messages)
+    link_views = LinkViews(links, recorder, settings.topology, link_secrets(settings))
 
     app = web.Application(client_max_size=settings.receiver_max_body_bytes,
                           middlewares=[json_errors(settings.receiver_max_body_bytes)])

@@ -65,10 +65,15 @@ def is_bound(link: ShortLink, code: str, secrets: Sequence[bytes]) -> bool:
     return valid
 
 
+def click_event_id(link: ShortLink, count: int) -> str:
+    """The event id of the ``count``-th click on ``link`` (each click is an event)."""
+    return make_event_id(link.message_id, Status.CLICKED, link.code, count)
+
+
 def click_event(topology: Topology, link: ShortLink, count: int, user_agent: str | None,
                 now: datetime) -> Outgoing:
     event = ReceiptEvent(
-        event_id=make_event_id(link.message_id, Status.CLICKED, link.code, count),
+        event_id=click_event_id(link, count),
         message_id=link.message_id, campaign_id=link.campaign_id, status=Status.CLICKED,
         occurred_at=now, sender=link.sender, url=link.url, click_count=count,
         user_agent=user_agent[:_MAX_USER_AGENT] if user_agent else None,
@@ -78,11 +83,15 @@ def click_event(topology: Topology, link: ShortLink, count: int, user_agent: str
 
 
 class ClickRecorder:
-    """Publishes click events in the background, retrying until confirmed."""
+    """Publishes click events in the background, retrying until confirmed; then counts
+    each click in its message's record and campaign (best effort: the event is what
+    matters, and a click is counted only once its event is safe)."""
 
-    def __init__(self, publisher: ConfirmingPublisher, *, wait_s: float = 0.1) -> None:
+    def __init__(self, publisher: ConfirmingPublisher, *, wait_s: float = 0.1,
+                 messages: MessageStore | None = None) -> None:
         self._publisher = publisher
         self._wait_s = wait_s
+        self._messages = messages
         self._pending: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -92,26 +101,34 @@ class ClickRecorder:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def record(self, message: Outgoing) -> None:
-        """Return once confirmed, or after ``wait_s`` with the publish still going on."""
-        task = asyncio.create_task(self._deliver(message))
+    async def record(self, message: Outgoing,
+                     click: tuple[str, str, str] | None = None) -> None:
+        """Return once confirmed, or after ``wait_s`` with the publish still going on;
+        ``click`` (message_id, url, event_id) is counted once the event is confirmed."""
+        task = asyncio.create_task(self._deliver(message, click))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), self._wait_s)
 
-    async def _deliver(self, message: Outgoing) -> None:
+    async def _deliver(self, message: Outgoing, click: tuple[str, str, str] | None) -> None:
         attempt = 0
         while True:
             try:
                 await self._publisher.publish([message])
-                return
             except BrokerError as exc:
                 attempt += 1
                 delay = backoff(attempt, base_s=_RETRY_BASE_S, cap_s=_RETRY_CAP_S)
                 log.warning("click event not confirmed yet; retrying", error=str(exc),
                             retry_in_s=round(delay, 3))
                 await asyncio.sleep(delay)
+            else:
+                break
+        if click is not None and self._messages is not None:
+            try:
+                await self._messages.clicked([click])
+            except MessageStoreError as exc:
+                log.warning("click not counted", reason=str(exc))
 
     async def close(self, timeout_s: float = 10.0) -> None:
         if not self._pending:
@@ -125,12 +142,11 @@ class ClickRecorder:
 
 class LinkViews:
     def __init__(self, store: LinkStore, recorder: ClickRecorder, topology: Topology,
-                 secrets: Sequence[bytes], messages: MessageStore | None = None) -> None:
+                 secrets: Sequence[bytes]) -> None:
         self._store = store
         self._recorder = recorder
         self._topology = topology
         self._secrets = list(secrets)
-        self._messages = messages
 
     async def follow(self, request: web.Request) -> web.StreamResponse:
         """``GET /l/{code}``: 302 to the original URL, or a small 404 page."""
@@ -150,18 +166,7 @@ class LinkViews:
             return web.Response(status=404, text=_NOT_FOUND, content_type="text/html")
         message = click_event(self._topology, link, count,
                               request.headers.get("User-Agent"), datetime.now(UTC))
-        await self._recorder.record(message)
+        await self._recorder.record(message,
+                                    (link.message_id, link.url, click_event_id(link, count)))
         CLICKS.labels(link.sender).inc()
-        await self._count(link, make_event_id(link.message_id, Status.CLICKED, link.code, count))
         raise web.HTTPFound(link.url)
-
-    async def _count(self, link: ShortLink, event_id: str) -> None:
-        """The click in its message's record and campaign (best effort, bounded: the
-        redirect never waits long for it)."""
-        if self._messages is None:
-            return
-        try:
-            await asyncio.wait_for(
-                self._messages.clicked([(link.message_id, link.url, event_id)]), 0.2)
-        except (MessageStoreError, TimeoutError) as exc:
-            log.warning("click not counted", reason=str(exc) or "timeout")

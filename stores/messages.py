@@ -434,6 +434,10 @@ class InMemoryMessageStore(MessageStore):
         out: list[tuple[ClaimResult, MessageRecord | None]] = []
         for claim in claims:
             entry = self._get(claim.message_id, now)
+            if entry is not None and entry.state.final and entry.created \
+                    and entry.created < now - self.window_s:
+                del self._entries[claim.message_id]  # past the dedupe window: a new message
+                entry = None
             if entry is None:
                 entry = self._entries[claim.message_id] = _Entry(
                     State.SENDING, claim.fingerprint, claim.attempt, claim.context,
@@ -634,6 +638,7 @@ class InMemoryMessageStore(MessageStore):
             if camp is not None and entry.code:
                 camp.codes[entry.code] = camp.codes.get(entry.code, 0) - 1
             entry.code = ""
+            entry.attempt = 1
             self._count(entry, now, entry.state, State.PENDING, note="replay")
         entry.state, entry.fp, entry.attempt = State.PENDING, item.fingerprint, 1
         entry.event_id, entry.final, entry.swept, entry.token, entry.lease = "", {}, False, "", 0.0
@@ -648,8 +653,10 @@ class InMemoryMessageStore(MessageStore):
 # mid, fe (final event id), fj (final fields, JSON), x (expired by the sweeper, event not
 # yet confirmed), ct (claim token), le (claim lease end). KEYS[1] is the sorted set of
 # deadlines (members: message ids), KEYS[2..] the records; ARGV[1..4] = ttl, now, deadline
-# score, prefix length (claim: ARGV[5], ARGV[6] = token, lease end; apply: ARGV[5] = '1' to
-# return the records). A successful claim returns only its code: the hot path parses
+# score, prefix length (claim: ARGV[5..7] = token, lease end, dedupe window; apply:
+# ARGV[5] = '1' to return the records). Records live for the retention period; a final
+# record older than the dedupe window (``t0``) no longer holds its message_id: a claim
+# replaces it with a new message's. A successful claim returns only its code: the hot path parses
 # nothing it does not need. A record without ``le`` in ``sending`` was claimed by a worker
 # that had no leases: it is treated as busy (ICS may have it).
 
@@ -714,13 +721,21 @@ local plen = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
 local base = string.sub(KEYS[2], 1, plen)
 local keep = now - tonumber(ARGV[1])
+local final = {{delivered = true, failed = true, rejected = true, expired = true}}
 for i = 2, #KEYS do
   local key = KEYS[i]
   local id = string.sub(key, plen + 1)
-  local b = 6 + (i - 2) * 7
+  local b = 7 + (i - 2) * 7
   local fp = ARGV[b + 1]
-  local r = redis.call('HMGET', key, 'fp', {_RECORD_FIELDS}, 'le', 'c', 'h')
+  local r = redis.call('HMGET', key, 'fp', {_RECORD_FIELDS}, 'le', 'c', 'h', 't0')
   local le = tonumber(r[7] or '')
+  local born = tonumber(r[10] or '')
+  if born and born < now - tonumber(ARGV[7]) and final[r[2]] then
+    -- ended and older than the dedupe window: the id is free for a new message (the old
+    -- life's counts stay in its campaign)
+    redis.call('DEL', key)
+    r = {{false, false, false, false, false, false, false, false, false, false}}
+  end
   local code
   if not r[2] then
     local camp, to = ARGV[b + 6], ARGV[b + 5]
@@ -957,7 +972,7 @@ class RedisMessageStore(RedisStore, MessageStore):
         if not claims:
             return []
         now = self.clock()
-        args = [*self._head(now), token, now + lease_s]
+        args = [*self._head(now), token, now + lease_s, self.window_s]
         for c in claims:
             args += [c.fingerprint, c.attempt, c.context.to_value(), c.smsgid, c.to,
                      c.context.campaign_id, c.context.segments or 1]

@@ -22,10 +22,10 @@ The same call reads the sender's fleet-wide pauses (no extra round trip):
 A batch already granted its moment before a pause was recorded goes at that moment (ICS
 answers it 429 or 401 as well, and its messages wait like the others).
 
-The same call also tells how many workers send for the sender now (those that asked
-within :data:`ACTIVE_S`, each naming itself): the fleet shares the sender's rate, so a
-worker holds only its share of what the sender can send before the broker's consumer
-timeout (:mod:`ics_sms.workers.holding`).
+The same call also tells how many workers send for the sender now (each names itself; a
+worker counts until its last granted batch goes and :data:`ACTIVE_S` after): the fleet
+shares the sender's rate, so a worker holds only its share of what the sender can send
+before the broker's consumer timeout (:mod:`ics_sms.workers.holding`).
 
 Clock: the Redis implementation takes ``now`` from Redis ``TIME`` inside the script, so
 every worker shares one clock and a worker's own clock does not matter. Two
@@ -59,7 +59,8 @@ IDLE_TTL_S = 60
 """A sender's key lives this long past the end of its schedule and of its pauses."""
 
 ACTIVE_S = 30.0
-"""A worker that asked for a sender's rate within this long counts as sending for it."""
+"""A worker counts as sending for a sender until its last granted batch goes, and this
+long after (a worker of a slow sender asks once per batch, minutes apart)."""
 
 
 class RateStoreError(StoreError):
@@ -147,17 +148,17 @@ class InMemoryRateStore(RateStore):
         _check(cost, rate_per_s)
         now = self.clock()
         self._forget_idle(now)
+        schedule = self._schedules.setdefault(sender, _Schedule())
+        start = max(schedule.tat, now, schedule.throttled)
         active = self._active.setdefault(sender, {})
-        if worker:
-            active[worker] = now
-        for name, seen in list(active.items()):
-            if seen < now - ACTIVE_S:
+        if worker:  # sending for the sender until its batch goes, and ACTIVE_S after
+            active[worker] = max(start, schedule.refused) + ACTIVE_S
+        for name, till in list(active.items()):
+            if till < now:
                 del active[name]
         workers = max(len(active), 1)
-        schedule = self._schedules.setdefault(sender, _Schedule())
         if schedule.refused > now:
             return Grant(refused_s=schedule.refused - now, workers=workers)
-        start = max(schedule.tat, now, schedule.throttled)
         schedule.tat = start + cost / rate_per_s
         return Grant(wait_s=start - now, throttled_s=max(schedule.throttled - now, 0.0),
                      workers=workers)
@@ -198,26 +199,33 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(last - now, 0) + ARGV[#ARGV])
 _ACQUIRE_LUA = _NOW_LUA + f"""
 local cost = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[3], string.format('%.3f', now)) end
-local seen = redis.call('HGETALL', KEYS[2])
-local workers = 0
-for i = 1, #seen, 2 do
-  if tonumber(seen[i + 1]) < now - {ACTIVE_S} then
-    redis.call('HDEL', KEYS[2], seen[i])
-  else
-    workers = workers + 1
-  end
-end
-redis.call('PEXPIRE', KEYS[2], {int(ACTIVE_S * 2000)})
-workers = tostring(math.max(workers, 1))
 local v = redis.call('HMGET', KEYS[1], 'tat', 'throttled', 'refused')
 local tat = tonumber(v[1]) or 0
 local throttled = tonumber(v[2]) or 0
 local refused = tonumber(v[3]) or 0
+local start = math.max(tat, now, throttled)
+-- the worker sends for the sender until its batch goes, and for ACTIVE_S after that
+local busy = start
+if refused > now then busy = refused end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[3], string.format('%.3f', busy + {ACTIVE_S}))
+end
+local seen = redis.call('HGETALL', KEYS[2])
+local workers, last = 0, now
+for i = 1, #seen, 2 do
+  local till = tonumber(seen[i + 1]) or 0
+  if till < now then
+    redis.call('HDEL', KEYS[2], seen[i])
+  else
+    workers = workers + 1
+    last = math.max(last, till)
+  end
+end
+redis.call('PEXPIRE', KEYS[2], math.ceil((last - now) * 1000) + 1000)
+workers = tostring(math.max(workers, 1))
 if refused > now then
   return {{'refused', string.format('%.6f', refused - now), workers}}
 end
-local start = math.max(tat, now, throttled)
 tat = start + cost / rate
 redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat))
 """ + _KEEP_LUA + """

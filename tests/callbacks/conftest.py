@@ -24,6 +24,7 @@ from ics_sms.schemas.smsgid import SmsgidSigner
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.context import ContextStore, InMemoryContextStore
 from ics_sms.stores.links import InMemoryLinkStore, LinkStore
+from ics_sms.stores.messages import MessageStore
 from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver
 from tests.faults import TcpProxy
 
@@ -54,10 +55,11 @@ async def start_receiver(
 
     async def start(settings: Settings | None = None, *, store: ContextStore | None = None,
                     opener: BrokerOpener | None = None, publish_timeout_s: float = 10.0,
-                    links: LinkStore | None = None) -> Receiver:
+                    links: LinkStore | None = None,
+                    messages: MessageStore | None = None) -> Receiver:
         app = create_app(settings or amqp_settings, senders,
                          context_store=store or InMemoryContextStore(),
-                         link_store=links or InMemoryLinkStore(),
+                         link_store=links or InMemoryLinkStore(), message_store=messages,
                          broker_opener=opener, publish_timeout_s=publish_timeout_s)
         server = TestServer(app, host="127.0.0.1", port=0)
         await server.start_server()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -11,7 +12,10 @@ from pydantic import SecretStr
 from ics_sms.callbacks.clicks import is_bound, link_secrets
 from ics_sms.schemas.messages import Status
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.context import MessageContext
+from ics_sms.stores.history import CampaignCounts
 from ics_sms.stores.links import InMemoryLinkStore, ShortLink
+from ics_sms.stores.messages import Claim, InMemoryMessageStore
 from ics_sms.workers.links import link_code
 from tests.callbacks.receiver_helpers import EventsQueue, Receiver, StartReceiver
 
@@ -43,6 +47,33 @@ async def test_a_click_redirects_and_becomes_a_complete_event(
         "m-1", "spring", "acme-otp", LINK.url)
     assert first.metadata == {"list": "vip"} and first.user_agent == "test-agent"
     assert second.click_count == 2 and second.event_id != first.event_id
+
+
+async def test_each_confirmed_click_counts_in_its_message_and_campaign(
+    start_receiver: StartReceiver, events_queue: EventsQueue
+) -> None:
+    links, messages = InMemoryLinkStore(), InMemoryMessageStore()
+    await links.put_many([LINK])
+    context = MessageContext(message_id="m-1", campaign_id="spring", sender="acme-otp")
+    await messages.claim([Claim("m-1", "fp", 1, context, to="+919812345678")], token="t")
+    receiver = await start_receiver(links=links, messages=messages)
+    for _ in range(2):
+        assert await follow(receiver, f"/l/{LINK.code}") == (302, LINK.url)
+    assert len(events_queue.take()) == 2  # both click events confirmed
+
+    async def counted() -> CampaignCounts:
+        while True:
+            counts = await messages.campaign("spring")
+            if counts is not None and counts.clicks >= 2:
+                return counts
+            await asyncio.sleep(0.01)
+
+    async with asyncio.timeout(10):
+        counts = await counted()
+    assert (counts.clicks, counts.unique_clicks) == (2, 1)
+    view = await messages.message("m-1")
+    assert view is not None and view.clicks == 2
+    assert [e.note for e in view.timeline if e.state == "clicked"] == [URL, URL]
 
 
 async def test_unknown_and_expired_codes_get_a_small_404_page(

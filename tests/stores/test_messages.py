@@ -47,6 +47,23 @@ class TestClaim:
         await store.claim([claim(1)])
         assert (await store.claim([claim(1, fp="other")]))[0][0] is ClaimResult.DUPLICATE
 
+    async def test_an_id_is_free_again_once_its_message_ended_past_the_dedupe_window(
+            self, store: MessageStore, clock: Clock) -> None:
+        """Records are kept for the retention period (30 days), ids only for the dedupe
+        window (7 days): an ended message's id may then be used for a new message."""
+        await store.claim([claim(1)], token="t")
+        await store.apply([Transition("m1", State.DELIVERED, event_id="e1")])
+        await store.claim([claim(2)], token="t")  # still on its way after the window
+        clock.now += store.window_s - 1
+        assert (await store.claim([claim(1, fp="other")]))[0][0] is ClaimResult.DUPLICATE
+        assert (await store.claim([claim(1)]))[0][0] is ClaimResult.DONE
+        clock.now += 2
+        assert store.ttl_s > store.window_s and await store.read(["m1"])  # still kept
+        [(result, record)] = await store.claim([claim(1, fp="other")], token="t2")
+        assert result is ClaimResult.CLAIMED and record is None
+        assert (await store.read(["m1"]))["m1"].state is State.SENDING
+        assert (await store.claim([claim(2, fp="other")]))[0][0] is ClaimResult.DUPLICATE
+
     async def test_released_message_can_be_claimed_again(self, store: MessageStore) -> None:
         await store.claim([claim(1)])
         [applied] = await store.apply([Transition("m1", State.PENDING)])

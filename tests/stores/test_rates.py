@@ -267,3 +267,15 @@ def test_the_settings_choose_the_store() -> None:
                                                     "namespace": "blue."}))
     assert isinstance(redis, RedisRateStore)
     assert repr(redis) == "<RedisRateStore prefix='ics-sms:blue.rate:' ttl_s=60>"
+
+
+async def test_a_worker_waiting_for_its_slow_batch_still_counts() -> None:
+    """A slow sender's batches are granted minutes apart: a worker counts until its
+    granted moment (and ACTIVE_S after), not only ACTIVE_S after it asked."""
+    clock = Clock()
+    store = InMemoryRateStore(clock=clock)
+    grants = [await store.acquire("slow", 100, 1.0, worker=f"w{i}") for i in range(4)]
+    assert [g.workers for g in grants] == [1, 2, 3, 4]
+    assert grants[-1].wait_s == pytest.approx(300)
+    clock.now += 200  # w0 and w1 sent; w2 and w3 still wait for their moment
+    assert (await store.acquire("slow", 100, 1.0, worker="w0")).workers == 3
