@@ -347,6 +347,8 @@ class _Entry:
     code: str = ""
     clicks: int = 0
     timeline: list[TimelineEntry] = field(default_factory=list)
+    taken: bool = False
+    """Its segments were counted (ICS has it)."""
 
     def record(self) -> MessageRecord:
         return MessageRecord(self.state, self.attempt, self.mid, self.context, dict(self.final),
@@ -414,9 +416,17 @@ class InMemoryMessageStore(MessageStore):
             camp.codes[code] = camp.codes.get(code, 0) + 1
             entry.code = code
         if sent:
-            camp.segments += entry.segments
-            camp.rate = decayed_rate(camp.rate, camp.rate_at, now) + 1 / RATE_TAU_S
-            camp.rate_at = max(now, camp.rate_at)
+            self._taken(entry, now)
+
+    def _taken(self, entry: _Entry, now: float) -> None:
+        """ICS has the message: its segments count (once), and the campaign's rate."""
+        camp = self._campaigns.get(entry.campaign)
+        if entry.taken or camp is None:
+            return
+        entry.taken = True
+        camp.segments += entry.segments
+        camp.rate = decayed_rate(camp.rate, camp.rate_at, now) + 1 / RATE_TAU_S
+        camp.rate_at = max(now, camp.rate_at)
 
     def __repr__(self) -> str:
         return f"<InMemoryMessageStore records={len(self._entries)} waiting={len(self._deadlines)}>"
@@ -485,6 +495,8 @@ class InMemoryMessageStore(MessageStore):
                 return Applied(TransitionResult.APPLIED, entry.record())
             if entry.state.final:
                 same = bool(t.event_id) and t.event_id == entry.event_id
+                if t.sent and not entry.mid:  # e.g. swept, then its receipt came
+                    self._taken(entry, now)
                 return Applied(TransitionResult.REPLAY if same else TransitionResult.LOST,
                                entry.record())
             old = entry.state
@@ -492,12 +504,14 @@ class InMemoryMessageStore(MessageStore):
             entry.mid = t.provider_message_id or entry.mid
             self._deadlines.pop(t.message_id, None)
             self._count(entry, now, old, t.to, note=t.code, code=t.code,
-                        sent=t.sent and old in (State.SENDING, State.UNCERTAIN))
+                        sent=t.sent and old is not State.SUBMITTED)
             return Applied(TransitionResult.APPLIED, entry.record())
         if entry is None:
             return Applied(TransitionResult.SKIPPED, None)
         if entry.state.final and t.provider_message_id and t.to is State.SUBMITTED:
-            entry.mid = entry.mid or t.provider_message_id  # the receipt came first
+            if not entry.mid:  # the receipt (or the sweeper) came first
+                self._taken(entry, now)
+                entry.mid = t.provider_message_id
             return Applied(TransitionResult.SKIPPED, entry.record())
         allowed = {State.SUBMITTED: (State.SENDING, State.UNCERTAIN),
                    State.UNCERTAIN: (State.SENDING,),
@@ -781,6 +795,14 @@ return out
 
 _APPLY_LUA = _COUNT_LUA + f"""
 local out = {{}}
+local function taken(key, c, r)
+  -- ICS has the message: its segments count (once: 'sgc'), and the campaign's rate
+  if r[11] then return end
+  redis.call('HSET', key, 'sgc', '1')
+  r[11] = '1'
+  bump(c, 'sg', tonumber(r[10] or '1') or 1)
+  bump(c, '_sub', 1)
+end
 local plen = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
 local base = string.sub(KEYS[2], 1, plen)
@@ -795,7 +817,7 @@ for i = 2, #KEYS do
   local b = 5 + (i - 2) * 7
   local to, mid, fe, fj, ct = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local ec, sent = ARGV[b + 6], ARGV[b + 7]
-  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe', 'ct', 'c', 'h', 'sg')
+  local r = redis.call('HMGET', key, {_RECORD_FIELDS}, 'fe', 'ct', 'c', 'h', 'sg', 'sgc')
   local c = r[8]
   local allowed = from
   if ct ~= '' then allowed = fenced end
@@ -812,16 +834,14 @@ for i = 2, #KEYS do
       code = 'applied'
     elseif final[s] then
       if fe ~= '' and fe == r[6] then code = 'replay' else code = 'lost' end
+      if sent == '1' and not r[3] then taken(key, c, r) end  -- e.g. swept, then its receipt came
     else
       redis.call('HSET', key, 's', to, 'fe', fe, 'h', note(r[9], ARGV[2], to, r[2], ec))
       if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
       if ec ~= '' then redis.call('HSET', key, 'ec', ec) end
       moved(c, s, to)
       if ec ~= '' then bump(c, 'e:' .. ec, 1) end
-      if sent == '1' and (s == 'sending' or s == 'uncertain') then
-        bump(c, 'sg', tonumber(r[10] or '1') or 1)
-        bump(c, '_sub', 1)
-      end
+      if sent == '1' and s ~= 'submitted' then taken(key, c, r) end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
       redis.call('ZREM', KEYS[1], id)
       r[1] = to
@@ -830,16 +850,17 @@ for i = 2, #KEYS do
     end
   elseif s then
     if final[s] and to == 'submitted' and mid ~= '' then
-      if not r[3] then redis.call('HSET', key, 'mid', mid); r[3] = mid end
+      if not r[3] then
+        taken(key, c, r)
+        redis.call('HSET', key, 'mid', mid)
+        r[3] = mid
+      end
     elseif allowed[to] and allowed[to][s] and (ct == '' or ct == r[7]) then
       local why = mid
       if to == 'pending' then why = {_RELEASED!r} end
       redis.call('HSET', key, 's', to, 'h', note(r[9], ARGV[2], to, r[2], why))
       moved(c, s, to)
-      if to == 'submitted' then
-        bump(c, 'sg', tonumber(r[10] or '1') or 1)
-        bump(c, '_sub', 1)
-      end
+      if to == 'submitted' then taken(key, c, r) end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
       if to == 'pending' then
         redis.call('ZREM', KEYS[1], id)

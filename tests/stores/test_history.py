@@ -172,3 +172,23 @@ def test_durations_read_as_an_operator_says_them() -> None:
     assert [duration_text(s) for s in (None, 0.4, 42, 185, 7_800)] == [
         "-", "0 s", "42 s", "3 min 5 s", "2 h 10 min"]
     assert duration_text(None, unknown="unknown") == "unknown"
+
+
+async def test_a_message_ics_took_counts_its_segments_once_whatever_came_first(
+        store: MessageStore, clock: Clock) -> None:
+    """Segments count once ICS certainly has the message: its answer, its receipt, even
+    after the sweeper ended it, and never twice (a receipt again, the answer after it)."""
+    await store.claim([claim(1, segments=2), claim(2, segments=3), claim(3, segments=5)],
+                      token="t")
+    await store.apply([Transition(f"m{i}", State.UNCERTAIN, token="t") for i in (1, 2, 3)])
+    clock.now += DEADLINE_S + 1
+    assert len(await store.sweep()) == 3  # no answer, no receipt: all three expired
+    counts = await store.campaign("camp")
+    assert counts is not None and counts.segments == 0
+    await store.apply([final(1, State.DELIVERED, sent=True)])  # m1's receipt after all
+    await store.apply([final(1, State.DELIVERED, sent=True)])  # ... twice
+    await store.apply([Transition("m2", State.SUBMITTED, provider_message_id="mid2")])
+    await store.apply([final(2, State.DELIVERED, sent=True)])  # answer, then receipt
+    counts = await store.campaign("camp")
+    assert counts is not None and counts.segments == 2 + 3
+    assert dict(counts.states) == {"expired": 3}  # the first final stays
