@@ -26,18 +26,11 @@ from ics_sms.stores.rates import (
     RedisRateStore,
     open_rate_store,
 )
+from tests.stores.conftest import Clock
 
 ABS = 0.05
 """Slack for the time that passes between two calls on the Redis clock."""
 SENDERS = ("otp", "offers")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
