@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from ics_sms.console.security import (
-    SESSIONS,
-    LoginLimiter,
-    Sessions,
-    security_middleware,
-    session_of,
-)
+from ics_sms.console import dead_letters_pages, pages, senders_pages
+from ics_sms.console.security import SESSIONS, LoginLimiter, Sessions, security_middleware
+from ics_sms.console.shared import CONSOLE, Console
 from ics_sms.console.users import UserError, UserStore
 from ics_sms.schemas.settings import Settings
 from ics_sms.stores.history import duration_text
@@ -28,32 +23,10 @@ from ics_sms.stores.messages import MessageStore
 from ics_sms.stores.redis import StoreError
 from ics_sms.stores.senders import SenderSource, SenderSourceError
 
-__all__ = ["CONSOLE", "Console", "create_console_app", "render"]
+__all__ = ["create_console_app"]
 
 ASSETS = Path(__file__).parent / "web-assets"
 """Templates and static files (a folder name that is no Python package: mypy skips it)."""
-
-
-@dataclass
-class Console:
-    """What the views share: settings, stores, sessions."""
-
-    settings: Settings
-    senders: SenderSource
-    messages: MessageStore
-    users: UserStore
-    sessions: Sessions
-    limiter: LoginLimiter
-
-    def __repr__(self) -> str:
-        return f"<Console senders={self.senders!r} users={self.users!r}>"
-
-    async def blocking(self, work: Callable[[], Any]) -> Any:
-        """Run a call of a synchronous store (file, PostgreSQL) off the event loop."""
-        return await asyncio.to_thread(work)
-
-
-CONSOLE = web.AppKey("console", Console)
 
 
 def _when(epoch: float | datetime | None) -> str:
@@ -65,15 +38,6 @@ def _when(epoch: float | datetime | None) -> str:
 
 def _duration(seconds: float | None) -> str:
     return duration_text(seconds, unknown="unknown (nothing being sent)")
-
-
-def render(request: web.Request, template: str, context: dict[str, Any],
-           status: int = 200) -> web.Response:
-    """``template`` with what every page needs: the user, the CSRF token, the nav."""
-    session = session_of(request)
-    base = {"session": session, "csrf": session.csrf, "path": request.path}
-    return aiohttp_jinja2.render_template(template, request, {**base, **context},
-                                          status=status)
 
 
 @web.middleware
@@ -90,8 +54,6 @@ async def _unavailable(request: web.Request, handler: Any) -> web.StreamResponse
 def create_console_app(settings: Settings, *, senders: SenderSource, messages: MessageStore,
                        users: UserStore, close_stores: bool = True) -> web.Application:
     """The console on these stores; with ``close_stores`` it closes them on shutdown."""
-    from ics_sms.console import dead_letters_pages, pages, senders_pages
-
     sessions = Sessions(settings.console_session_s, secure=settings.console_secure_cookie)
     app = web.Application(middlewares=[security_middleware(sessions), _unavailable],
                           client_max_size=64 * 1024)

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ics_sms.console.app import CONSOLE, render
 from ics_sms.console.security import redirect, require_admin, session_of
+from ics_sms.console.shared import CONSOLE, render
 from ics_sms.workers.dead_letters import (
     DeadLetterError,
     Selection,

@@ -6,9 +6,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ics_sms.console.app import CONSOLE, render
 from ics_sms.console.health import collect_health
 from ics_sms.console.security import COOKIE, redirect, session_of
+from ics_sms.console.shared import CONSOLE, render
 from ics_sms.console.users import check_login
 from ics_sms.schemas.phone import InvalidNumber, normalize_e164
 from ics_sms.stores.history import COUNTED_STATES, failure_meaning

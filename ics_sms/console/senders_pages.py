@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr, ValidationError
 
-from ics_sms.console.app import CONSOLE, Console, render
 from ics_sms.console.security import require_admin, session_of
+from ics_sms.console.shared import CONSOLE, Console, render
 from ics_sms.schemas.errors import describe
 from ics_sms.schemas.redact import SECRETS, known_secrets
 from ics_sms.schemas.senders import (
