@@ -5,7 +5,8 @@ Runs N messages through the real Redis store the way the pipeline does (claim, t
 a click for a share of them), each to its own phone number, then reports Redis memory per
 message two ways: the growth of ``used_memory`` (everything: records, timelines, the
 phone index, the deadline set, campaign counters) and ``MEMORY USAGE`` of a sample of
-keys. Everything it wrote is deleted at the end. It needs a Redis of its own or a quiet
+keys; and the time Redis spent in the store's scripts per message (``INFO commandstats``,
+``evalsha``). Everything it wrote is deleted at the end. It needs a Redis of its own or a quiet
 one: other clients' writes during the run count in the first figure.
 """
 
@@ -52,6 +53,7 @@ async def measure(url: str, messages: int, click_share: float = 0.2) -> dict[str
     rng = random.Random(7)
     try:
         before = int((await client.info("memory"))["used_memory"])
+        scripts_before = await _script_usec(client)
         started = time.perf_counter()
         for start in range(0, messages, _BATCH):
             claims = _claims(start, min(_BATCH, messages - start), "bench-retention")
@@ -67,6 +69,7 @@ async def measure(url: str, messages: int, click_share: float = 0.2) -> dict[str
             await store.clicked(clicks)
         elapsed = time.perf_counter() - started
         after = int((await client.info("memory"))["used_memory"])
+        script_us = (await _script_usec(client) - scripts_before) / messages
         sample = [f"{prefix}bench-retention-{i:08d}" for i in
                   rng.sample(range(messages), min(200, messages))]
         record_bytes = [await client.memory_usage(k) or 0 for k in sample]
@@ -81,6 +84,7 @@ async def measure(url: str, messages: int, click_share: float = 0.2) -> dict[str
             "record_key_bytes_mean": round(sum(record_bytes) / len(record_bytes), 1),
             "phone_index_key_bytes_mean": round(sum(phone_bytes) / len(phone_bytes), 1),
             "deadline_set_bytes_per_message": round(deadlines / messages, 1),
+            "redis_script_us_per_message": round(script_us, 1),
             "seconds": round(elapsed, 2),
             "messages_per_s_through_four_transitions": round(messages / elapsed),
         }
@@ -90,6 +94,12 @@ async def measure(url: str, messages: int, click_share: float = 0.2) -> dict[str
         for i in range(0, len(keys), 10_000):
             await client.delete(*keys[i:i + 10_000])
         await client.aclose()
+
+
+async def _script_usec(client: Redis) -> int:
+    """Microseconds Redis spent running scripts so far (every client's)."""
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("usec", 0))
 
 
 def main() -> None:
