@@ -680,10 +680,13 @@ _RECORD_FIELDS = "'s', 'a', 'mid', 'ctx', 'fj'"
 # one unit between the state counters of the record's campaign (hash ``{prefix}~c:{id}``,
 # field ``c`` of the record names the campaign), appends the change to the record's
 # timeline (field ``h``: ``time|state|attempt|note`` lines) and touches the campaign in
-# the index ``{prefix}~campaigns`` (score: latest activity). Counter changes are summed
-# per campaign during the script and written once at its end (``flush``), so a batch of
-# one campaign costs a few commands, not a few per message. ``_sub`` (messages ICS took
-# in this call) feeds the decaying submission rate (``rv`` as of ``rt``).
+# the index ``{prefix}~campaigns`` (score: latest activity). A claim of a new message also
+# indexes its phone number: one sorted set per UTC day (``{prefix}~to:{day}``, expiring
+# after the retention), members ``phone|epoch ms|message_id`` read by lexical range.
+# Counter changes are summed per campaign during the script and written once at its end
+# (``flush``), so a batch of one campaign costs a few commands, not a few per message.
+# ``_sub`` (messages ICS took in this call) feeds the decaying submission rate (``rv`` as
+# of ``rt``).
 _COUNT_LUA = f"""
 local cdelta = {{}}
 local function bump(c, f, n)
@@ -696,9 +699,9 @@ local function moved(c, from, to)
   if from then bump(c, from, -1) end
   if to then bump(c, to, 1) end
 end
-local function note(h, now, state, attempt, text)
-  local e = string.format('%.3f', tonumber(now)) .. '|' .. state .. '|' .. (attempt or '1')
-    .. '|' .. (text or '')
+local stamp = string.format('%.3f', tonumber(ARGV[2]) or 0)
+local function note(h, state, attempt, text)
+  local e = stamp .. '|' .. state .. '|' .. (attempt or '1') .. '|' .. (text or '')
   if not h or h == '' then return e end
   h = h .. '\\n' .. e
   if #h > 4000 then
@@ -734,7 +737,10 @@ local out = {{}}
 local plen = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
 local base = string.sub(KEYS[2], 1, plen)
-local keep = now - tonumber(ARGV[1])
+-- the phone index: one sorted set per UTC day, members phone|time|id (lexical order)
+local phones = base .. '~to:' .. string.format('%d', math.floor(now / 86400))
+local at = string.format('%013.0f', now * 1000)
+local indexed = false
 local final = {{delivered = true, failed = true, rejected = true, expired = true}}
 for i = 2, #KEYS do
   local key = KEYS[i]
@@ -755,14 +761,12 @@ for i = 2, #KEYS do
     local camp, to = ARGV[b + 6], ARGV[b + 5]
     redis.call('HSET', key, 's', 'sending', 'fp', fp, 'a', ARGV[b + 2], 'ctx', ARGV[b + 3],
                'g', ARGV[b + 4], 'ct', ARGV[5], 'le', ARGV[6], 'c', camp, 'to', to,
-               't0', ARGV[2], 'sg', ARGV[b + 7], 'h', note(nil, ARGV[2], 'sending', ARGV[b + 2]))
+               't0', ARGV[2], 'sg', ARGV[b + 7], 'h', note(nil, 'sending', ARGV[b + 2]))
     redis.call('EXPIRE', key, ARGV[1])
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     if to ~= '' then
-      local pk = base .. '~to:' .. to
-      redis.call('ZADD', pk, now, id)
-      redis.call('ZREMRANGEBYSCORE', pk, '-inf', '(' .. keep)
-      redis.call('EXPIRE', pk, ARGV[1])
+      redis.call('ZADD', phones, 0, to .. '|' .. at .. '|' .. id)
+      indexed = true
     end
     bump(camp, 'n', 1)
     moved(camp, nil, 'sending')
@@ -773,7 +777,7 @@ for i = 2, #KEYS do
     local why = ''
     if r[2] == 'sending' then why = 'lease ran out' else moved(r[8], 'pending', 'sending') end
     redis.call('HSET', key, 's', 'sending', 'a', ARGV[b + 2], 'ct', ARGV[5], 'le', ARGV[6],
-               'h', note(r[9], ARGV[2], 'sending', ARGV[b + 2], why))
+               'h', note(r[9], 'sending', ARGV[b + 2], why))
     redis.call('ZADD', KEYS[1], ARGV[3], id)
     code = 'claimed'
   elseif r[2] == 'sending' and le then
@@ -790,6 +794,7 @@ for i = 2, #KEYS do
   end
 end
 flush(base, ARGV[1], now)
+if indexed then redis.call('EXPIRE', phones, tonumber(ARGV[1]) + 86400) end
 return out
 """
 
@@ -826,7 +831,7 @@ for i = 2, #KEYS do
   if final[to] then
     if not s then
       redis.call('HSET', key, 's', to, 'fe', fe, 'a', '1', 't0', ARGV[2],
-                 'h', note(nil, ARGV[2], to, '1', ec))
+                 'h', note(nil, to, '1', ec))
       if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid) end
       redis.call('EXPIRE', key, ARGV[1])
@@ -836,7 +841,7 @@ for i = 2, #KEYS do
       if fe ~= '' and fe == r[6] then code = 'replay' else code = 'lost' end
       if sent == '1' and not r[3] then taken(key, c, r) end  -- e.g. swept, then its receipt came
     else
-      redis.call('HSET', key, 's', to, 'fe', fe, 'h', note(r[9], ARGV[2], to, r[2], ec))
+      redis.call('HSET', key, 's', to, 'fe', fe, 'h', note(r[9], to, r[2], ec))
       if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
       if ec ~= '' then redis.call('HSET', key, 'ec', ec) end
       moved(c, s, to)
@@ -858,7 +863,7 @@ for i = 2, #KEYS do
     elseif allowed[to] and allowed[to][s] and (ct == '' or ct == r[7]) then
       local why = mid
       if to == 'pending' then why = {_RELEASED!r} end
-      redis.call('HSET', key, 's', to, 'h', note(r[9], ARGV[2], to, r[2], why))
+      redis.call('HSET', key, 's', to, 'h', note(r[9], to, r[2], why))
       moved(c, s, to)
       if to == 'submitted' then taken(key, c, r) end
       if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
@@ -900,7 +905,7 @@ for _, id in ipairs(ids) do
   local r = redis.call('HMGET', key, 's', 'a', 'mid', 'ctx', 'fj', 'x', 'c', 'h')
   if waiting[r[1]] then
     redis.call('HSET', key, 's', 'expired', 'x', '1', 'fe', 'no_receipt', 'ec', 'no_receipt',
-               'h', note(r[8], ARGV[2], 'expired', r[2], 'no_receipt'))
+               'h', note(r[8], 'expired', r[2], 'no_receipt'))
     moved(r[7], r[1], 'expired')
     bump(r[7], 'e:no_receipt', 1)
     r[1] = 'expired'
@@ -1097,10 +1102,22 @@ class RedisMessageStore(RedisStore, MessageStore):
 
     async def find(self, to: str, *, since: float | None = None,
                    limit: int = 50) -> list[MessageView]:
-        low = "-inf" if since is None else since
+        now = self.clock()
+        first = max(since if since is not None else 0.0, now - self.ttl_s - 86400)
+        days = range(int(now // 86400), int(first // 86400) - 1, -1)  # newest first
+        low, high = f"[{to}|".encode(), f"[{to}|".encode() + b"\xff"
         with self.failing_as("find messages"):
-            ids = [_text(i) for i in await self._client.zrevrangebyscore(
-                f"{self._prefix}~to:{to}", "+inf", low, start=0, num=limit)]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for day in days:
+                    pipe.zrangebylex(f"{self._prefix}~to:{day}", low, high)
+                buckets = await pipe.execute()
+            found: list[tuple[float, str]] = []
+            for members in buckets:
+                for member in members:
+                    _phone, at, message_id = _text(member).split("|", 2)
+                    if since is None or int(at) >= since * 1000:
+                        found.append((int(at) / 1000, message_id))
+            ids = [m for _at, m in sorted(found, reverse=True)[:limit]]
             async with self._client.pipeline(transaction=False) as pipe:
                 for message_id in ids:
                     pipe.hgetall(self._prefix + message_id)
@@ -1216,7 +1233,7 @@ for i = 2, #KEYS do
     if final[s] then
       moved(r[9], s, 'pending')
       if r[11] and r[11] ~= '' then bump(r[9], 'e:' .. r[11], -1) end
-      redis.call('HSET', key, 'h', note(r[10], ARGV[2], 'pending', '1', 'replay'))
+      redis.call('HSET', key, 'h', note(r[10], 'pending', '1', 'replay'))
     end
     redis.call('HSET', key, 's', 'pending', 'fp', fp, 'a', '1', 'ro', origin)
     redis.call('HDEL', key, 'fe', 'fj', 'x', 'ct', 'le', 'ec')
@@ -1239,7 +1256,7 @@ for i, key in ipairs(KEYS) do
   if r[1] and not string.find(ke, '|' .. ev .. '|', 1, true) then
     if #ke > 2000 then ke = '|' .. string.sub(ke, -1000) end
     local k = redis.call('HINCRBY', key, 'k', 1)
-    redis.call('HSET', key, 'h', note(r[4], ARGV[2], 'clicked', r[2], url),
+    redis.call('HSET', key, 'h', note(r[4], 'clicked', r[2], url),
                'ke', ke .. '|' .. ev .. '|')
     bump(r[3], 'k', 1)
     if k == 1 then bump(r[3], 'ku', 1) end
