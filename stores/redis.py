@@ -9,7 +9,29 @@ from collections.abc import Iterator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-__all__ = ["RedisStore", "StoreError"]
+__all__ = ["RedisStore", "StoreError", "delete_prefix"]
+
+
+async def delete_prefix(url: str, prefix: str) -> int:
+    """Delete every key that starts with ``prefix`` (a namespace's records, links, rates:
+    ``ics-sms:{namespace}``) and say how many; nothing for a ``memory://`` store. Raises
+    redis' errors (the caller decides whether a leftover matters)."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return 0
+    client: Redis = Redis.from_url(url, socket_timeout=10)
+    deleted = 0
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=prefix + "*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                deleted += await client.unlink(*batch)
+                batch = []
+        if batch:
+            deleted += await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    return deleted
 
 
 class StoreError(Exception):

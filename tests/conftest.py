@@ -6,6 +6,8 @@ starts one where Docker runs. Under ``CI=true`` a missing broker is a failure, n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -16,10 +18,12 @@ import pika
 import psycopg
 import pytest
 from redis import Redis
+from redis.exceptions import RedisError
 
 from ics_sms.broker.admin import delete_topology
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import Topology
+from ics_sms.stores.redis import delete_prefix
 
 
 def _docker_available() -> bool:
@@ -115,3 +119,10 @@ def amqp_settings(
     )
     yield settings
     delete_topology(rabbitmq_url, topology)
+    delete_redis_keys(settings.redis_url, f"ics-sms:{namespace}")
+
+
+def delete_redis_keys(url: str, prefix: str) -> None:
+    """Remove what a test left in Redis under its namespace (records live 30 days)."""
+    with contextlib.suppress(RedisError, OSError):  # no Redis for this test: nothing there
+        asyncio.run(delete_prefix(url, prefix))

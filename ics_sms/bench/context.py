@@ -17,7 +17,6 @@ from pathlib import Path
 
 import structlog
 from pydantic import SecretStr
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ics_sms.bench.amqp import PikaLink
@@ -25,6 +24,7 @@ from ics_sms.bench.options import BenchOptions
 from ics_sms.broker.admin import delete_topology
 from ics_sms.schemas.senders import Senders
 from ics_sms.schemas.settings import Settings
+from ics_sms.stores.redis import delete_prefix
 
 __all__ = ["RunContext", "child_environment", "stage_scope"]
 
@@ -96,19 +96,7 @@ async def _cleanup(settings: Settings) -> None:
 async def delete_contexts(settings: Settings) -> None:
     """Delete the namespace's keys from Redis (a record per message, short links, rates,
     and the contexts older workers wrote)."""
-    if settings.redis_url.startswith("memory:"):
-        return
-    client = Redis.from_url(settings.redis_url)
     try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"ics-sms:{settings.namespace}*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                await client.unlink(*batch)
-                batch = []
-        if batch:
-            await client.unlink(*batch)
+        await delete_prefix(settings.redis_url, f"ics-sms:{settings.namespace}")
     except (RedisError, OSError) as exc:
         log.warning("bench keys not deleted", namespace=settings.namespace, error=str(exc))
-    finally:
-        await client.aclose()

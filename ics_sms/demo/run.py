@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
+from redis.exceptions import RedisError
 
 from ics_sms.broker.admin import delete_topology
 from ics_sms.broker.base import Broker, Delivery
@@ -43,6 +44,7 @@ from ics_sms.schemas.settings import Settings
 from ics_sms.stores.context import open_context_store
 from ics_sms.stores.links import open_link_store
 from ics_sms.stores.messages import open_message_store
+from ics_sms.stores.redis import delete_prefix
 from ics_sms.workers.service import Worker
 
 __all__ = ["DemoOptions", "run_demo"]
@@ -252,6 +254,9 @@ async def run_demo(options: DemoOptions, display: Display) -> dict[str, Any]:
                     await asyncio.to_thread(delete_topology,
                                             settings.broker_url.get_secret_value(),
                                             settings.topology)
+                    with contextlib.suppress(RedisError, OSError):  # they expire anyway
+                        await delete_prefix(settings.redis_url,
+                                            f"ics-sms:{settings.namespace}")
             summary = tracker.summary()
             summary["duplicate_submissions"] = sandbox.stats().get("duplicate_smsgids", 0)
             summary["broker"] = "embedded (memory://)" if options.embedded else \

@@ -10,6 +10,7 @@ reads every event. Waiting is always on a condition with a deadline (:func:`wait
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -31,11 +32,11 @@ import pika
 import pytest
 from pika.exceptions import AMQPError
 from pydantic import SecretStr
-from redis import Redis
 from redis.exceptions import RedisError
 
 from ics_sms.schemas.senders import ClickTracking, Lane, Sender, Senders, SenderType, save_senders
 from ics_sms.schemas.topology import Topology
+from ics_sms.stores.redis import delete_prefix
 from tests.chaos.campaign import Campaign, CampaignPublisher
 from tests.chaos.ledger import Ledger
 from tests.faults import ProxyThread
@@ -631,22 +632,8 @@ class Stack:
     def _delete_contexts(self) -> None:
         """Workers leave a record per message in Redis (days of TTL), and older ones a
         context: everything of the stack's namespace goes."""
-        if self.redis_url.startswith("memory:"):
-            return
-        client = Redis.from_url(self.redis_url, socket_timeout=5)
-        try:
-            batch: list[bytes] = []
-            for key in client.scan_iter(match=f"ics-sms:{self.namespace}*", count=5000):
-                batch.append(key)
-                if len(batch) >= 5000:
-                    client.unlink(*batch)
-                    batch = []
-            if batch:
-                client.unlink(*batch)
-        except (RedisError, OSError):
-            pass  # best effort: the keys expire on their own
-        finally:
-            client.close()
+        with contextlib.suppress(RedisError, OSError):  # best effort: the keys expire
+            asyncio.run(delete_prefix(self.redis_url, f"ics-sms:{self.namespace}"))
 
 
 def _sandbox_idle(stats: Mapping[str, Any]) -> bool:
