@@ -654,9 +654,10 @@ async def _on_broker(settings: Settings, work: Callable[[Broker], Awaitable[_T]]
 
 async def collect(settings: Settings, selection: Selection, *,
                   now: float | None = None) -> list[DeadLetter]:
-    """The dead letters ``selection`` chooses, in queue order (oldest first); every dead
-    letter stays in the queue. ``now`` (epoch seconds, default: the clock) is what ages
-    are measured from."""
+    """The dead letters ``selection`` chooses, oldest first (by when they were dead-lettered,
+    then by message_id: reading puts copies back, so the queue's own order shifts between
+    passes); every dead letter stays in the queue. ``now`` (epoch seconds, default: the
+    clock) is what ages are measured from."""
     moment = time.time() if now is None else now
     found: list[DeadLetter] = []
 
@@ -665,7 +666,7 @@ async def collect(settings: Settings, selection: Selection, *,
         return [KEEP] * len(letters)
 
     await _pass(settings, keep_all)
-    return found
+    return sorted(found, key=lambda letter: (letter.dead_at or 0.0, letter.message_id))
 
 
 async def replay(settings: Settings, selection: Selection, *,
