@@ -687,7 +687,10 @@ _RECORD_FIELDS = "'s', 'a', 'mid', 'ctx', 'fj'"
 # (``flush``), so a batch of one campaign costs a few commands, not a few per message.
 # ``_sub`` (messages ICS took in this call) feeds the decaying submission rate (``rv`` as
 # of ``rt``).
+_FINAL_LUA = ", ".join(f"{state.value} = true" for state in sorted(FINAL_STATES))
+
 _COUNT_LUA = f"""
+local final = {{{_FINAL_LUA}}}
 local cdelta = {{}}
 local function bump(c, f, n)
   if not c or c == '' then return end
@@ -741,7 +744,6 @@ local base = string.sub(KEYS[2], 1, plen)
 local phones = base .. '~to:' .. string.format('%d', math.floor(now / 86400))
 local at = string.format('%013.0f', now * 1000)
 local indexed = false
-local final = {{delivered = true, failed = true, rejected = true, expired = true}}
 for i = 2, #KEYS do
   local key = KEYS[i]
   local id = string.sub(key, plen + 1)
@@ -811,7 +813,6 @@ end
 local plen = tonumber(ARGV[4])
 local now = tonumber(ARGV[2])
 local base = string.sub(KEYS[2], 1, plen)
-local final = {{delivered = true, failed = true, rejected = true, expired = true}}
 local from = {{submitted = {{sending = true, uncertain = true}},
                uncertain = {{sending = true}}, pending = {{sending = true}}}}
 local fenced = {{submitted = {{sending = true, uncertain = true}},
@@ -841,13 +842,14 @@ for i = 2, #KEYS do
       if fe ~= '' and fe == r[6] then code = 'replay' else code = 'lost' end
       if sent == '1' and not r[3] then taken(key, c, r) end  -- e.g. swept, then its receipt came
     else
-      redis.call('HSET', key, 's', to, 'fe', fe, 'h', note(r[9], to, r[2], ec))
-      if fj ~= '' then redis.call('HSET', key, 'fj', fj) end
-      if ec ~= '' then redis.call('HSET', key, 'ec', ec) end
+      local set = {{'s', to, 'fe', fe, 'h', note(r[9], to, r[2], ec)}}
+      if fj ~= '' then set[#set + 1] = 'fj'; set[#set + 1] = fj end
+      if ec ~= '' then set[#set + 1] = 'ec'; set[#set + 1] = ec end
+      if mid ~= '' then set[#set + 1] = 'mid'; set[#set + 1] = mid; r[3] = mid end
+      redis.call('HSET', key, unpack(set))
       moved(c, s, to)
       if ec ~= '' then bump(c, 'e:' .. ec, 1) end
       if sent == '1' and s ~= 'submitted' then taken(key, c, r) end
-      if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
       redis.call('ZREM', KEYS[1], id)
       r[1] = to
       r[5] = fj
@@ -863,10 +865,14 @@ for i = 2, #KEYS do
     elseif allowed[to] and allowed[to][s] and (ct == '' or ct == r[7]) then
       local why = mid
       if to == 'pending' then why = {_RELEASED!r} end
-      redis.call('HSET', key, 's', to, 'h', note(r[9], to, r[2], why))
+      if mid ~= '' then
+        redis.call('HSET', key, 's', to, 'h', note(r[9], to, r[2], why), 'mid', mid)
+        r[3] = mid
+      else
+        redis.call('HSET', key, 's', to, 'h', note(r[9], to, r[2], why))
+      end
       moved(c, s, to)
       if to == 'submitted' then taken(key, c, r) end
-      if mid ~= '' then redis.call('HSET', key, 'mid', mid); r[3] = mid end
       if to == 'pending' then
         redis.call('ZREM', KEYS[1], id)
       else
@@ -1117,7 +1123,8 @@ class RedisMessageStore(RedisStore, MessageStore):
                     _phone, at, message_id = _text(member).split("|", 2)
                     if since is None or int(at) >= since * 1000:
                         found.append((int(at) / 1000, message_id))
-            ids = [m for _at, m in sorted(found, reverse=True)[:limit]]
+            # newest first; an id used again after the dedupe window is indexed twice
+            ids = list(dict.fromkeys(m for _at, m in sorted(found, reverse=True)))[:limit]
             async with self._client.pipeline(transaction=False) as pipe:
                 for message_id in ids:
                     pipe.hgetall(self._prefix + message_id)
@@ -1201,7 +1208,6 @@ local base = string.sub(KEYS[2], 1, tonumber(ARGV[4]))
 local plen = tonumber(ARGV[4])
 local codes = {{}}
 for code in string.gmatch(ARGV[5], '[^,]+') do codes[code] = true end
-local final = {{delivered = true, failed = true, rejected = true, expired = true}}
 for i = 2, #KEYS do
   local key = KEYS[i]
   local id = string.sub(key, plen + 1)

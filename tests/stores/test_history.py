@@ -192,3 +192,13 @@ async def test_a_message_ics_took_counts_its_segments_once_whatever_came_first(
     counts = await store.campaign("camp")
     assert counts is not None and counts.segments == 2 + 3
     assert dict(counts.states) == {"expired": 3}  # the first final stays
+
+
+async def test_an_id_used_again_after_the_dedupe_window_is_found_once(
+        store: MessageStore, clock: Clock) -> None:
+    await store.claim([claim(1, to="+919811111111")], token="t")
+    await store.apply([final(1, State.DELIVERED)])
+    clock.now += store.window_s + 1
+    await store.claim([Claim("m1", "fp-new", 1, claim(1).context, to="+919811111111")],
+                      token="t2")
+    assert [v.message_id for v in await store.find("+919811111111")] == ["m1"]
