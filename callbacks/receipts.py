@@ -398,10 +398,15 @@ def bind(parsed: ParsedReceipts, sender: str, contexts: Mapping[str, MessageCont
         if reason is None:
             kept.append(receipt)
         else:
-            origin = dict(receipt.origin)
-            meta = origin.pop("meta", None)
-            parsed.refuse(reason, meta if isinstance(meta, str) else None, **origin)
+            _refuse(parsed, receipt, reason)
     parsed.receipts = kept
+
+
+def _refuse(parsed: ParsedReceipts, receipt: Receipt, reason: str) -> None:
+    """List ``receipt`` as refused, for ``reason``, where it was in the body."""
+    origin = dict(receipt.origin)
+    meta = origin.pop("meta", None)
+    parsed.refuse(reason, meta if isinstance(meta, str) else None, **origin)
 
 
 def _contradiction(receipt: Receipt, sender: str, context: MessageContext | None) -> str | None:
@@ -456,9 +461,7 @@ def bind_found(parsed: ParsedReceipts, sender: str, found: Mapping[str, Found], 
             object.__setattr__(receipt, "found", known)
             kept.append(receipt)
         else:
-            origin = dict(receipt.origin)
-            meta = origin.pop("meta", None)
-            parsed.refuse(reason, meta if isinstance(meta, str) else None, **origin)
+            _refuse(parsed, receipt, reason)
     parsed.receipts = kept
 
 

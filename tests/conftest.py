@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
 import psycopg
@@ -24,6 +25,7 @@ from ics_sms.broker.admin import delete_topology
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import Topology
 from ics_sms.stores.redis import delete_prefix
+from tests.faults import ProxyThread
 
 
 def _docker_available() -> bool:
@@ -126,3 +128,12 @@ def delete_redis_keys(url: str, prefix: str) -> None:
     """Remove what a test left in Redis under its namespace (records live 30 days)."""
     with contextlib.suppress(RedisError, OSError):  # no Redis for this test: nothing there
         asyncio.run(delete_prefix(url, prefix))
+
+
+@pytest.fixture
+def broker_proxy(rabbitmq_url: str) -> Iterator[ProxyThread]:
+    """A TCP proxy in front of the test broker (close it to cut every connection)."""
+    target = urlsplit(rabbitmq_url)
+    relay = ProxyThread(target.hostname or "127.0.0.1", target.port or 5672).start()
+    yield relay
+    relay.close()

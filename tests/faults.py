@@ -13,8 +13,9 @@ import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["ProxyThread", "TcpProxy"]
+__all__ = ["ProxyThread", "TcpProxy", "url_at"]
 
 T = TypeVar("T")
 
@@ -117,3 +118,13 @@ class ProxyThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(self._timeout_s)
         self._loop.close()
+
+
+def url_at(url: str, port: int, *, password: str | None = None) -> str:
+    """``url`` (amqp://user:pass@host:port/vhost) pointing at 127.0.0.1:``port``, e.g. a
+    proxy in front of the broker (optionally with another password)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return urlunsplit(parts._replace(netloc=f"127.0.0.1:{port}"))
+    secret = parts.password if password is None else password
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{secret}@127.0.0.1:{port}"))

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pika
 import pytest
@@ -39,7 +39,7 @@ from ics_sms.schemas.topology import Topology
 from ics_sms.stores.redis import delete_prefix
 from tests.chaos.campaign import Campaign, CampaignPublisher
 from tests.chaos.ledger import Ledger
-from tests.faults import ProxyThread
+from tests.faults import ProxyThread, url_at
 
 __all__ = [
     "FAST",
@@ -125,14 +125,6 @@ def http_request(url: str, method: str = "GET", body: bytes | None = None,
         raise OSError(f"{method} {parts.path}: {type(exc).__name__}: {exc}") from None
     finally:
         connection.close()
-
-
-def with_port(url: str, port: int) -> str:
-    """``url`` (amqp://user:pass@host:port/vhost) pointing at 127.0.0.1:``port``."""
-    parts = urlsplit(url)
-    auth = parts.netloc.rpartition("@")[0]
-    netloc = f"{auth}@127.0.0.1:{port}" if auth else f"127.0.0.1:{port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -513,7 +505,7 @@ class Stack:
         """A cuttable proxy to RabbitMQ; services started afterwards connect through it."""
         target = pika.URLParameters(self.rabbitmq_url)
         proxy = self.proxy_to(target.host, target.port)
-        self.service_broker_url = with_port(self.rabbitmq_url, proxy.port)
+        self.service_broker_url = url_at(self.rabbitmq_url, proxy.port)
         return proxy
 
     def publisher(self, campaign: Campaign, *, via: str | None = None,

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
-
 import pytest
 
 from ics_sms.producers.errors import BrokerUnavailable, ProducerError
@@ -14,29 +11,15 @@ from ics_sms.schemas.senders import Lane
 from ics_sms.schemas.settings import Settings
 from ics_sms.schemas.topology import Topology
 from tests.chaos.harness import free_port
-from tests.faults import ProxyThread
+from tests.faults import ProxyThread, url_at
 from tests.producers.test_publisher import SENDERS, drain, request
 
 PASSWORD = "producer-s3cret"
 
 
-def at(url: str, port: int, *, password: str | None = None) -> str:
-    parts = urlsplit(url)
-    secret = parts.password if password is None else password
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:{secret}@127.0.0.1:{port}"))
-
-
-@pytest.fixture
-def proxy(rabbitmq_url: str) -> Iterator[ProxyThread]:
-    target = urlsplit(rabbitmq_url)
-    relay = ProxyThread(target.hostname or "127.0.0.1", target.port or 5672).start()
-    yield relay
-    relay.close()
-
-
 def test_a_dead_first_address_is_skipped(amqp_settings: Settings, rabbitmq_url: str,
                                          topology: Topology) -> None:
-    url = f"{at(rabbitmq_url, free_port(), password=PASSWORD)},{rabbitmq_url}"
+    url = f"{url_at(rabbitmq_url, free_port(), password=PASSWORD)},{rabbitmq_url}"
     with Producer(url, topology, SENDERS, retry=RetryPolicy(0)) as producer:
         producer.publish(request(1))
         assert PASSWORD not in repr(producer)
@@ -46,19 +29,19 @@ def test_a_dead_first_address_is_skipped(amqp_settings: Settings, rabbitmq_url: 
 
 def test_losing_the_node_mid_bulk_moves_to_the_next_address(
         amqp_settings: Settings, rabbitmq_url: str, topology: Topology,
-        proxy: ProxyThread) -> None:
-    url = f"{at(rabbitmq_url, proxy.port)},{rabbitmq_url}"
+        broker_proxy: ProxyThread) -> None:
+    url = f"{url_at(rabbitmq_url, broker_proxy.port)},{rabbitmq_url}"
     with Producer(url, topology, SENDERS, retry=RetryPolicy(3, 0.1, 0.1, 0.5)) as producer:
-        assert f":{proxy.port}" in producer.connection.as_uri()  # in order: the first
+        assert f":{broker_proxy.port}" in producer.connection.as_uri()  # in order: the first
 
         def cut_once(_confirmed: int) -> None:
-            if not proxy.cut_now:
-                proxy.cut()  # the node dies: its connection drops, new ones are refused
+            if not broker_proxy.cut_now:
+                broker_proxy.cut()  # the node dies: its connection drops, new ones are refused
 
         count = producer.publish_many((request(i) for i in range(3000)), on_progress=cut_once)
         assert count == 3000
         assert "reconnects=1" in repr(producer)
-        assert f":{proxy.port}" not in producer.connection.as_uri()
+        assert f":{broker_proxy.port}" not in producer.connection.as_uri()
     ids = {g.properties.message_id for g in drain(rabbitmq_url,
                                                   topology.send_queue(Lane.SERVICE))}
     assert ids == {f"m-{i}" for i in range(3000)}  # at least once: duplicates allowed
