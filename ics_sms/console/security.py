@@ -73,8 +73,6 @@ class Sessions:
         self.secure = secure
         self._clock = clock
         self._by_id: dict[str, Session] = {}
-        self.current: dict[int, Session] = {}
-        """The session of each request being handled (by the request's id)."""
 
     def __repr__(self) -> str:
         return f"<Sessions open={len(self._by_id)}>"
@@ -146,6 +144,8 @@ class LoginLimiter:
 
 
 SESSIONS = web.AppKey("console_sessions", Sessions)
+_SESSION = web.RequestKey("console_session", Session)
+"""The session of the request (the middleware sets it)."""
 
 
 def redirect(location: str) -> web.Response:
@@ -154,7 +154,7 @@ def redirect(location: str) -> web.Response:
 
 def session_of(request: web.Request) -> Session:
     """The session of this request (the middleware made sure there is one)."""
-    return request.app[SESSIONS].current[id(request)]
+    return request[_SESSION]
 
 
 def require_admin(request: web.Request) -> Session:
@@ -180,8 +180,6 @@ def security_middleware(sessions: Sessions) -> Any:
         except web.HTTPException as exc:
             _decorate(request, exc)
             raise
-        finally:
-            sessions.current.pop(id(request), None)
         _decorate(request, response)
         if sessions.secure:  # served behind TLS: browsers keep to https
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
@@ -206,7 +204,7 @@ async def _guarded(request: web.Request, handler: Handler,
     fresh = session is None
     if session is None:
         sid, session = sessions.new()
-    sessions.current[id(request)] = session
+    request[_SESSION] = session
     if request.method == "POST":
         form = await request.post()
         token = form.get("csrf")
