@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -163,4 +162,3 @@ def test_campaign_counts_and_timelines_follow_every_message(profile: str,
     text = _cli(stack, "messages", "show", f"{campaign_id}-1")
     assert "901 (DND)" in text
     stack.stop_services()
-    time.sleep(0)  # the stack's teardown checks the logs
