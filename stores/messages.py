@@ -366,7 +366,6 @@ class _Entry:
 class _Campaign:
     states: dict[str, int] = field(default_factory=dict)
     reached: int = 0
-    published: int = 0
     codes: dict[str, int] = field(default_factory=dict)
     segments: int = 0
     clicks: int = 0
@@ -379,7 +378,7 @@ class _Campaign:
 
     def counts(self, campaign_id: str, now: float) -> CampaignCounts:
         return CampaignCounts(campaign_id, {k: v for k, v in self.states.items() if v},
-                              self.reached, self.published,
+                              self.reached, sum(self.sources.values()),
                               {k: v for k, v in self.codes.items() if v}, self.segments,
                               self.clicks, self.unique, self.first or None, self.last or None,
                               decayed_rate(self.rate, self.rate_at, now), now)
@@ -571,7 +570,6 @@ class InMemoryMessageStore(MessageStore):
         now = self.clock()
         camp = self._campaigns.setdefault(campaign_id, _Campaign(first=now))
         camp.sources[source] = max(camp.sources.get(source, 0), published)
-        camp.published = sum(camp.sources.values())
         camp.last = now
 
     async def clicked(self, clicks: Sequence[tuple[str, str, str]]) -> None:
